@@ -1,0 +1,39 @@
+# Two entry points for a fresh Python 3.11 machine:
+#   make train   set up .venv (pinned) and train with the defaults
+#   make test    set up .venv and run the test suite
+# Extra arguments: make train ARGS='--gpu=0'   make test PYTEST_ARGS='-x'
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Chainer's setup.py and `import chainer` need pkg_resources; numpy.distutils
+# (imported by chainer) needs distutils.msvccompiler, gone in setuptools 74.
+# pip's isolated build would fetch a newer setuptools, hence
+# --no-build-isolation after installing this one.
+BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
+
+.PHONY: setup train test gpu clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(BUILD_PINS)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		--no-build-isolation -r requirements.txt -r requirements-test.txt
+	touch $@
+
+train: $(STAMP)
+	$(PY) train_mnist.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+gpu: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		-r requirements-gpu.txt
+
+clean:
+	rm -rf $(VENV) result

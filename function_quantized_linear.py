@@ -1,0 +1,118 @@
+"""Linear function whose weight is quantized in forward (straight through)."""
+import numpy
+
+import chainer
+from chainer import backend
+from chainer import function_node
+from chainer import utils
+from chainer.utils import type_check
+
+import qst
+
+
+class QuantizedLinearFunction(function_node.FunctionNode):
+
+    """Linear function with quantized weight; see :func:`quantized_linear`."""
+
+    def __init__(self, bits=1):
+        self.bits = qst.check_bits(bits)
+
+    def check_type_forward(self, in_types):
+        n_in = in_types.size()
+        type_check.expect(2 <= n_in, n_in <= 3)
+        x_type, w_type = in_types[:2]
+        type_check._argname((x_type, w_type), ('x', 'W'))
+        type_check.expect(
+            x_type.dtype.kind == 'f',
+            w_type.dtype == x_type.dtype,
+            x_type.ndim == 2,
+            w_type.ndim == 2,
+        )
+        type_check.expect(x_type.shape[1] == w_type.shape[1])
+        if type_check.eval(n_in) == 3:
+            b_type = in_types[2]
+            type_check._argname((b_type,), ('b',))
+            type_check.expect(
+                b_type.dtype == x_type.dtype,
+                b_type.ndim == 1,
+                b_type.shape[0] == w_type.shape[0],
+            )
+
+    def forward(self, inputs):
+        x, W = inputs[:2]
+        if (isinstance(x, numpy.ndarray)
+                and not (x.flags.c_contiguous or x.flags.f_contiguous)):
+            # numpy.dot rejects some non-contiguous operands
+            x = numpy.ascontiguousarray(x)
+        # q(W) is computed once and kept for backward.
+        self.W_quantized = qst.quantize(W, self.bits)
+        y = x.dot(self.W_quantized.T)
+        if len(inputs) == 3:
+            y += inputs[2]
+        self.retain_inputs((0,))
+        return y,
+
+    def backward(self, indexes, grad_outputs):
+        x, = self.get_retained_inputs()
+        gy, = grad_outputs
+        ret = []
+        if 0 in indexes:
+            ret.append(chainer.functions.matmul(gy, self.W_quantized))
+        if 1 in indexes:
+            # straight through: dL/dW := dL/dq(W)
+            ret.append(chainer.functions.matmul(gy, x, transa=True))
+        if 2 in indexes:
+            ret.append(chainer.functions.sum(gy, axis=0))
+        return ret
+
+
+def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
+    """Linear function with a quantized weight matrix.
+
+    .. math::
+
+        y = x \\, q(W)^\\top + b
+
+    with :math:`q` = :func:`qst.quantize` (``bits=1``: sign with
+    :math:`\\mathrm{sign}(0) = +1`). The gradients are
+
+    .. math::
+
+        g_x = g_y \\, q(W), \\qquad g_W = g_y^\\top x, \\qquad
+        g_b = \\textstyle\\sum_n g_{y,n},
+
+    that is, the gradient with respect to :math:`q(W)` is handed straight
+    through to the real-valued :math:`W` (the paper clips :math:`W` to
+    [-1, 1] after each update, see :class:`weight_clip.WeightClip`, so the
+    hard-tanh cancellation would never act on it). :math:`q(W)` is a
+    constant of the graph built by backward: its true derivative is zero
+    almost everywhere.
+
+    Like :func:`chainer.functions.linear`, an input with more than
+    ``n_batch_axes + 1`` dimensions is flattened to 2-D first.
+
+    Args:
+        x (:class:`~chainer.Variable` or :ref:`ndarray`): Input of shape
+            :math:`(s_B, s_1, \\dots, s_n)` with float dtype.
+        W (:class:`~chainer.Variable` or :ref:`ndarray`): Real-valued weight
+            of shape :math:`(M, N)`, :math:`N = s_1 \\cdots s_n`.
+        b (:class:`~chainer.Variable` or :ref:`ndarray`): Bias of shape
+            :math:`(M,)`, or ``None``.
+        bits (int): Bit width of the quantized weight.
+        n_batch_axes (int): Number of leading batch axes of ``x``.
+
+    Returns:
+        ~chainer.Variable: Output of shape :math:`(s_B, M)`.
+    """
+    if n_batch_axes <= 0:
+        raise ValueError('n_batch_axes should be greater than 0.')
+    if n_batch_axes > 1:
+        batch_shape = x.shape[:n_batch_axes]
+        x = x.reshape(utils.size_of_shape(batch_shape), -1)
+    elif x.ndim > 2:
+        x = x.reshape(x.shape[0], -1)
+    args = (x, W) if b is None else (x, W, b)
+    y, = QuantizedLinearFunction(bits).apply(args)
+    if n_batch_axes > 1:
+        y = y.reshape(batch_shape + (-1,))
+    return y

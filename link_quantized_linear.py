@@ -1,0 +1,53 @@
+"""Fully-connected layer with a quantized weight (real-valued W kept)."""
+import chainer.links
+from chainer import utils
+
+import function_quantized_linear
+import qst
+
+
+class QuantizedLinear(chainer.links.Linear):
+
+    """Linear layer whose weight is quantized in the forward pass.
+
+    A drop-in replacement for :class:`chainer.links.Linear` (same arguments,
+    lazy initialization with ``in_size=None``, same initializers) that
+    computes :func:`function_quantized_linear.quantized_linear`:
+
+    .. math:: y = x \\, q(W)^\\top + b
+
+    The parameter ``W`` stays real-valued; the optimizer updates it with the
+    straight-through gradient and :class:`weight_clip.WeightClip` keeps it in
+    [-1, 1]. Only ``W`` is quantized; ``b`` (if any) stays real.
+
+    Args:
+        in_size (int or None): Input dimension; ``None`` defers
+            initialization to the first forward pass.
+        out_size (int): Output dimension.
+        nobias (bool): If ``True``, no bias.
+        initialW: Initializer of ``W`` (default: :math:`N(0, 1/\\text{in})`).
+        initial_bias: Initializer of ``b`` (default: zero).
+        bits (int): Bit width of the quantized weight (see
+            :func:`qst.check_bits`).
+    """
+
+    def __init__(self, in_size, out_size=None, nobias=False,
+                 initialW=None, initial_bias=None, bits=1):
+        self.bits = qst.check_bits(bits)
+        super(QuantizedLinear, self).__init__(
+            in_size, out_size, nobias, initialW, initial_bias)
+
+    def forward(self, x, n_batch_axes=1):
+        """Applies the layer; see :meth:`chainer.links.Linear.forward`."""
+        if self.W.array is None:
+            self._initialize_params(
+                utils.size_of_shape(x.shape[n_batch_axes:]))
+        return function_quantized_linear.quantized_linear(
+            x, self.W, self.b, bits=self.bits, n_batch_axes=n_batch_axes)
+
+    def quantized_params(self):
+        """Yields the real-valued parameters that forward quantizes (``W``).
+
+        :class:`weight_clip.WeightClip` clips exactly these.
+        """
+        yield self.W

@@ -1,0 +1,175 @@
+import unittest
+
+import numpy
+import pytest
+
+import chainer
+from chainer import testing
+from chainer.utils import type_check
+
+from function_quantized_linear import quantized_linear
+from backends import BACKENDS
+
+
+def sign(w):
+    return numpy.where(w >= 0, 1, -1).astype(w.dtype)
+
+
+def tolerance(dtype):
+    if dtype == numpy.float16:
+        return {'atol': 5e-3, 'rtol': 5e-3}
+    return {'atol': 1e-5, 'rtol': 1e-5}
+
+
+def make_weight(shape, dtype):
+    W = numpy.random.uniform(-1, 1, shape).astype(dtype)
+    W.flat[:3] = [0.0, -0.0, 1e-6]  # sign(0) must be +1
+    return W
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+    'x_shape': [(4, 5), (4, 1, 5)],
+    'nobias': [True, False],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedLinearForward(testing.FunctionTestCase):
+
+    # W's gradient is the straight-through estimate, which a numerical
+    # gradient cannot see: see TestQuantizedLinearGradients.
+    skip_backward_test = True
+    skip_double_backward_test = True
+
+    def setUp(self):
+        self.check_forward_options = tolerance(self.dtype)
+
+    def generate_inputs(self):
+        x = numpy.random.uniform(-1, 1, self.x_shape).astype(self.dtype)
+        W = make_weight((3, 5), self.dtype)
+        if self.nobias:
+            return x, W
+        return x, W, numpy.random.uniform(-1, 1, 3).astype(self.dtype)
+
+    def forward(self, inputs, device):
+        return quantized_linear(*inputs),
+
+    def forward_expected(self, inputs):
+        x, W = inputs[:2]
+        y = x.reshape(len(x), -1).dot(sign(W).T)
+        if not self.nobias:
+            y = y + inputs[2]
+        return y.astype(self.dtype),
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedLinearGradXB(testing.FunctionTestCase):
+
+    # With W held fixed the function is linear in x and b, so Chainer's
+    # numerical gradient checks (first and second order) apply.
+
+    def setUp(self):
+        self.W = make_weight((3, 5), self.dtype)
+        if self.dtype == numpy.float16:
+            self.check_backward_options = {'atol': 5e-2, 'rtol': 5e-2}
+            self.check_double_backward_options = {'atol': 5e-2, 'rtol': 5e-2}
+        self.check_forward_options = tolerance(self.dtype)
+
+    def generate_inputs(self):
+        x = numpy.random.uniform(-1, 1, (4, 5)).astype(self.dtype)
+        b = numpy.random.uniform(-1, 1, 3).astype(self.dtype)
+        return x, b
+
+    def forward(self, inputs, device):
+        x, b = inputs
+        return quantized_linear(x, device.send(self.W), b),
+
+    def forward_expected(self, inputs):
+        x, b = inputs
+        return (x.dot(sign(self.W).T) + b).astype(self.dtype),
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedLinearGradients(unittest.TestCase):
+
+    def test_straight_through_gradients(self, backend_config):
+        x = numpy.random.uniform(-1, 1, (4, 5)).astype(self.dtype)
+        # weights beyond [-1, 1] too: W's gradient is not masked
+        W = make_weight((3, 5), self.dtype) * 3
+        b = numpy.random.uniform(-1, 1, 3).astype(self.dtype)
+        gy = numpy.random.uniform(-1, 1, (4, 3)).astype(self.dtype)
+        xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
+                      for a in (x, W, b)]
+        y = quantized_linear(xv, Wv, bv)
+        y.grad = backend_config.get_array(gy)
+        y.backward()
+        cpu = chainer.backend.CpuDevice()
+        tol = tolerance(self.dtype)
+        for name, got, expected in (
+                ('gx', xv.grad, gy.dot(sign(W))),
+                ('gW', Wv.grad, gy.T.dot(x)),
+                ('gb', bv.grad, gy.sum(axis=0))):
+            got = cpu.send(got)
+            assert got.dtype == self.dtype, name
+            numpy.testing.assert_allclose(
+                got, expected.astype(self.dtype), err_msg=name, **tol)
+
+    def test_real_weight_is_not_modified(self, backend_config):
+        W = make_weight((3, 5), self.dtype)
+        Wv = chainer.Variable(backend_config.get_array(W.copy()))
+        x = backend_config.get_array(
+            numpy.ones((2, 5), self.dtype))
+        quantized_linear(x, Wv)
+        numpy.testing.assert_array_equal(
+            chainer.backend.CpuDevice().send(Wv.array), W)
+
+
+class TestQuantizedLinearShapes(unittest.TestCase):
+
+    def test_n_batch_axes(self):
+        x = numpy.random.uniform(-1, 1, (2, 3, 5)).astype('f')
+        W = make_weight((4, 5), numpy.float32)
+        y = quantized_linear(x, W, n_batch_axes=2)
+        assert y.shape == (2, 3, 4)
+        numpy.testing.assert_allclose(
+            y.array, x.dot(sign(W).T), rtol=1e-5, atol=1e-6)
+
+    def test_bad_n_batch_axes(self):
+        with pytest.raises(ValueError):
+            quantized_linear(numpy.zeros((2, 5), 'f'),
+                             numpy.zeros((3, 5), 'f'), n_batch_axes=0)
+
+
+class TestQuantizedLinearTypeErrors(unittest.TestCase):
+
+    def check(self, x, W, b=None):
+        with pytest.raises(type_check.InvalidType):
+            quantized_linear(x, W, b)
+
+    def test_integer_input(self):
+        self.check(numpy.zeros((2, 5), numpy.int32),
+                   numpy.zeros((3, 5), numpy.int32))
+
+    def test_dtype_mismatch(self):
+        self.check(numpy.zeros((2, 5), numpy.float32),
+                   numpy.zeros((3, 5), numpy.float64))
+
+    def test_size_mismatch(self):
+        self.check(numpy.zeros((2, 4), 'f'), numpy.zeros((3, 5), 'f'))
+
+    def test_weight_not_2d(self):
+        self.check(numpy.zeros((2, 5), 'f'), numpy.zeros((5,), 'f'))
+
+    def test_bad_bias(self):
+        self.check(numpy.zeros((2, 5), 'f'), numpy.zeros((3, 5), 'f'),
+                   numpy.zeros((4,), 'f'))
+        self.check(numpy.zeros((2, 5), 'f'), numpy.zeros((3, 5), 'f'),
+                   numpy.zeros((3,), 'd'))
+
+
+testing.run_module(__name__, __file__)

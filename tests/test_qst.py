@@ -1,0 +1,156 @@
+import unittest
+
+import numpy
+import pytest
+
+import chainer
+from chainer import testing
+from chainer.utils import type_check
+
+import qst
+from backends import BACKENDS
+
+# Values where a sign or its straight-through mask is easy to get wrong.
+EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 1.001, -1.001, 0.999, -0.999,
+         1e-7, -1e-7, 100.0, -100.0, 6e4, -6e4]
+
+
+def sign_reference(x):
+    return numpy.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def mask_reference(x):
+    return (numpy.abs(x.astype(numpy.float64)) <= 1).astype(x.dtype)
+
+
+def make_input(shape, dtype):
+    x = numpy.random.uniform(-2, 2, shape).astype(dtype)
+    flat = x.reshape(-1)
+    n = min(len(EDGES), flat.size)
+    flat[:n] = numpy.asarray(EDGES[:n], dtype=dtype)
+    numpy.random.shuffle(flat)
+    return flat.reshape(shape)
+
+
+@testing.parameterize(*testing.product({
+    'shape': [(3, 4), (2, 3, 5), ()],
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQST(testing.FunctionTestCase):
+
+    # A numerical gradient sees the sign's zero derivative, not the
+    # straight-through estimate: backward is checked by test_ste_backward.
+    skip_backward_test = True
+    skip_double_backward_test = True
+
+    def setUp(self):
+        self.check_forward_options = {'atol': 0, 'rtol': 0}
+
+    def generate_inputs(self):
+        return make_input(self.shape, self.dtype),
+
+    def forward(self, inputs, device):
+        x, = inputs
+        return qst.qst(x),
+
+    def forward_expected(self, inputs):
+        x, = inputs
+        return sign_reference(x),
+
+    def check_forward_outputs(self, outputs, expected_outputs):
+        testing.FunctionTestCase.check_forward_outputs(
+            self, outputs, expected_outputs)
+        y = chainer.backend.CpuDevice().send(outputs[0])
+        assert y.dtype == self.dtype
+        assert set(numpy.unique(y)) <= {-1, 1}
+
+    def test_ste_backward(self, backend_config):
+        x_cpu = make_input(self.shape, self.dtype)
+        gy_cpu = numpy.random.uniform(-1, 1, self.shape).astype(self.dtype)
+        x = chainer.Variable(backend_config.get_array(x_cpu))
+        y = qst.qst(x)
+        y.grad = backend_config.get_array(gy_cpu)
+        y.backward()
+        gx = chainer.backend.CpuDevice().send(x.grad)
+        assert gx.dtype == self.dtype
+        numpy.testing.assert_array_equal(gx, gy_cpu * mask_reference(x_cpu))
+
+
+class TestQSTEdges(unittest.TestCase):
+
+    def test_zero_is_plus_one(self):
+        y = qst.qst(numpy.array([0.0, -0.0], numpy.float32)).array
+        numpy.testing.assert_array_equal(y, [1, 1])
+        assert not numpy.signbit(y).any()
+
+    def test_mask_is_inclusive_at_one(self):
+        x = chainer.Variable(numpy.array(
+            [-1.0, numpy.nextafter(numpy.float32(-1), numpy.float32(-2)),
+             1.0, numpy.nextafter(numpy.float32(1), numpy.float32(2))],
+            numpy.float32))
+        y = qst.qst(x)
+        y.grad = numpy.full(4, 3.0, numpy.float32)
+        y.backward()
+        numpy.testing.assert_array_equal(x.grad, [3, 0, 3, 0])
+
+    def test_infinities(self):
+        x = chainer.Variable(numpy.array([numpy.inf, -numpy.inf], 'f'))
+        y = qst.qst(x)
+        numpy.testing.assert_array_equal(y.array, [1, -1])
+        y.grad = numpy.ones(2, 'f')
+        y.backward()
+        numpy.testing.assert_array_equal(x.grad, [0, 0])
+
+    def test_nan_stays_nan(self):
+        # a diverged value must reach the loss, not become a valid +-1
+        x = chainer.Variable(numpy.array([numpy.nan, 0.5], 'f'))
+        y = qst.qst(x)
+        assert numpy.isnan(y.array[0]) and y.array[1] == 1
+        y.grad = numpy.ones(2, 'f')
+        y.backward()
+        numpy.testing.assert_array_equal(x.grad, [0, 1])
+
+    def test_quantize_does_not_modify_input(self):
+        x = make_input((5, 7), numpy.float32)
+        x0 = x.copy()
+        qst.quantize(x)
+        numpy.testing.assert_array_equal(x, x0)
+
+    def test_gradient_flows_through_chain(self):
+        # qst(qst(x)): the inner output is +-1, inside the mask, so the
+        # gradient of the composition is that of the inner one.
+        x = chainer.Variable(numpy.array([-3.0, -0.2, 0.0, 0.7, 2.0], 'f'))
+        y = chainer.functions.sum(qst.qst(qst.qst(x)))
+        y.backward()
+        numpy.testing.assert_array_equal(x.grad, [0, 1, 1, 1, 0])
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.int32, numpy.int64, numpy.bool_, numpy.uint8],
+}))
+class TestQSTTypeError(unittest.TestCase):
+
+    def test_non_float_input(self):
+        x = numpy.zeros((2, 3), self.dtype)
+        with pytest.raises(type_check.InvalidType):
+            qst.qst(x)
+
+
+class TestBits(unittest.TestCase):
+
+    def test_default_is_one(self):
+        assert qst.QuantizeSTE().bits == 1
+
+    def test_unsupported_bits(self):
+        for bits in (0, 2, 8, -1):
+            with pytest.raises(ValueError, match='bits={}'.format(bits)):
+                qst.qst(numpy.zeros(3, 'f'), bits=bits)
+
+    def test_non_integer_bits(self):
+        for bits in (1.0, '1', True, None):
+            with pytest.raises(TypeError):
+                qst.check_bits(bits)
+
+
+testing.run_module(__name__, __file__)

@@ -1,0 +1,58 @@
+"""Optimizer hook that clips the real-valued weights of quantized links."""
+from chainer import backend
+import chainerx
+
+
+class WeightClip(object):
+
+    """Optimizer hook: clip quantized weights to [lower, upper] after updates.
+
+    After every update (timing ``'post'``) it sets, in place,
+
+    .. math:: W \\leftarrow \\min(\\max(W, \\text{lower}), \\text{upper})
+
+    for every parameter yielded by the ``quantized_params()`` method of a link
+    in the optimizer's target (for :class:`link_quantized_linear.QuantizedLinear`
+    that is its weight ``W``). Nothing else is touched: biases,
+    batch normalization's ``gamma`` and ``beta`` and the parameters of links
+    without ``quantized_params`` keep their values. The paper clips only the
+    binarized weights, since outside [-1, 1] a weight's sign no longer
+    responds to its gradient; clipping ``gamma`` too would cap the scale of
+    the output layer's logits.
+
+    Args:
+        lower (float): Lower bound.
+        upper (float): Upper bound.
+
+    Attributes:
+        ~WeightClip.timing (str): ``'post'``.
+        ~WeightClip.call_for_each_param (bool): ``False``: the hook needs the
+            links, not the bare parameters.
+    """
+    name = 'WeightClip'
+    call_for_each_param = False
+    timing = 'post'
+
+    def __init__(self, lower=-1.0, upper=1.0):
+        if not lower < upper:
+            raise ValueError(
+                'WeightClip needs lower < upper, got lower={} upper={}'
+                .format(lower, upper))
+        self.lower = lower
+        self.upper = upper
+
+    def __call__(self, optimizer):
+        for link in optimizer.target.links():
+            quantized_params = getattr(link, 'quantized_params', None)
+            if quantized_params is None:
+                continue
+            for param in quantized_params():
+                if param.array is not None:
+                    self._clip(param.array)
+
+    def _clip(self, array):
+        if isinstance(array, chainerx.ndarray):
+            # chainerx.clip has no `out`; clip the NumPy/CuPy view in place
+            array = backend.from_chx(array)
+        xp = backend.get_array_module(array)
+        xp.clip(array, self.lower, self.upper, out=array)

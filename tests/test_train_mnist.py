@@ -1,0 +1,171 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import mnist_data
+import train_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'train_mnist.py')
+COLUMNS = ['epoch', 'main/loss', 'validation/main/loss', 'main/accuracy',
+           'validation/main/accuracy', 'elapsed_time']
+SMALL = ['--unit', '32', '--train-subset', '500', '--test-subset', '200',
+         '--batchsize', '50']
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, SCRIPT] + list(args), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=300)
+
+
+def read_log(out):
+    with open(os.path.join(str(out), 'log')) as f:
+        return json.load(f)
+
+
+def test_end_to_end(tmp_path):
+    out = tmp_path / 'result'
+    proc = run_script('--epoch', '2', '--out', str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:4] == ['Device: @numpy', '# unit: 32',
+                         '# Minibatch-size: 50', '# epoch: 2']
+    header = next(line for line in lines if line.startswith('epoch'))
+    assert header.split() == COLUMNS
+    assert '\033' not in proc.stdout  # plain text when not on a terminal
+    rows = [line.split() for line in lines[lines.index(header) + 1:]]
+    assert [row[0] for row in rows] == ['0', '1', '2']
+    assert all(len(row) == 6 for row in rows[1:])
+    log = read_log(out)
+    # epoch 0: evaluation before training, as in Chainer's example
+    assert [entry['epoch'] for entry in log] == [0, 1, 2]
+    for key in COLUMNS:
+        assert key in log[-1]
+    # the two epochs learned something on 500 images
+    assert log[-1]['validation/main/accuracy'] > 0.5
+    for name in ('loss.png', 'accuracy.png', 'cg.dot', 'snapshot_iter_20'):
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_resume_continues(tmp_path):
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--epoch', '1', '--out', str(out), '--noplot',
+                             '--frequency', '1'] + SMALL) == 0
+    snapshot = out / 'snapshot_iter_10'
+    assert snapshot.is_file()
+    assert train_mnist.main(['--epoch', '2', '--out', str(out), '--noplot',
+                             '--resume', str(snapshot)] + SMALL) == 0
+    log = read_log(out)
+    assert [entry['epoch'] for entry in log] == [0, 1, 2]
+    assert log[-1]['iteration'] == 20
+
+
+def test_same_seed_same_log(tmp_path):
+    logs = []
+    for name in ('a', 'b', 'c'):
+        seed = '1' if name == 'c' else '0'
+        out = tmp_path / name
+        assert train_mnist.main(['--epoch', '1', '--out', str(out),
+                                 '--noplot', '--seed', seed] + SMALL) == 0
+        logs.append([{k: v for k, v in entry.items()
+                      if k != 'elapsed_time'} for entry in read_log(out)])
+    assert logs[0] == logs[1]
+    assert logs[0] != logs[2]
+
+
+def test_learning_rate_schedule(tmp_path, capsys):
+    # exponential: from --lr in the first epoch to --lr-final in the last
+    out = tmp_path / 'exp'
+    assert train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot',
+                             '--lr', '0.01', '--lr-final', '0.0001'] +
+                            SMALL) == 0
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas == pytest.approx([0.01, 0.001, 0.0001])
+    out = tmp_path / 'const'
+    assert train_mnist.main(['--epoch', '2', '--out', str(out), '--noplot',
+                             '--lr-schedule', 'constant'] + SMALL) == 0
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas == [0.003, 0.003]
+    assert 'Adam alpha: 0.003 (constant)' in capsys.readouterr().out
+
+
+def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
+    real_get_mnist = mnist_data.get_mnist
+
+    def poisoned(**kwargs):
+        train, test = real_get_mnist(**kwargs)
+        train._datasets[0][123, :] = numpy.nan
+        return train, test
+
+    monkeypatch.setattr(mnist_data, 'get_mnist', poisoned)
+    out = tmp_path / 'result'
+    code = train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot']
+                            + SMALL)
+    assert code == train_mnist.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert 'training diverged: main/loss is nan at epoch 1' in err
+    # no epoch finished on garbage
+    assert not (out / 'log').exists() or [
+        entry['epoch'] for entry in read_log(out)] == [0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--batchsize', '0'], 'must be a positive integer, got 0'),
+    (['--batchsize', '-5'], 'must be a positive integer, got -5'),
+    (['--batchsize', '1.5'], "'1.5' is not an integer"),
+    (['--epoch', '0'], 'must be a positive integer'),
+    (['--epoch', 'ten'], "'ten' is not an integer"),
+    (['--unit', '0'], 'must be a positive integer'),
+    (['--frequency', '0'], 'must be a positive integer'),
+    (['--lr', '-1'], 'must be a positive number'),
+    (['--lr', 'nan'], 'must be a positive number'),
+    (['--gpu', 'x'], "invalid int value: 'x'"),
+    (['--lr-schedule', 'cosine'], 'invalid choice'),
+    (['--resume', '/nonexistent/snapshot'], 'no such file'),
+])
+def test_bad_arguments_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith('usage:')
+
+
+def test_gpu_without_cuda_is_one_line():
+    from chainer.backends import cuda
+    if cuda.available:
+        pytest.skip('CuPy is installed here')
+    proc = run_script('--gpu=0', '--epoch', '1')
+    assert proc.returncode == 1
+    assert proc.stdout == ''
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert 'CUDA through CuPy' in lines[0]
+    assert 'requirements-gpu.txt' in lines[0]
+
+
+def test_bad_device_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--device', 'tpu:7'])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid device specifier 'tpu:7'" in err[0]
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    proc = run_script('--data-dir', str(tmp_path / 'nowhere'), '--epoch',
+                      '1')
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert 'train-images-idx3-ubyte' in lines[0]
+    assert str(tmp_path / 'nowhere') in lines[0]

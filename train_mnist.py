@@ -82,9 +82,9 @@ def parse_args(argv=None):
     parser.add_argument('--data-dir', default=None,
                         help='Directory with the four MNIST IDX files '
                              '(default: the copy in data/mnist)')
-    parser.add_argument('--lr', type=_positive_float, default=0.003,
+    parser.add_argument('--lr', type=_positive_float, default=1e-3,
                         help='Adam step size (alpha) of the first epoch')
-    parser.add_argument('--lr-final', type=_positive_float, default=3e-5,
+    parser.add_argument('--lr-final', type=_positive_float, default=1e-5,
                         help='Step size of the last epoch when '
                              '--lr-schedule=exponential')
     parser.add_argument('--lr-schedule', choices=('exponential', 'constant'),

@@ -93,8 +93,10 @@ def test_learning_rate_schedule(tmp_path, capsys):
     assert train_mnist.main(['--epoch', '2', '--out', str(out), '--noplot',
                              '--lr-schedule', 'constant'] + SMALL) == 0
     alphas = [entry['alpha'] for entry in read_log(out)[1:]]
-    assert alphas == [0.003, 0.003]
-    assert 'Adam alpha: 0.003 (constant)' in capsys.readouterr().out
+    default = train_mnist.parse_args([]).lr
+    assert alphas == [default, default]
+    assert 'Adam alpha: {:g} (constant)'.format(default) in \
+        capsys.readouterr().out
 
 
 def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):

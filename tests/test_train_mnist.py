@@ -31,7 +31,8 @@ def read_log(out):
 
 def test_end_to_end(tmp_path):
     out = tmp_path / 'result'
-    proc = run_script('--epoch', '2', '--out', str(out), *SMALL)
+    proc = run_script('--epoch', '2', '--out', str(out), '--lr', '0.01',
+                      *SMALL)
     assert proc.returncode == 0, proc.stderr
     assert 'Traceback' not in proc.stderr
     lines = proc.stdout.splitlines()

@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import sys
+import tempfile
 
 import numpy
 
@@ -21,8 +22,17 @@ import mnist_data
 import net
 from weight_clip import WeightClip
 
-# Exit status for a run stopped because its loss stopped being finite.
+# Exit statuses: 0 done; 1 the environment, data, output directory or
+# snapshot is unusable; 2 bad arguments (argparse); 3 training diverged.
+EXIT_ERROR = 1
 EXIT_DIVERGED = 3
+
+
+def fail(message, status=EXIT_ERROR):
+    """Ends the program with one line on stderr instead of a traceback."""
+    sys.stdout.flush()
+    sys.stderr.write('train_mnist.py: error: {}\n'.format(message))
+    raise SystemExit(status)
 
 
 def _positive_int(text):
@@ -48,6 +58,18 @@ def _positive_float(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            '{!r} is not an integer'.format(text))
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(
+            'must be between 0 and 2**32 - 1, got {}'.format(value))
+    return value
+
+
 def _frequency(text):
     value = int(text) if text.lstrip('-').isdigit() else None
     if value == -1:
@@ -58,7 +80,8 @@ def _frequency(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Binarized neural network (Hubara et al. 2016): '
-                    'MNIST MLP in Chainer')
+                    'MNIST MLP in Chainer',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--batchsize', '-b', type=_positive_int, default=100,
                         help='Number of images in each mini-batch')
     parser.add_argument('--epoch', '-e', type=_positive_int, default=20,
@@ -77,7 +100,7 @@ def parse_args(argv=None):
                         help='Number of units in each hidden layer')
     parser.add_argument('--noplot', dest='plot', action='store_false',
                         help='Disable PlotReport extension')
-    parser.add_argument('--seed', type=int, default=0,
+    parser.add_argument('--seed', type=_seed, default=0,
                         help='Random seed (weights and minibatch order)')
     parser.add_argument('--data-dir', default=None,
                         help='Directory with the four MNIST IDX files '
@@ -111,13 +134,8 @@ def parse_args(argv=None):
 
 
 def get_device(spec):
-    """Returns the Chainer device for ``spec``, or raises ``SystemExit``
-    with one line saying what is missing."""
-    def fail(message):
-        sys.stderr.write('{}: error: {}\n'.format(
-            os.path.basename(sys.argv[0]), message))
-        raise SystemExit(1)
-
+    """Returns the Chainer device for ``spec``, or fails with one line
+    saying what is missing."""
     try:
         device = chainer.get_device(
             int(spec) if spec.lstrip('-').isdigit() else spec)
@@ -205,11 +223,17 @@ def main(argv=None):
         device.xp.random.seed(args.seed)
 
     try:
+        os.makedirs(args.out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=args.out):
+            pass
+    except OSError as e:
+        fail('cannot write to the output directory {}: {}'.format(
+            args.out, e.strerror or e))
+
+    try:
         train, test = mnist_data.get_mnist(data_dir=args.data_dir)
     except mnist_data.MnistDataError as e:
-        sys.stderr.write('{}: error: {}\n'.format(
-            os.path.basename(sys.argv[0]), e))
-        return 1
+        fail(e)
     if args.train_subset is not None:
         train = train[:args.train_subset]
     if args.test_subset is not None:
@@ -268,15 +292,17 @@ def main(argv=None):
         trainer.extend(extensions.ProgressBar())
 
     if args.resume is not None:
-        chainer.serializers.load_npz(args.resume, trainer)
+        try:
+            chainer.serializers.load_npz(args.resume, trainer)
+        except Exception as e:  # numpy and zipfile raise many types
+            fail('cannot resume from {} ({}: {}); is it a snapshot of this '
+                 'script with the same --unit?'.format(
+                     args.resume, type(e).__name__, e))
 
     try:
         trainer.run(show_loop_exception_msg=False)
     except DivergenceError as e:
-        sys.stdout.flush()
-        sys.stderr.write('{}: error: {}\n'.format(
-            os.path.basename(sys.argv[0]), e))
-        return EXIT_DIVERGED
+        fail(e, EXIT_DIVERGED)
     return 0
 
 

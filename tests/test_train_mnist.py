@@ -110,9 +110,10 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(mnist_data, 'get_mnist', poisoned)
     out = tmp_path / 'result'
-    code = train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot']
-                            + SMALL)
-    assert code == train_mnist.EXIT_DIVERGED
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot']
+                         + SMALL)
+    assert e.value.code == train_mnist.EXIT_DIVERGED
     err = capsys.readouterr().err
     assert 'training diverged: main/loss is nan at epoch 1' in err
     # no epoch finished on garbage
@@ -131,6 +132,7 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
     (['--lr', '-1'], 'must be a positive number'),
     (['--lr', 'nan'], 'must be a positive number'),
     (['--gpu', 'x'], "invalid int value: 'x'"),
+    (['--seed', '-1'], 'must be between 0 and 2**32 - 1, got -1'),
     (['--lr-schedule', 'cosine'], 'invalid choice'),
     (['--resume', '/nonexistent/snapshot'], 'no such file'),
 ])
@@ -162,6 +164,43 @@ def test_bad_device_is_one_line(capsys):
     assert e.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid device specifier 'tpu:7'" in err[0]
+
+
+def test_output_directory_is_a_file(tmp_path, capsys):
+    out = tmp_path / 'result'
+    out.write_text('not a directory')
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--out', str(out)] + SMALL)
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'cannot write to the output directory' in err[0]
+    assert out.read_text() == 'not a directory'
+
+
+@pytest.mark.parametrize('content, shape_change', [
+    (b'this is not a snapshot', False),
+    (None, True),  # a real snapshot of a model with other --unit
+])
+def test_bad_snapshot_is_one_line(tmp_path, capsys, content, shape_change):
+    snapshot = tmp_path / 'snapshot'
+    if shape_change:
+        other = tmp_path / 'other'
+        assert train_mnist.main(['--epoch', '1', '--out', str(other),
+                                 '--noplot'] + SMALL) == 0
+        snapshot = other / 'snapshot_iter_10'
+        args = SMALL + ['--unit', '16']
+    else:
+        snapshot.write_bytes(content)
+        args = SMALL
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--resume', str(snapshot), '--noplot', '--out',
+                          str(tmp_path / 'result')] + args)
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'cannot resume from' in err[0], err
+    if shape_change:
+        assert 'shape' in err[0]
 
 
 def test_missing_data_dir_is_one_line(tmp_path):

@@ -35,16 +35,32 @@ def fail(message, status=EXIT_ERROR):
     raise SystemExit(status)
 
 
-def _positive_int(text):
+def _integer(text):
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             '{!r} is not an integer'.format(text))
+
+
+def _positive_int(text):
+    value = _integer(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(
             'must be a positive integer, got {}'.format(value))
     return value
+
+
+def _seed(text):
+    value = _integer(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(
+            'must be between 0 and 2**32 - 1, got {}'.format(value))
+    return value
+
+
+def _frequency(text):
+    return -1 if _integer(text) == -1 else _positive_int(text)
 
 
 def _positive_float(text):
@@ -56,25 +72,6 @@ def _positive_float(text):
         raise argparse.ArgumentTypeError(
             'must be a positive number, got {}'.format(text))
     return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            '{!r} is not an integer'.format(text))
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(
-            'must be between 0 and 2**32 - 1, got {}'.format(value))
-    return value
-
-
-def _frequency(text):
-    value = int(text) if text.lstrip('-').isdigit() else None
-    if value == -1:
-        return value
-    return _positive_int(text)
 
 
 def parse_args(argv=None):

@@ -129,6 +129,7 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
     (['--epoch', 'ten'], "'ten' is not an integer"),
     (['--unit', '0'], 'must be a positive integer'),
     (['--frequency', '0'], 'must be a positive integer'),
+    (['--frequency', 'x'], "'x' is not an integer"),
     (['--lr', '-1'], 'must be a positive number'),
     (['--lr', 'nan'], 'must be a positive number'),
     (['--gpu', 'x'], "invalid int value: 'x'"),

@@ -18,7 +18,6 @@ both call it.
 """
 import numbers
 
-import chainer
 from chainer import backend
 from chainer import function_node
 from chainer import utils

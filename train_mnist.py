@@ -193,10 +193,12 @@ def check_finite_loss(trainer):
     loss = trainer.observation.get('main/loss')
     if loss is not None and not math.isfinite(float(loss.array)):
         updater = trainer.updater
+        # epoch_detail is 1.0 at the last iteration of epoch 1
+        epoch = max(1, int(math.ceil(updater.epoch_detail)))
         raise DivergenceError(
             'training diverged: main/loss is {} at epoch {}, iteration {}; '
             'stopped (a lower --lr may help)'.format(
-                float(loss.array), updater.epoch + 1, updater.iteration))
+                float(loss.array), epoch, updater.iteration))
 
 
 def main(argv=None):

@@ -10,10 +10,15 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy
 
-import chainer
+# CuPy, imported by Chainer, warns at length when NCCL (multi-GPU only) is
+# missing; a single-device run does not need it.
+warnings.filterwarnings('ignore', r'\s*nccl library could not be loaded',
+                        UserWarning)
+import chainer  # NOQA: E402
 import chainer.links as L
 from chainer import training
 from chainer.training import extensions
@@ -141,9 +146,7 @@ def get_device(spec):
             ('@cupy', 'cuda'))
         if wants_cuda and not chainer.backends.cuda.available:
             fail('device {} needs CUDA through CuPy, which is not available '
-                 '({}): pip install -r requirements-gpu.txt on a machine with '
-                 'an NVIDIA driver'.format(
-                     spec, _cupy_import_error() or 'cupy is not installed'))
+                 '({})'.format(spec, _cuda_problem()))
         if spec.startswith(('native', 'cuda')) and \
                 not chainer.backend.chainerx.is_available():
             fail('device {} needs ChainerX, which this Chainer was built '
@@ -160,12 +163,18 @@ def get_device(spec):
     return device
 
 
-def _cupy_import_error():
-    try:
-        import cupy  # NOQA
-    except Exception as e:
-        return '{}: {}'.format(type(e).__name__, e)
-    return None
+def _cuda_problem():
+    """Says why Chainer could not load CuPy and what to install."""
+    error = getattr(chainer.backends.cuda, '_resolution_error', None)
+    if error is None or isinstance(error, ImportError) and \
+            getattr(error, 'name', None) == 'cupy':
+        return ('cupy is not installed: run `make gpu` or pip install -r '
+                'requirements-gpu.txt, on a machine with an NVIDIA driver and '
+                'the CUDA 12 libraries')
+    return ('CuPy is installed but cannot load CUDA: {}: {}; install a CUDA '
+            '12.x toolkit (or put the lib directories of NVIDIA\'s CUDA 12 '
+            'wheels on LD_LIBRARY_PATH) and an NVIDIA driver'.format(
+                type(error).__name__, error))
 
 
 class _PlainOutput(object):

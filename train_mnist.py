@@ -193,6 +193,11 @@ class _PlainOutput(object):
         self._stream.flush()
 
 
+def _log_scale(figure, axes, summary):
+    # the loss before training (epoch 0) is some 100x that after epoch 1
+    axes.set_yscale('log')
+
+
 class DivergenceError(RuntimeError):
     pass
 
@@ -283,7 +288,8 @@ def main(argv=None):
     if args.plot and extensions.PlotReport.available():
         trainer.extend(
             extensions.PlotReport(['main/loss', 'validation/main/loss'],
-                                  'epoch', file_name='loss.png'),
+                                  'epoch', file_name='loss.png',
+                                  postprocess=_log_scale),
             call_before_training=True)
         trainer.extend(
             extensions.PlotReport(

@@ -16,9 +16,10 @@ class WeightClip(object):
     that is its weight ``W``). Nothing else is touched: biases,
     batch normalization's ``gamma`` and ``beta`` and the parameters of links
     without ``quantized_params`` keep their values. The paper clips only the
-    binarized weights, since outside [-1, 1] a weight's sign no longer
-    responds to its gradient; clipping ``gamma`` too would cap the scale of
-    the output layer's logits.
+    binarized weights: without the clip a real weight can drift far from 0,
+    where many gradient steps are needed before its sign (all the forward
+    pass sees) can change; clipping ``gamma`` too would cap the scale of the
+    output layer's logits.
 
     Args:
         lower (float): Lower bound.

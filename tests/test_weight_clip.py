@@ -41,6 +41,8 @@ class TestWeightClip(unittest.TestCase):
         self.optimizer.add_hook(WeightClip(-1.0, 1.0))
 
     def test_clips_only_quantized_weights(self, backend_config):
+        # W ends inside the bounds although the step pushed it past them:
+        # the hook ran after the update (timing 'post')
         self.model.to_device(backend_config.device)
         x = backend_config.get_array(
             numpy.random.uniform(-1, 1, (8, 4)).astype('f'))
@@ -62,10 +64,6 @@ class TestWeightClip(unittest.TestCase):
             after[n], before[n])]
         assert changed == others
         assert any(numpy.abs(after[n]).max() > 1.0 for n in others)
-
-    def test_runs_after_update(self, backend_config):
-        self.model.to_device(backend_config.device)
-        assert self.optimizer._hookable._post_update_hooks['WeightClip']
 
 
 class TestWeightClipArgs(unittest.TestCase):

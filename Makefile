@@ -19,6 +19,7 @@ BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "$(PYTHON) is Python %d.%d; Chainer 7.8.1 needs Python 3.11 (it imports numpy.distutils, gone in 3.12): make PYTHON=python3.11 ..." % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(BUILD_PINS)
 	$(PY) -m pip install --quiet --disable-pip-version-check \

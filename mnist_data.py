@@ -50,8 +50,7 @@ MIRRORS = (
     'https://storage.googleapis.com/cvdf-datasets/mnist/',
 )
 
-_IMAGE_MAGIC = 2051
-_LABEL_MAGIC = 2049
+_IMAGE_MAGIC = 2051  # IDX magic number of an image file
 
 
 class MnistDataError(Exception):
@@ -149,11 +148,9 @@ def _content(name, data_dir, mirrors, timeout):
     return _download(name, cache_dir, mirrors, timeout)
 
 
-def _parse(content, magic, source):
-    """Parses an IDX file: returns a uint8 array of its items."""
-    got, n = struct.unpack('>II', content[:8])
-    if got != magic:  # cannot happen for verified content; guards misuse
-        raise MnistDataError('{}: bad IDX magic {}'.format(source, got))
+def _parse(content):
+    """Parses verified IDX content: returns a uint8 array of its items."""
+    magic, n = struct.unpack('>II', content[:8])
     if magic == _IMAGE_MAGIC:
         rows, cols = struct.unpack('>II', content[8:16])
         return numpy.frombuffer(content, numpy.uint8, offset=16).reshape(
@@ -172,11 +169,9 @@ def load_raw(data_dir=None, mirrors=MIRRORS, timeout=30):
     for split, prefix in (('train', 'train'), ('test', 't10k')):
         images = prefix + '-images-idx3-ubyte'
         labels = prefix + '-labels-idx1-ubyte'
-        out[split] = (
-            _parse(_content(images, data_dir, mirrors, timeout),
-                   _IMAGE_MAGIC, images),
-            _parse(_content(labels, data_dir, mirrors, timeout),
-                   _LABEL_MAGIC, labels))
+        out[split] = tuple(
+            _parse(_content(name, data_dir, mirrors, timeout))
+            for name in (images, labels))
     return out
 
 

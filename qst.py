@@ -2,65 +2,247 @@
 
 The forward pass replaces a real value by its quantized value; the backward
 pass pretends the quantizer was the identity inside [-1, 1] and a constant
-outside it (Hubara et al. 2016, "Quantized Neural Networks", eq. 4):
+outside it (Hubara et al. 2016, "Quantized Neural Networks", eq. 4), for
+every quantizer of this module:
 
 .. math::
 
-    q(x) = \\mathrm{sign}(x) = \\begin{cases} +1 & x \\ge 0 \\\\
-                                           -1 & x < 0 \\end{cases}
-    \\qquad
+    y = q(x), \\qquad
     \\frac{\\partial L}{\\partial x} =
-        \\frac{\\partial L}{\\partial q} \\, 1_{|x| \\le 1}
+        \\frac{\\partial L}{\\partial y} \\, 1_{|x| \\le 1}
 
-:func:`quantize` is the one implementation of :math:`q`; activations
+Quantizers (:func:`quantize`), for ``bits`` = :math:`k`:
+
+* ``'linear'``: clip to [-1, 1], then round to the :math:`2^k` evenly
+  spaced levels :math:`-1 + 2i / (2^k - 1)`, :math:`i = 0 \\dots 2^k - 1`.
+  :math:`k = 1` is :math:`\\mathrm{sign}(x)` with
+  :math:`\\mathrm{sign}(0) = +1`.
+* ``'log'``: :math:`\\mathrm{sign}(x) \\cdot 2^{\\mathrm{round}(\\log_2|x|)}`
+  (the paper's LogQuant) with the exponent clipped to the :math:`2^{k-1}`
+  values :math:`-(2^{k-1} - 1) \\dots 0`: one sign bit and :math:`k - 1`
+  exponent bits, :math:`2^k` levels, none of them zero (:math:`k = 1` is
+  again the sign). Magnitudes below the smallest level, 0 included, go to
+  the smallest level, with :math:`\\mathrm{sign}(0) = +1`.
+* ``bits=32`` (or ``None``): no rounding, only the clip to [-1, 1] (the
+  hard tanh, whose derivative the STE is), so a full-precision baseline
+  runs through the same code. Without the clip, a network whose
+  activations are "quantized" to 32 bits would be linear.
+
+Stochastic quantization (the paper's stochastic binarization, eq. 2,
+generalized to :math:`k` bits) rounds up with probability equal to the
+distance from the level below, so that :math:`E[q(x)] = \\mathrm{clip}(x,
+-1, 1)` for the linear quantizer; for :math:`k = 1` that is :math:`+1` with
+probability :math:`\\sigma(x) = \\mathrm{clip}((x + 1)/2, 0, 1)`. It draws
+from ``xp.random`` (seed NumPy's or CuPy's global generator), and
+:func:`qst` and :func:`function_quantized_linear.quantized_linear` use it
+only while ``chainer.config.train`` is ``True``.
+
+:func:`quantize` is the one implementation of :math:`q`: activations
 (:func:`qst`) and weights (:func:`function_quantized_linear.quantized_linear`)
-both call it.
+both call it, and :func:`quantize_gradient` shares its rounding.
 """
 import numbers
 
+import numpy
+
+import chainer
 from chainer import backend
 from chainer import function_node
 from chainer import utils
 from chainer.utils import type_check
 
 
-def check_bits(bits):
-    """Returns ``bits`` if this module can quantize to that many bits.
+FULL_PRECISION = 32
+QUANTIZERS = ('linear', 'log')
 
-    Only binarization (``bits=1``) is implemented so far; the argument exists
-    so that k-bit quantizers can be added without changing any caller.
+
+def check_bits(bits):
+    """Returns ``bits`` as an int in 1..32; ``None`` means 32 (no rounding).
+
+    Raises:
+        TypeError: ``bits`` is not an integer.
+        ValueError: ``bits`` is outside 1..32.
     """
+    if bits is None:
+        return FULL_PRECISION
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
         raise TypeError('bits must be an integer, not {!r}'.format(bits))
-    if bits != 1:
-        raise ValueError(
-            'bits={}: only bits=1 (binarization) is implemented'.format(bits))
+    if not 1 <= bits <= FULL_PRECISION:
+        raise ValueError('bits={}: must be between 1 and {} ({} means full '
+                         'precision)'.format(bits, FULL_PRECISION,
+                                             FULL_PRECISION))
     return int(bits)
 
 
-def quantize(x, bits=1):
+def check_gradient_bits(bits):
+    """Like :func:`check_bits`, for :func:`quantize_gradient`: 2..32."""
+    bits = check_bits(bits)
+    if bits < 2:
+        raise ValueError('gradient bits={}: need at least 2 (a sign bit and '
+                         'a magnitude bit)'.format(bits))
+    return bits
+
+
+def check_quantizer(quantizer):
+    """Returns ``quantizer`` if it names a quantizer of this module."""
+    if quantizer not in QUANTIZERS:
+        raise ValueError('quantizer={!r}: must be one of {}'.format(
+            quantizer, ', '.join(QUANTIZERS)))
+    return quantizer
+
+
+def _work_dtype(dtype):
+    # float16 has too few mantissa bits for the intermediate values (e.g.
+    # 255 * x for 8 bits); compute in float32 and round once at the end.
+    return numpy.promote_types(dtype, numpy.float32)
+
+
+def _uniform(xp, shape, dtype):
+    """Draws U[0, 1) from the global generator of ``xp``."""
+    if xp is numpy:
+        return numpy.random.random_sample(shape).astype(dtype, copy=False)
+    return xp.random.random_sample(shape, dtype=dtype)
+
+
+def _round(v, stochastic):
+    """Rounds ``v`` to an integer-valued array, in place if deterministic.
+
+    Deterministic: :math:`\\lfloor v + 1/2 \\rfloor` (half up).
+    Stochastic: :math:`\\lfloor v \\rfloor + [u < v - \\lfloor v
+    \\rfloor]`, :math:`u \\sim U[0, 1)`, whose mean is :math:`v`. NaN stays
+    NaN.
+    """
+    xp = backend.get_array_module(v)
+    if not stochastic:
+        v += 0.5
+        return xp.floor(v, out=v)
+    r = utils.force_array(xp.floor(v))
+    v -= r  # fraction in [0, 1)
+    r += _uniform(xp, v.shape, v.dtype) < v
+    return r
+
+
+def _sign(x):
+    """sign(x) with sign(0) = +1; NaN stays NaN (so that a diverged value
+    cannot hide behind a valid level)."""
+    xp = backend.get_array_module(x)
+    # Faster than xp.where(x >= 0, 1, -1) on NumPy.
+    y = utils.force_array(xp.sign(x))  # a 0-d input gives a scalar
+    y += (y == 0)
+    return y
+
+
+def _quantize_linear(x, bits, stochastic):
+    xp = backend.get_array_module(x)
+    if bits == 1 and not stochastic:
+        return _sign(x)
+    n = 2 ** bits - 1
+    v = utils.force_array(xp.clip(x, -1, 1)).astype(
+        _work_dtype(x.dtype), copy=False)
+    v += 1
+    v *= n / 2  # in [0, n]
+    i = _round(v, stochastic)
+    # (2i - n) / n: exactly -1 and +1 at the ends, symmetric levels
+    i *= 2
+    i -= n
+    i /= n
+    return i.astype(x.dtype, copy=False)
+
+
+def _quantize_log(x, bits, stochastic):
+    xp = backend.get_array_module(x)
+    if bits == 1:
+        # one level of magnitude (1): the stochastic linear quantizer is the
+        # stochastic version of sign for this grid too
+        return _quantize_linear(x, 1, stochastic)
+    dtype = _work_dtype(x.dtype)
+    # exponents -(2^(k-1) - 1) .. 0, limited to normal numbers of the dtype
+    e_min = max(-(2 ** (bits - 1) - 1), numpy.finfo(dtype).minexp)
+    m = utils.force_array(xp.abs(x), dtype)
+    m = xp.clip(m, 2.0 ** e_min, 1, out=m)
+    e = utils.force_array(xp.log2(m))
+    if stochastic:
+        # between 2^floor(e) and 2^(floor(e) + 1), up with probability
+        # (m - 2^floor(e)) / 2^floor(e): unbiased inside the range
+        e = xp.floor(e, out=e)
+        p = utils.force_array(m / xp.exp2(e))
+        p -= 1
+        e += _uniform(xp, m.shape, dtype) < p
+    else:
+        e = _round(e, False)
+    y = xp.exp2(e, out=e)
+    y *= _sign(x)
+    return y.astype(x.dtype, copy=False)
+
+
+def quantize(x, bits=1, quantizer='linear', stochastic=False):
     """Quantizes an array (NumPy or CuPy) to ``bits`` bits.
 
-    For ``bits=1`` this is :math:`\\mathrm{sign}(x)` with
-    :math:`\\mathrm{sign}(0) = +1`, so the result holds exactly -1 and +1
-    (``numpy.sign`` would map 0 to 0); NaN stays NaN, so that a diverged
-    value cannot hide behind a valid -1 or +1. The dtype of ``x`` is kept.
+    See the module documentation for the quantizers and their levels. NaN
+    stays NaN. The result has the dtype of ``x`` (computed in float32 for
+    float16, then rounded to the nearest float16, so the levels of more
+    than a few bits are the float16 values nearest to them).
 
     Args:
         x (:ref:`ndarray`): Real values.
-        bits (int): Bit width; see :func:`check_bits`.
+        bits (int): Bit width, 1..32; 32 or ``None`` only clips to [-1, 1].
+        quantizer (str): ``'linear'`` or ``'log'``.
+        stochastic (bool): Round stochastically (draws from ``xp.random``).
 
     Returns:
         :ref:`ndarray`: A new array of the shape and dtype of ``x``.
     """
-    check_bits(bits)
-    xp = backend.get_array_module(x)
-    # sign(x) + [sign(x) == 0]: keeps NaN (a diverged value must not turn
-    # into a valid +-1), and is several times faster than
-    # xp.where(x >= 0, 1, -1) on NumPy.
-    y = utils.force_array(xp.sign(x))  # a 0-d input gives a scalar
-    y += (y == 0)
-    return y
+    bits = check_bits(bits)
+    check_quantizer(quantizer)
+    if bits == FULL_PRECISION:
+        xp = backend.get_array_module(x)
+        return utils.force_array(xp.clip(x, -1, 1), x.dtype)
+    if quantizer == 'linear':
+        return _quantize_linear(x, bits, stochastic)
+    return _quantize_log(x, bits, stochastic)
+
+
+def quantize_gradient(g, bits):
+    """Quantizes a gradient to ``bits`` bits with stochastic rounding.
+
+    A sign bit and :math:`k - 1` magnitude bits on a per-tensor power-of-two
+    scale :math:`s = 2^{\\lceil \\log_2 \\max|g| \\rceil}` (Hubara et al.,
+    sec. 3; WAGE's shift-based scaling):
+
+    .. math::
+
+        q(g) = \\mathrm{sign}(g) \\, \\frac{s}{m} \\,
+               \\mathrm{round_{stoch}}\\left(\\frac{|g| \\, m}{s}\\right),
+        \\qquad m = 2^{k-1} - 1
+
+    Unlike :func:`quantize`, the grid has a zero, and the sign of every
+    element is kept (or the element becomes 0); the error of an element is
+    below :math:`s / m \\le 2 \\max|g| / m`, and its expectation is zero.
+    ``bits=32`` returns ``g`` itself. NaN anywhere makes all of it NaN.
+
+    Args:
+        g (:ref:`ndarray`): Gradient.
+        bits (int): 2..32.
+
+    Returns:
+        :ref:`ndarray`: Quantized gradient of the shape and dtype of ``g``.
+    """
+    bits = check_gradient_bits(bits)
+    if bits == FULL_PRECISION:
+        return g
+    xp = backend.get_array_module(g)
+    dtype = _work_dtype(g.dtype)
+    m = 2 ** (bits - 1) - 1
+    a = utils.force_array(xp.abs(g), dtype)
+    # an array, not a Python float: no device synchronization on CuPy
+    scale = xp.exp2(xp.ceil(xp.log2(
+        xp.maximum(a.max(), numpy.finfo(dtype).tiny))))
+    a *= m  # then / scale: m / scale can overflow for a tiny scale
+    a /= scale
+    r = _round(a, True)
+    r *= scale / m
+    r *= xp.sign(g)
+    return r.astype(g.dtype, copy=False)
 
 
 def ste_mask(x):
@@ -81,8 +263,10 @@ class QuantizeSTE(function_node.FunctionNode):
     See :func:`qst`.
     """
 
-    def __init__(self, bits=1):
+    def __init__(self, bits=1, quantizer='linear', stochastic=False):
         self.bits = check_bits(bits)
+        self.quantizer = check_quantizer(quantizer)
+        self.stochastic = bool(stochastic)
 
     def check_type_forward(self, in_types):
         type_check._argname(in_types, ('x',))
@@ -92,7 +276,7 @@ class QuantizeSTE(function_node.FunctionNode):
     def forward(self, inputs):
         x, = inputs
         self.retain_inputs((0,))
-        return quantize(x, self.bits),
+        return quantize(x, self.bits, self.quantizer, self.stochastic),
 
     def backward(self, indexes, grad_outputs):
         x, = self.get_retained_inputs()
@@ -102,7 +286,7 @@ class QuantizeSTE(function_node.FunctionNode):
         return gy * ste_mask(x.array),
 
 
-def qst(x, bits=1):
+def qst(x, bits=1, quantizer='linear', stochastic=False):
     """Quantizes with a straight-through estimator.
 
     .. math::
@@ -115,10 +299,14 @@ def qst(x, bits=1):
     Args:
         x (:class:`~chainer.Variable` or :ref:`ndarray`): Input of a
             floating point dtype (float16, float32 or float64).
-        bits (int): Bit width of the quantized value.
+        bits (int): Bit width of the quantized value (32: clip only).
+        quantizer (str): ``'linear'`` or ``'log'``.
+        stochastic (bool): Round stochastically while
+            ``chainer.config.train`` is ``True``; deterministic otherwise.
 
     Returns:
         ~chainer.Variable: Output of the same shape and dtype as ``x``.
     """
-    y, = QuantizeSTE(bits).apply((x,))
+    stochastic = stochastic and chainer.config.train
+    y, = QuantizeSTE(bits, quantizer, stochastic).apply((x,))
     return y

@@ -19,6 +19,39 @@ def sign_reference(x):
     return numpy.where(x >= 0, 1, -1).astype(x.dtype)
 
 
+def levels_reference(bits, quantizer, dtype):
+    """The levels of the documented grid, in float64, ascending."""
+    if quantizer == 'linear':
+        n = 2 ** bits - 1
+        return (2 * numpy.arange(n + 1) - n) / n
+    work = numpy.promote_types(dtype, numpy.float32)
+    e_min = max(-(2 ** (bits - 1) - 1), numpy.finfo(work).minexp)
+    magnitudes = 2.0 ** numpy.arange(e_min, 1)
+    return numpy.concatenate([-magnitudes[::-1], magnitudes])
+
+
+def quantize_reference(x, bits, quantizer):
+    """Nearest level by search over the grid (ties up), in float64."""
+    x64 = x.astype(numpy.float64)
+    if bits == 32:
+        return numpy.asarray(numpy.clip(x64, -1, 1)).astype(x.dtype)
+    if bits == 1:
+        return sign_reference(x)
+    levels = levels_reference(bits, quantizer, x.dtype)
+    if quantizer == 'linear':
+        d = numpy.abs(numpy.clip(x64, -1, 1)[..., None] - levels)
+    else:  # nearest in log2 of the magnitude, on the side of the sign
+        sign = numpy.where(x64 >= 0, 1, -1)[..., None]
+        smallest = numpy.abs(levels).min()
+        magnitude = numpy.clip(numpy.abs(x64), smallest, 1)
+        d = numpy.abs(numpy.log2(magnitude)[..., None]
+                      - numpy.log2(numpy.abs(levels)))
+        d[sign != numpy.sign(levels)] = numpy.inf
+    # the last index of the minimum: ties go to the upper level
+    index = d.shape[-1] - 1 - numpy.argmin(d[..., ::-1], axis=-1)
+    return numpy.asarray(levels[index]).astype(x.dtype)
+
+
 def mask_reference(x):
     return (numpy.abs(x.astype(numpy.float64)) <= 1).astype(x.dtype)
 
@@ -35,6 +68,8 @@ def make_input(shape, dtype):
 @testing.parameterize(*testing.product({
     'shape': [(3, 4), (2, 3, 5), ()],
     'dtype': [numpy.float16, numpy.float32, numpy.float64],
+    'bits': [1, 2, 4, 32],
+    'quantizer': ['linear', 'log'],
 }))
 @testing.inject_backend_tests(None, BACKENDS)
 class TestQST(testing.FunctionTestCase):
@@ -52,24 +87,26 @@ class TestQST(testing.FunctionTestCase):
 
     def forward(self, inputs, device):
         x, = inputs
-        return qst.qst(x),
+        return qst.qst(x, self.bits, self.quantizer),
 
     def forward_expected(self, inputs):
         x, = inputs
-        return sign_reference(x),
+        return quantize_reference(x, self.bits, self.quantizer),
 
     def check_forward_outputs(self, outputs, expected_outputs):
         testing.FunctionTestCase.check_forward_outputs(
             self, outputs, expected_outputs)
         y = chainer.backend.CpuDevice().send(outputs[0])
         assert y.dtype == self.dtype
-        assert set(numpy.unique(y)) <= {-1, 1}
+        if self.bits < 32:
+            levels = levels_reference(self.bits, self.quantizer, self.dtype)
+            assert set(numpy.unique(y)) <= set(levels.astype(self.dtype))
 
     def test_ste_backward(self, backend_config):
         x_cpu = make_input(self.shape, self.dtype)
         gy_cpu = numpy.random.uniform(-1, 1, self.shape).astype(self.dtype)
         x = chainer.Variable(backend_config.get_array(x_cpu))
-        y = qst.qst(x)
+        y = qst.qst(x, self.bits, self.quantizer)
         y.grad = backend_config.get_array(gy_cpu)
         y.backward()
         gx = chainer.backend.CpuDevice().send(x.grad)
@@ -142,15 +179,28 @@ class TestBits(unittest.TestCase):
     def test_default_is_one(self):
         assert qst.QuantizeSTE().bits == 1
 
+    def test_none_is_full_precision(self):
+        assert qst.check_bits(None) == 32
+        assert qst.check_gradient_bits(None) == 32
+
     def test_unsupported_bits(self):
-        for bits in (0, 2, 8, -1):
+        for bits in (0, 33, 64, -1):
             with pytest.raises(ValueError, match='bits={}'.format(bits)):
                 qst.qst(numpy.zeros(3, 'f'), bits=bits)
 
+    def test_unsupported_gradient_bits(self):
+        for bits in (0, 1, 33):
+            with pytest.raises(ValueError, match='bits={}'.format(bits)):
+                qst.quantize_gradient(numpy.ones(3, 'f'), bits)
+
     def test_non_integer_bits(self):
-        for bits in (1.0, '1', True, None):
+        for bits in (1.0, '1', True):
             with pytest.raises(TypeError):
                 qst.check_bits(bits)
+
+    def test_unknown_quantizer(self):
+        with pytest.raises(ValueError, match='ternary'):
+            qst.qst(numpy.zeros(3, 'f'), quantizer='ternary')
 
 
 testing.run_module(__name__, __file__)

@@ -9,12 +9,26 @@ from chainer.utils import type_check
 import qst
 
 
+def _quantized_gradient(g, bits):
+    if bits == qst.FULL_PRECISION:
+        return g
+    # A quantized gradient is a leaf of the backward graph: rounding has no
+    # useful derivative.
+    return chainer.Variable(qst.quantize_gradient(g.array, bits),
+                            requires_grad=False)
+
+
 class QuantizedLinearFunction(function_node.FunctionNode):
 
     """Linear function with quantized weight; see :func:`quantized_linear`."""
 
-    def __init__(self, bits=1):
+    def __init__(self, bits=1, quantizer='linear', stochastic=False,
+                 gradient_bits=None, error_bits=None):
         self.bits = qst.check_bits(bits)
+        self.quantizer = qst.check_quantizer(quantizer)
+        self.stochastic = bool(stochastic)
+        self.gradient_bits = qst.check_gradient_bits(gradient_bits)
+        self.error_bits = qst.check_gradient_bits(error_bits)
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()
@@ -44,7 +58,8 @@ class QuantizedLinearFunction(function_node.FunctionNode):
             # numpy.dot rejects some non-contiguous operands
             x = numpy.ascontiguousarray(x)
         # q(W) is computed once and kept for backward.
-        self.W_quantized = qst.quantize(W, self.bits)
+        self.W_quantized = qst.quantize(
+            W, self.bits, self.quantizer, self.stochastic)
         y = x.dot(self.W_quantized.T)
         if len(inputs) == 3:
             y += inputs[2]
@@ -56,16 +71,20 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         gy, = grad_outputs
         ret = []
         if 0 in indexes:
-            ret.append(chainer.functions.matmul(gy, self.W_quantized))
+            gx = chainer.functions.matmul(gy, self.W_quantized)
+            ret.append(_quantized_gradient(gx, self.error_bits))
         if 1 in indexes:
             # straight through: dL/dW := dL/dq(W)
-            ret.append(chainer.functions.matmul(gy, x, transa=True))
+            gW = chainer.functions.matmul(gy, x, transa=True)
+            ret.append(_quantized_gradient(gW, self.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.functions.sum(gy, axis=0))
         return ret
 
 
-def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
+def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1,
+                     quantizer='linear', stochastic=False,
+                     gradient_bits=None, error_bits=None):
     """Linear function with a quantized weight matrix.
 
     .. math::
@@ -73,7 +92,8 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
         y = x \\, q(W)^\\top + b
 
     with :math:`q` = :func:`qst.quantize` (``bits=1``: sign with
-    :math:`\\mathrm{sign}(0) = +1`). The gradients are
+    :math:`\\mathrm{sign}(0) = +1`), computed once per call. The gradients
+    are
 
     .. math::
 
@@ -87,6 +107,13 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
     constant of the graph built by backward: its true derivative is zero
     almost everywhere.
 
+    With ``gradient_bits`` (``error_bits``) below 32, :math:`g_W`
+    (:math:`g_x`, the error propagated to the layer below) is quantized by
+    :func:`qst.quantize_gradient` (stochastic rounding on a per-tensor
+    power-of-two scale; the paper uses 6 bits for :math:`g_W`); such a
+    quantized gradient is not differentiated further (double backprop sees
+    it as a constant).
+
     Like :func:`chainer.functions.linear`, an input with more than
     ``n_batch_axes + 1`` dimensions is flattened to 2-D first.
 
@@ -97,8 +124,14 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
             of shape :math:`(M, N)`, :math:`N = s_1 \\cdots s_n`.
         b (:class:`~chainer.Variable` or :ref:`ndarray`): Bias of shape
             :math:`(M,)`, or ``None``.
-        bits (int): Bit width of the quantized weight.
+        bits (int): Bit width of the quantized weight (32: clip only).
         n_batch_axes (int): Number of leading batch axes of ``x``.
+        quantizer (str): ``'linear'`` or ``'log'`` (see :mod:`qst`).
+        stochastic (bool): Quantize ``W`` stochastically while
+            ``chainer.config.train`` is ``True``.
+        gradient_bits (int or None): Bit width of :math:`g_W`, 2..32
+            (``None`` or 32: not quantized).
+        error_bits (int or None): Bit width of :math:`g_x`, 2..32.
 
     Returns:
         ~chainer.Variable: Output of shape :math:`(s_B, M)`.
@@ -111,7 +144,9 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1):
     elif x.ndim > 2:
         x = x.reshape(x.shape[0], -1)
     args = (x, W) if b is None else (x, W, b)
-    y, = QuantizedLinearFunction(bits).apply(args)
+    stochastic = stochastic and chainer.config.train
+    y, = QuantizedLinearFunction(
+        bits, quantizer, stochastic, gradient_bits, error_bits).apply(args)
     if n_batch_axes > 1:
         y = y.reshape(batch_shape + (-1,))
     return y

@@ -27,13 +27,25 @@ class QuantizedLinear(chainer.links.Linear):
         nobias (bool): If ``True``, no bias.
         initialW: Initializer of ``W`` (default: :math:`N(0, 1/\\text{in})`).
         initial_bias: Initializer of ``b`` (default: zero).
-        bits (int): Bit width of the quantized weight (see
-            :func:`qst.check_bits`).
+        bits (int): Bit width of the quantized weight, 1..32 (see
+            :mod:`qst`; 32: clip to [-1, 1] only).
+        quantizer (str): ``'linear'`` or ``'log'``.
+        stochastic (bool): Quantize ``W`` stochastically in training.
+        gradient_bits (int or None): Bit width of the gradient of ``W``
+            (``None`` or 32: not quantized).
+        error_bits (int or None): Bit width of the error propagated to the
+            input (``None`` or 32: not quantized).
     """
 
     def __init__(self, in_size, out_size=None, nobias=False,
-                 initialW=None, initial_bias=None, bits=1):
+                 initialW=None, initial_bias=None, bits=1,
+                 quantizer='linear', stochastic=False,
+                 gradient_bits=None, error_bits=None):
         self.bits = qst.check_bits(bits)
+        self.quantizer = qst.check_quantizer(quantizer)
+        self.stochastic = bool(stochastic)
+        self.gradient_bits = qst.check_gradient_bits(gradient_bits)
+        self.error_bits = qst.check_gradient_bits(error_bits)
         super(QuantizedLinear, self).__init__(
             in_size, out_size, nobias, initialW, initial_bias)
 
@@ -43,7 +55,9 @@ class QuantizedLinear(chainer.links.Linear):
             self._initialize_params(
                 utils.size_of_shape(x.shape[n_batch_axes:]))
         return function_quantized_linear.quantized_linear(
-            x, self.W, self.b, bits=self.bits, n_batch_axes=n_batch_axes)
+            x, self.W, self.b, bits=self.bits, n_batch_axes=n_batch_axes,
+            quantizer=self.quantizer, stochastic=self.stochastic,
+            gradient_bits=self.gradient_bits, error_bits=self.error_bits)
 
     def quantized_params(self):
         """Yields the real-valued parameters that forward quantizes (``W``).

@@ -9,6 +9,7 @@ from chainer.utils import type_check
 
 from function_quantized_linear import quantized_linear
 from backends import BACKENDS
+from test_qst import quantize_reference
 
 
 def sign(w):
@@ -31,6 +32,8 @@ def make_weight(shape, dtype):
     'dtype': [numpy.float16, numpy.float32, numpy.float64],
     'x_shape': [(4, 5), (4, 1, 5)],
     'nobias': [True, False],
+    'bits': [1, 2, 32],
+    'quantizer': ['linear', 'log'],
 }))
 @testing.inject_backend_tests(None, BACKENDS)
 class TestQuantizedLinearForward(testing.FunctionTestCase):
@@ -51,11 +54,13 @@ class TestQuantizedLinearForward(testing.FunctionTestCase):
         return x, W, numpy.random.uniform(-1, 1, 3).astype(self.dtype)
 
     def forward(self, inputs, device):
-        return quantized_linear(*inputs),
+        return quantized_linear(*inputs, bits=self.bits,
+                                quantizer=self.quantizer),
 
     def forward_expected(self, inputs):
         x, W = inputs[:2]
-        y = x.reshape(len(x), -1).dot(sign(W).T)
+        Wq = quantize_reference(W, self.bits, self.quantizer)
+        y = x.reshape(len(x), -1).dot(Wq.T)
         if not self.nobias:
             y = y + inputs[2]
         return y.astype(self.dtype),
@@ -127,6 +132,54 @@ class TestQuantizedLinearGradients(unittest.TestCase):
         quantized_linear(x, Wv)
         numpy.testing.assert_array_equal(
             chainer.backend.CpuDevice().send(Wv.array), W)
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedGradients(unittest.TestCase):
+
+    def check_quantized(self, got, exact, bits):
+        """``got`` is ``exact`` on the grid of quantize_gradient."""
+        m = 2 ** (bits - 1) - 1
+        scale = 2.0 ** numpy.ceil(numpy.log2(numpy.abs(exact).max()))
+        steps = got.astype(numpy.float64) / (scale / m)
+        # whole steps, up to the rounding of the result to the dtype
+        atol = m * 1e-3 if got.dtype == numpy.float16 else 1e-3
+        numpy.testing.assert_allclose(steps, numpy.round(steps), atol=atol)
+        assert ((numpy.sign(got) == numpy.sign(exact)) | (got == 0)).all()
+        assert (numpy.abs(got - exact) <= scale / m * 1.01).all()
+        assert (got != exact.astype(got.dtype)).any()
+
+    def test_gradient_and_error_bits(self, backend_config):
+        x = numpy.random.uniform(-1, 1, (8, 20)).astype(self.dtype)
+        W = make_weight((6, 20), self.dtype)
+        gy = numpy.random.uniform(-1, 1, (8, 6)).astype(self.dtype)
+        xv, Wv = [chainer.Variable(backend_config.get_array(a))
+                  for a in (x, W)]
+        y = quantized_linear(xv, Wv, gradient_bits=6, error_bits=4)
+        y.grad = backend_config.get_array(gy)
+        y.backward()
+        cpu = chainer.backend.CpuDevice()
+        gy64 = gy.astype(numpy.float64)
+        self.check_quantized(cpu.send(Wv.grad), gy64.T.dot(x), 6)
+        self.check_quantized(cpu.send(xv.grad), gy64.dot(sign(W)), 4)
+
+    def test_stochastic_weight_only_in_training(self, backend_config):
+        x = backend_config.get_array(numpy.eye(20, dtype=self.dtype))
+        W = backend_config.get_array(make_weight((6, 20), self.dtype))
+        deterministic = quantized_linear(x, W, bits=2).array
+        with chainer.using_config('train', False):
+            y = quantized_linear(x, W, bits=2, stochastic=True).array
+        cpu = chainer.backend.CpuDevice()
+        numpy.testing.assert_array_equal(cpu.send(y),
+                                         cpu.send(deterministic))
+        y = quantized_linear(x, W, bits=2, stochastic=True).array
+        # x = I: y is q(W)^T, on the 2-bit grid but not the rounded W
+        assert (cpu.send(y) != cpu.send(deterministic)).any()
+        assert set(numpy.unique(cpu.send(y))) <= set(
+            numpy.array([-1, -1 / 3, 1 / 3, 1], self.dtype))
 
 
 class TestQuantizedLinearShapes(unittest.TestCase):

@@ -87,8 +87,10 @@ class TestQuantizedLinearLink(unittest.TestCase):
         assert abs(std - (1 / 2000) ** 0.5) < 0.05 * (1 / 2000) ** 0.5
 
     def test_bits_validated(self):
-        with pytest.raises(ValueError):
-            QuantizedLinear(5, 3, bits=3)
+        for kwargs in ({'bits': 0}, {'bits': 33}, {'gradient_bits': 1},
+                       {'error_bits': 40}, {'quantizer': 'ternary'}):
+            with pytest.raises(ValueError):
+                QuantizedLinear(5, 3, **kwargs)
 
     def test_serialization_round_trip(self):
         import io

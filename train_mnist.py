@@ -6,8 +6,10 @@ same Trainer report, with the network of :class:`net.MnistMLP`, Adam with an
 exponentially decaying step size, and :class:`weight_clip.WeightClip`.
 """
 import argparse
+import json
 import math
 import os
+import platform
 import sys
 import tempfile
 import warnings
@@ -25,6 +27,7 @@ from chainer.training import extensions
 
 import mnist_data
 import net
+import qst
 from weight_clip import WeightClip
 
 # Exit statuses: 0 done; 1 the environment, data, output directory or
@@ -79,6 +82,20 @@ def _positive_float(text):
     return value
 
 
+def _bits(text, low=1):
+    value = _integer(text)
+    if not low <= value <= qst.FULL_PRECISION:
+        raise argparse.ArgumentTypeError(
+            'must be between {} and {} bits ({} means full precision), got '
+            '{}'.format(low, qst.FULL_PRECISION, qst.FULL_PRECISION, value))
+    return value
+
+
+def _gradient_bits(text):
+    # a sign bit and at least one magnitude bit
+    return _bits(text, low=2)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Binarized neural network (Hubara et al. 2016): '
@@ -125,6 +142,29 @@ def parse_args(argv=None):
     parser.add_argument('--test-subset', type=_positive_int, default=None,
                         metavar='N',
                         help='Validate on the first N test images only')
+    group = parser.add_argument_group(
+        'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
+        'precision (no rounding; activations still clipped to [-1, 1])')
+    group.add_argument('--weight-bits', type=_bits, default=1, metavar='K',
+                       help='Bit width of the weights')
+    group.add_argument('--activation-bits', type=_bits, default=1,
+                       metavar='K', help='Bit width of the hidden activations')
+    group.add_argument('--quantizer', choices=qst.QUANTIZERS,
+                       default='linear',
+                       help='linear: 2^K evenly spaced levels in [-1, 1]; '
+                            'log: sign and power of two (LogQuant)')
+    group.add_argument('--stochastic', action='store_true',
+                       help='Stochastic rounding of weights and activations '
+                            'while training (deterministic at evaluation)')
+    group.add_argument('--gradient-bits', type=_gradient_bits, default=32,
+                       metavar='K',
+                       help='Bit width of the weight gradients (the paper '
+                            'uses 6), stochastic rounding on a power-of-two '
+                            'scale')
+    group.add_argument('--error-bits', type=_gradient_bits, default=32,
+                       metavar='K',
+                       help='Bit width of the errors propagated between '
+                            'layers')
     group = parser.add_argument_group('deprecated arguments')
     group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
                        const=0, help='GPU ID (negative value indicates CPU)')
@@ -215,6 +255,25 @@ def check_finite_loss(trainer):
                 float(loss.array), epoch, updater.iteration))
 
 
+def write_config(args, device):
+    """Writes the options of this run, and the versions that ran it, to
+    config.json next to LogReport's log, so that every result says which
+    bits produced it."""
+    config = dict(vars(args))
+    config['device'] = str(device)
+    config['versions'] = {
+        'python': platform.python_version(), 'chainer': chainer.__version__,
+        'numpy': numpy.__version__}
+    if device.xp is chainer.backends.cuda.cupy:
+        config['versions']['cupy'] = device.xp.__version__
+    path = os.path.join(args.out, 'config.json')
+    with tempfile.NamedTemporaryFile(
+            'w', dir=args.out, prefix='.config.json.', delete=False) as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(f.name, path)
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = get_device(args.device)
@@ -229,7 +288,19 @@ def main(argv=None):
     else:
         print('# Adam alpha: {:g} (constant)'.format(args.lr))
     print('# seed: {}'.format(args.seed))
+    print('# bits: weights {}, activations {}, gradients {}, errors {} '
+          '({}{})'.format(args.weight_bits, args.activation_bits,
+                          args.gradient_bits, args.error_bits, args.quantizer,
+                          ', stochastic' if args.stochastic else ''))
     print('')
+    if args.gradient_bits < qst.FULL_PRECISION and \
+            args.gradient_bits <= args.weight_bits:
+        sys.stdout.flush()
+        sys.stderr.write(
+            'train_mnist.py: warning: --gradient-bits {} is not larger than '
+            '--weight-bits {}: training with gradients no finer than the '
+            'weights is known to stall or diverge\n'.format(
+                args.gradient_bits, args.weight_bits))
 
     numpy.random.seed(args.seed)
     if device.xp is chainer.backends.cuda.cupy:
@@ -252,7 +323,13 @@ def main(argv=None):
     if args.test_subset is not None:
         test = test[:args.test_subset]
 
-    model = L.Classifier(net.MnistMLP(784, args.unit, 10))
+    write_config(args, device)
+
+    model = L.Classifier(net.MnistMLP(
+        784, args.unit, 10, weight_bits=args.weight_bits,
+        activation_bits=args.activation_bits, quantizer=args.quantizer,
+        stochastic=args.stochastic, gradient_bits=args.gradient_bits,
+        error_bits=args.error_bits))
     model.to_device(device)
 
     optimizer = chainer.optimizers.Adam(alpha=args.lr)

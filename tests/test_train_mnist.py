@@ -121,6 +121,43 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
         entry['epoch'] for entry in read_log(out)] == [0]
 
 
+def test_quantization_options_end_to_end(tmp_path, capsys):
+    out = tmp_path / 'result'
+    options = ['--weight-bits', '2', '--activation-bits', '4',
+               '--quantizer', 'log', '--stochastic', '--gradient-bits', '2',
+               '--error-bits', '8']
+    assert train_mnist.main(['--epoch', '1', '--out', str(out), '--noplot',
+                             '--lr', '0.01'] + options + SMALL) == 0
+    captured = capsys.readouterr()
+    assert ('# bits: weights 2, activations 4, gradients 2, errors 8 '
+            '(log, stochastic)') in captured.out.splitlines()
+    # 2-bit gradients for 2-bit weights: warned, not refused
+    assert captured.err.startswith(
+        'train_mnist.py: warning: --gradient-bits 2 is not larger than '
+        '--weight-bits 2')
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    assert (config['weight_bits'], config['activation_bits'],
+            config['quantizer'], config['stochastic'],
+            config['gradient_bits'], config['error_bits']) == (
+                2, 4, 'log', True, 2, 8)
+    assert config['versions']['chainer'] == '7.8.1'
+    assert read_log(out)[-1]['validation/main/accuracy'] > 0.3
+    # no temporary file left next to it
+    assert not [p for p in os.listdir(str(out)) if p.startswith('.config')]
+
+
+def test_full_precision_differs_from_binarized(tmp_path):
+    logs = []
+    for bits in ('1', '32'):
+        out = tmp_path / bits
+        assert train_mnist.main(
+            ['--epoch', '1', '--out', str(out), '--noplot',
+             '--weight-bits', bits, '--activation-bits', bits] + SMALL) == 0
+        logs.append(read_log(out)[-1]['main/loss'])
+    assert logs[0] != logs[1]
+
+
 @pytest.mark.parametrize('args, message', [
     (['--batchsize', '0'], 'must be a positive integer, got 0'),
     (['--batchsize', '-5'], 'must be a positive integer, got -5'),
@@ -136,6 +173,13 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
     (['--seed', '-1'], 'must be between 0 and 2**32 - 1, got -1'),
     (['--lr-schedule', 'cosine'], 'invalid choice'),
     (['--resume', '/nonexistent/snapshot'], 'no such file'),
+    (['--weight-bits', '0'], 'must be between 1 and 32 bits'),
+    (['--weight-bits', '-2'], 'must be between 1 and 32 bits'),
+    (['--activation-bits', '33'], 'must be between 1 and 32 bits'),
+    (['--activation-bits', '2.5'], "'2.5' is not an integer"),
+    (['--gradient-bits', '1'], 'must be between 2 and 32 bits'),
+    (['--error-bits', 'six'], "'six' is not an integer"),
+    (['--quantizer', 'ternary'], 'invalid choice'),
 ])
 def test_bad_arguments_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -43,9 +43,15 @@ def cpu_model():
 
 def start(seed, args, threads):
     out = os.path.join(args.out, 'seed{}'.format(seed))
+    return spawn(['--seed', str(seed), '--epoch', str(args.epoch)]
+                 + args.train_args, out, threads), out
+
+
+def spawn(train_args, out, threads):
+    """Starts train_mnist.py with ``threads`` BLAS threads, writing into
+    ``out`` (its stdout and stderr into out/stdout.txt)."""
     command = [sys.executable, os.path.join(ROOT, 'train_mnist.py'),
-               '--noplot', '--seed', str(seed), '--epoch', str(args.epoch),
-               '--out', out] + args.train_args
+               '--noplot', '--out', out] + list(train_args)
     env = dict(os.environ)
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
@@ -54,7 +60,7 @@ def start(seed, args, threads):
     process = subprocess.Popen(command, stdout=stdout,
                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     stdout.close()
-    return process, out
+    return process
 
 
 def wait(process):

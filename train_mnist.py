@@ -28,6 +28,7 @@ from chainer.training import extensions
 import mnist_data
 import net
 import qst
+from inplace_adam import InplaceAdam
 from weight_clip import WeightClip
 
 # Exit statuses: 0 done; 1 the environment, data, output directory or
@@ -135,6 +136,11 @@ def parse_args(argv=None):
                              'factor after every epoch, from --lr to '
                              '--lr-final (the paper decays it '
                              'exponentially); constant: keep --lr (plain Adam)')
+    parser.add_argument('--eval-batchsize', type=_positive_int, default=1000,
+                        metavar='N',
+                        help='Images per evaluation batch (evaluation uses '
+                             'the running BN statistics, so this changes '
+                             'only the speed)')
     parser.add_argument('--train-subset', type=_positive_int, default=None,
                         metavar='N',
                         help='Train on the first N training images only '
@@ -255,6 +261,24 @@ def check_finite_loss(trainer):
                 float(loss.array), epoch, updater.iteration))
 
 
+def build_model(args):
+    """The classifier that main() trains (bench/speed.py times the same)."""
+    return L.Classifier(net.MnistMLP(
+        784, args.unit, 10, weight_bits=args.weight_bits,
+        activation_bits=args.activation_bits, quantizer=args.quantizer,
+        stochastic=args.stochastic, gradient_bits=args.gradient_bits,
+        error_bits=args.error_bits))
+
+
+def build_optimizer(args, model):
+    """Adam (Chainer's arithmetic, updated in place) with the weights
+    clipped to [-1, 1] after every update."""
+    optimizer = InplaceAdam(alpha=args.lr)
+    optimizer.setup(model)
+    optimizer.add_hook(WeightClip(-1.0, 1.0))
+    return optimizer
+
+
 def write_config(args, device):
     """Writes the options of this run, and the versions that ran it, to
     config.json next to LogReport's log, so that every result says which
@@ -325,20 +349,13 @@ def main(argv=None):
 
     write_config(args, device)
 
-    model = L.Classifier(net.MnistMLP(
-        784, args.unit, 10, weight_bits=args.weight_bits,
-        activation_bits=args.activation_bits, quantizer=args.quantizer,
-        stochastic=args.stochastic, gradient_bits=args.gradient_bits,
-        error_bits=args.error_bits))
+    model = build_model(args)
     model.to_device(device)
-
-    optimizer = chainer.optimizers.Adam(alpha=args.lr)
-    optimizer.setup(model)
-    optimizer.add_hook(WeightClip(-1.0, 1.0))
+    optimizer = build_optimizer(args, model)
 
     train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
     test_iter = chainer.iterators.SerialIterator(
-        test, args.batchsize, repeat=False, shuffle=False)
+        test, args.eval_batchsize, repeat=False, shuffle=False)
 
     updater = training.updaters.StandardUpdater(
         train_iter, optimizer, device=device)

@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""Speed: this project's training step against the PyTorch peer, same run.
+
+Alternates, ``--rounds`` times, two processes on the reference
+configuration (784-1000-1000-10 binarized MLP with BN, batch 100, Adam,
+weights clipped):
+
+* project: train_mnist.py's model and optimizer (``build_model``,
+  ``build_optimizer``) driven by Chainer's StandardUpdater over MNIST for
+  ``--iterations`` steps (scaled to the 600 steps of an epoch), then
+  Chainer's Evaluator over the 10k test images at train_mnist.py's
+  evaluation batch size;
+* peer: ``../shared/bench/peer_torch_bnn.py --epochs 1`` (one epoch, then
+  evaluation at batch 100), in a virtual environment of its own with
+  torch==2.13.0 (made on first use, ``--peer-venv``; torch is never a
+  dependency of the project);
+
+and prints the median train seconds per epoch, evaluation seconds, user
+and system CPU seconds of the whole process (start-up and data loading
+included, for both), peak RSS, and the project/peer ratios; then the BLAS
+floor of the matrix products, from ``../shared/bench/blas_gflops.py`` run
+in the same session. Every process gets ``--threads`` BLAS/torch threads.
+
+    .venv/bin/python bench/speed.py                 # CPU, both, 3 rounds
+    .venv/bin/python bench/speed.py --device 0      # GPU: project only
+
+This is a benchmark, not a test: it asserts nothing. These machines drift
+by up to 2x over minutes; only ratios within one run mean anything.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import reference
+
+ROOT = reference.ROOT
+SHARED_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench')
+PEER_SCRIPT = os.path.join(SHARED_BENCH, 'peer_torch_bnn.py')
+BLAS_SCRIPT = os.path.join(SHARED_BENCH, 'blas_gflops.py')
+PEER_PINS = ['torch==2.13.0', 'numpy==1.26.4']
+EPOCH_ITERATIONS = 600  # 60000 images / batch 100
+
+
+def child(args):
+    """Runs in the measured process: one project measurement, as JSON."""
+    sys.path.insert(0, ROOT)
+    import chainer
+    from chainer.training import extensions
+    import numpy
+
+    import mnist_data
+    import train_mnist
+
+    options = train_mnist.parse_args(['--device', args.device])
+    device = train_mnist.get_device(options.device)
+    numpy.random.seed(0)
+    train, test = mnist_data.get_mnist()
+    model = train_mnist.build_model(options)
+    model.to_device(device)
+    optimizer = train_mnist.build_optimizer(options, model)
+    iterator = chainer.iterators.SerialIterator(train, options.batchsize)
+    updater = chainer.training.updaters.StandardUpdater(
+        iterator, optimizer, device=device)
+
+    def synchronize():
+        if device.xp is not numpy:
+            device.device.synchronize()
+
+    # as in Trainer: each step reports into a fresh observation
+    reporter = chainer.Reporter()
+    reporter.add_observer('main', model)
+    reporter.add_observers('main', model.namedlinks(skipself=True))
+
+    def step():
+        with reporter.scope({}):
+            updater.update()
+
+    for _ in range(10):  # warm-up: allocations, BLAS threads, kernels
+        step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(args.iterations):
+        step()
+    synchronize()
+    train_seconds = time.perf_counter() - start
+
+    test_iter = chainer.iterators.SerialIterator(
+        test, options.eval_batchsize, repeat=False, shuffle=False)
+    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    start = time.perf_counter()
+    with reporter.scope({}):
+        result = evaluator.evaluate()
+    synchronize()
+    eval_seconds = time.perf_counter() - start
+    json.dump({
+        'train_s': train_seconds * EPOCH_ITERATIONS / args.iterations,
+        'eval_s': eval_seconds,
+        'val_acc': float(result['main/accuracy']),
+        'eval_batch': options.eval_batchsize,
+        'device': str(device)}, sys.stdout)
+
+
+def environment(threads):
+    env = dict(os.environ)
+    for name in reference.THREAD_VARIABLES:
+        env[name] = str(threads)
+    return env
+
+
+def measure(command, threads):
+    """Runs ``command``; returns its stdout and resource usage."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                               env=environment(threads), cwd=ROOT,
+                               universal_newlines=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError('{} exited {}'.format(' '.join(command), code))
+    return stdout, {'user_s': usage.ru_utime, 'sys_s': usage.ru_stime,
+                    'rss_mib': usage.ru_maxrss / 1024.0}
+
+
+def run_project(args):
+    stdout, usage = measure(
+        [sys.executable, os.path.abspath(__file__), '--child',
+         '--iterations', str(args.iterations), '--device', args.device],
+        args.threads)
+    usage.update(json.loads(stdout))
+    return usage
+
+
+def run_peer(args, python):
+    path = os.path.join(args.out, 'peer.json')
+    _, usage = measure([python, PEER_SCRIPT, '--epochs', '1', '--threads',
+                        str(args.threads), '--json', path], args.threads)
+    with open(path) as f:
+        record = json.load(f)['records'][0]
+    usage.update({'train_s': record['train_s'], 'eval_s': record['eval_s'],
+                  'val_acc': record['val_acc'], 'eval_batch': 100})
+    return usage
+
+
+def peer_python(venv):
+    """The peer's interpreter, after making its virtual environment if it
+    does not exist yet."""
+    python = os.path.join(venv, 'bin', 'python')
+    stamp = os.path.join(venv, '.installed')
+    if not os.path.exists(stamp):
+        sys.stderr.write('making {} with {} (once)\n'.format(
+            venv, ' '.join(PEER_PINS)))
+        subprocess.check_call([sys.executable, '-m', 'venv', venv])
+        subprocess.check_call([python, '-m', 'pip', 'install', '--quiet',
+                               '--disable-pip-version-check'] + PEER_PINS)
+        open(stamp, 'w').close()
+    return python
+
+
+def blas_floor(args):
+    stdout, _ = measure([sys.executable, BLAS_SCRIPT, '--threads',
+                         str(args.threads), '--seconds', '1'], args.threads)
+    match = re.search(r'numpy\s+floor at batch-100 rate \(([\d.]+) GFLOP/s\): '
+                      r'([\d.]+) s/epoch', stdout)
+    if match is None:
+        raise RuntimeError('no floor in the output of {}:\n{}'.format(
+            BLAS_SCRIPT, stdout))
+    return float(match.group(2)), float(match.group(1))
+
+
+def row(name, runs):
+    def median(key):
+        return statistics.median(run[key] for run in runs)
+    return name, {key: median(key) for key in
+                  ('train_s', 'eval_s', 'user_s', 'sys_s', 'rss_mib')}
+
+
+def table(rows):
+    header = ['', 'train s/epoch', 'eval s (10k)', 'user CPU s',
+              'sys CPU s', 'peak RSS MiB']
+    keys = ['train_s', 'eval_s', 'user_s', 'sys_s', 'rss_mib']
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join('---' for _ in header) + '|']
+    for name, values in rows:
+        lines.append('| ' + ' | '.join(
+            [name] + ['{:.2f}'.format(values[k]) if k != 'rss_mib' else
+                      '{:.0f}'.format(values[k]) for k in keys]) + ' |')
+    if len(rows) == 2:
+        (_, a), (_, b) = rows
+        lines.append('| ratio project/peer | ' + ' | '.join(
+            '{:.2f}'.format(a[k] / b[k]) if b[k] else '-' for k in keys)
+            + ' |')
+    return '\n'.join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--iterations', type=int, default=EPOCH_ITERATIONS,
+                        help='timed training steps of the project')
+    parser.add_argument('--threads', type=int, default=os.cpu_count() or 1,
+                        help='BLAS (and torch) threads of every process')
+    parser.add_argument('--device', default='-1',
+                        help='device of the project (the peer is CPU only)')
+    parser.add_argument('--no-peer', dest='peer', action='store_false')
+    parser.add_argument('--peer-venv', default=os.path.join(ROOT,
+                                                            '.venv-peer'))
+    parser.add_argument('--out', default=os.path.join(ROOT, 'result',
+                                                      'bench-speed'))
+    parser.add_argument('--child', action='store_true',
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    if args.rounds < 1 or args.iterations < 1 or args.threads < 1:
+        parser.error('--rounds, --iterations and --threads must be positive')
+    on_cpu = args.device in ('-1', '@numpy')
+    use_peer = args.peer and on_cpu
+    os.makedirs(args.out, exist_ok=True)
+    python = peer_python(args.peer_venv) if use_peer else None
+
+    started = time.time()
+    project, peer = [], []
+    for i in range(args.rounds):
+        project.append(run_project(args))
+        sys.stderr.write('round {}: project {:.2f} s/epoch'.format(
+            i + 1, project[-1]['train_s']))
+        if use_peer:
+            peer.append(run_peer(args, python))
+            sys.stderr.write(', peer {:.2f} s/epoch'.format(
+                peer[-1]['train_s']))
+        sys.stderr.write('\n')
+    floor, gflops = blas_floor(args) if on_cpu else (None, None)
+    minutes = (time.time() - started) / 60
+
+    rows = [row('project (Chainer, {})'.format(project[0]['device']),
+                project)]
+    if peer:
+        rows.append(row('peer (PyTorch 2.13.0)', peer))
+    import chainer
+    import numpy
+    lines = [
+        '# {}; {} cores; {} thread(s) per process; {} round(s), medians; '
+        'Python {}, NumPy {}, Chainer {}; {:.1f} min'.format(
+            reference.cpu_model(), os.cpu_count(), args.threads, args.rounds,
+            platform.python_version(), numpy.__version__,
+            chainer.__version__, minutes),
+        '# project: {} timed iterations scaled to 600, evaluation batch {}; '
+        'peer: one epoch, evaluation batch 100; CPU seconds and RSS are '
+        'of the whole process'.format(args.iterations,
+                                      project[0]['eval_batch']),
+        '',
+        table(rows),
+        '',
+        'validation accuracy after one epoch: project {}{}'.format(
+            ' '.join('{:.4f}'.format(r['val_acc']) for r in project),
+            '; peer ' + ' '.join('{:.4f}'.format(r['val_acc'])
+                                 for r in peer) if peer else ''),
+    ]
+    if floor is not None:
+        lines.append(
+            'BLAS floor (NumPy, matrix products only, batch-100 shapes at '
+            '{:.0f} GFLOP/s): {:.2f} s/epoch; project train time is {:.1f}x '
+            'the floor'.format(gflops, floor, rows[0][1]['train_s'] / floor))
+    text = '\n'.join(lines)
+    print(text)
+    with open(os.path.join(args.out, 'table.md'), 'w') as f:
+        f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -11,6 +11,8 @@ import math
 import signal
 import sys
 
+import numpy
+
 from chainer import backend
 from chainer import training
 from chainer.training import extension
@@ -46,8 +48,9 @@ def first_nonfinite_param(link):
     params = [(name.lstrip('/'), param.array)
               for name, param in link.namedparams() if param.array is not None]
     total = 0
-    for _, array in params:
-        total = total + array.sum()
+    with numpy.errstate(over='ignore', invalid='ignore'):  # expected here
+        for _, array in params:
+            total = total + array.sum()
     if math.isfinite(float(total)):
         return None
     for name, array in params:

@@ -140,8 +140,8 @@ class InterruptGuard(extension.Extension):
 
     """Trainer extension that stops training cleanly on SIGINT and SIGTERM.
 
-    Used as a context manager, it installs handlers for both signals (and
-    restores the previous ones on exit). Once the trainer has started
+    Used as a context manager, it installs handlers for both signals,
+    except one the process ignores, and restores the previous ones on exit. Once the trainer has started
     (:meth:`initialize`), the first signal only sets a flag and prints a
     note; at the end of that iteration, after every other extension, the
     guard has ``snapshot`` (an :class:`snapshots.AtomicSnapshot`) write the
@@ -170,7 +170,11 @@ class InterruptGuard(extension.Extension):
     def __enter__(self):
         try:
             for signum in self.signals:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                # an ignored signal stays ignored, as Python leaves an
+                # ignored SIGINT (a shell's background job, nohup)
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(
+                        signum, self._handle)
         except ValueError:  # not the main thread: leave signals alone
             self._restore()
         return self

@@ -188,3 +188,15 @@ def test_first_signal_prints_a_note(tmp_path):
     assert note.read_text() == (
         'SIGINT received: finishing this iteration, then writing a snapshot '
         '(press Ctrl-C again to stop at once)\n')
+
+
+def test_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with run_guards.InterruptGuard(snapshots.AtomicSnapshot()):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            os.kill(os.getpid(), signal.SIGINT)  # nothing happens
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

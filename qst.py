@@ -235,12 +235,14 @@ def quantize_gradient(g, bits):
     m = 2 ** (bits - 1) - 1
     a = utils.force_array(xp.abs(g), dtype)
     # an array, not a Python float: no device synchronization on CuPy
-    scale = xp.exp2(xp.ceil(xp.log2(
-        xp.maximum(a.max(), numpy.finfo(dtype).tiny))))
+    amax = a.max()
+    # (a NaN in g makes amax and so all of the result NaN)
+    scale = xp.exp2(xp.ceil(xp.log2(xp.where(amax == 0, 1, amax))))
     a *= m  # then / scale: m / scale can overflow for a tiny scale
     a /= scale
     r = _round(a, True)
-    r *= scale / m
+    r *= scale  # then / m: scale / m alone can fall below the subnormals
+    r /= m
     r *= xp.sign(g)
     return r.astype(g.dtype, copy=False)
 

@@ -28,20 +28,36 @@ from chainer.training import extensions
 import mnist_data
 import net
 import qst
+import run_guards
+import snapshots
 from inplace_adam import InplaceAdam
 from weight_clip import WeightClip
 
 # Exit statuses: 0 done; 1 the environment, data, output directory or
-# snapshot is unusable; 2 bad arguments (argparse); 3 training diverged.
+# snapshot is unusable; 2 bad arguments (argparse); 3 training diverged;
+# 128 + signal number when stopped by a signal (130 SIGINT, 143 SIGTERM).
 EXIT_ERROR = 1
 EXIT_DIVERGED = 3
+EXIT_STATUS_HELP = '''exit status:
+  0    finished
+  1    unusable environment, data, output directory or --resume snapshot
+  2    bad argument
+  3    training diverged (NaN or infinite loss or parameter); the last
+       good snapshot is left as it was
+  130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after writing a snapshot
+       (at once, without one, on a second Ctrl-C)'''
+
+
+def stop(message, status):
+    """Ends the program with one line on stderr instead of a traceback."""
+    sys.stdout.flush()
+    sys.stderr.write('train_mnist.py: {}\n'.format(message))
+    raise SystemExit(status)
 
 
 def fail(message, status=EXIT_ERROR):
-    """Ends the program with one line on stderr instead of a traceback."""
-    sys.stdout.flush()
-    sys.stderr.write('train_mnist.py: error: {}\n'.format(message))
-    raise SystemExit(status)
+    """Ends the program with ``train_mnist.py: error: message``."""
+    stop('error: {}'.format(message), status)
 
 
 def _integer(text):
@@ -72,6 +88,14 @@ def _frequency(text):
     return -1 if _integer(text) == -1 else _positive_int(text)
 
 
+def _resume(text):
+    if text != 'auto' and not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(
+            'no such file: {}'.format(text) if not os.path.exists(text)
+            else 'not a file: {}'.format(text))
+    return text
+
+
 def _positive_float(text):
     try:
         value = float(text)
@@ -97,25 +121,39 @@ def _gradient_bits(text):
     return _bits(text, low=2)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the epilog's table as written."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0:  # a flag: "(default: True)" would mislead
+            return action.help
+        return super(_HelpFormatter, self)._get_help_string(action)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Binarized neural network (Hubara et al. 2016): '
                     'MNIST MLP in Chainer',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=_HelpFormatter)
     parser.add_argument('--batchsize', '-b', type=_positive_int, default=100,
                         help='Number of images in each mini-batch')
     parser.add_argument('--epoch', '-e', type=_positive_int, default=20,
                         help='Number of sweeps over the dataset to train')
-    parser.add_argument('--frequency', '-f', type=_frequency, default=-1,
+    parser.add_argument('--frequency', '-f', type=_frequency, default=1,
                         help='Frequency of taking a snapshot, in epochs '
-                             '(-1: only at the end)')
+                             '(-1: only at the end); the last epoch always '
+                             'gets one')
     parser.add_argument('--device', '-d', type=str, default='-1',
                         help='Device specifier: -1 or @numpy (CPU), '
                              '0 or @cupy:0 (GPU 0), native:0 (ChainerX)')
     parser.add_argument('--out', '-o', default='result',
                         help='Directory to output the result')
-    parser.add_argument('--resume', '-r', type=str,
-                        help='Resume the training from snapshot')
+    parser.add_argument('--resume', '-r', type=_resume, metavar='SNAPSHOT',
+                        help='Resume the training from a snapshot file, or '
+                             '"auto": from the newest complete snapshot in '
+                             '--out (starting afresh if there is none)')
     parser.add_argument('--unit', '-u', type=_positive_int, default=1000,
                         help='Number of units in each hidden layer')
     parser.add_argument('--noplot', dest='plot', action='store_false',
@@ -148,6 +186,14 @@ def parse_args(argv=None):
     parser.add_argument('--test-subset', type=_positive_int, default=None,
                         metavar='N',
                         help='Validate on the first N test images only')
+    parser.add_argument('--snapshot-keep', type=_positive_int, default=3,
+                        metavar='N',
+                        help='Keep the N newest snapshots in --out')
+    parser.add_argument('--no-divergence-check', dest='divergence_check',
+                        action='store_false',
+                        help='Train on when the loss or a parameter becomes '
+                             'NaN or infinite (by default the run stops '
+                             'with exit status 3)')
     group = parser.add_argument_group(
         'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
         'precision (no rounding; activations still clipped to [-1, 1])')
@@ -175,8 +221,6 @@ def parse_args(argv=None):
     group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
                        const=0, help='GPU ID (negative value indicates CPU)')
     args = parser.parse_args(argv)
-    if args.resume is not None and not os.path.isfile(args.resume):
-        parser.error('--resume: no such file: {}'.format(args.resume))
     args.device = str(args.device)
     return args
 
@@ -244,21 +288,57 @@ def _log_scale(figure, axes, summary):
     axes.set_yscale('log')
 
 
-class DivergenceError(RuntimeError):
-    pass
+def check_output_dir(path):
+    """Fails unless ``path`` is a writable directory or one that can be
+    made; creates nothing."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        fail('cannot write to the output directory {}: {} is not a '
+             'directory'.format(path, probe))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        fail('cannot write to the output directory {}: {}{}'.format(
+            path, e.strerror or e,
+            '' if probe == os.path.abspath(path) else ' ({})'.format(probe)))
 
 
-def check_finite_loss(trainer):
-    """Stops training as soon as the training loss is NaN or infinite."""
-    loss = trainer.observation.get('main/loss')
-    if loss is not None and not math.isfinite(float(loss.array)):
+def snapshot_trigger(frequency, last_epoch):
+    """Fires at the end of every ``frequency``-th epoch (never if -1) and
+    of epoch ``last_epoch``."""
+    def due(trainer):
         updater = trainer.updater
-        # epoch_detail is 1.0 at the last iteration of epoch 1
-        epoch = max(1, int(math.ceil(updater.epoch_detail)))
-        raise DivergenceError(
-            'training diverged: main/loss is {} at epoch {}, iteration {}; '
-            'stopped (a lower --lr may help)'.format(
-                float(loss.array), epoch, updater.iteration))
+        return updater.is_new_epoch and (
+            frequency != -1 and updater.epoch % frequency == 0 or
+            updater.epoch >= last_epoch)
+    return due
+
+
+def resume(trainer, args, snapshot):
+    """Loads the snapshot ``--resume`` names, or fails with one line."""
+    path = args.resume
+    if path == 'auto':
+        try:
+            path, skipped = snapshots.newest_valid_snapshot(args.out, trainer)
+        except snapshots.SnapshotError as e:
+            fail('cannot resume from {}: {}'.format(e.path, e))
+        for damaged, reason in skipped:
+            sys.stderr.write('train_mnist.py: skipping {}: {}\n'.format(
+                damaged, reason))
+        if path is None:
+            print('# resume: no snapshot in {}, starting from the '
+                  'beginning'.format(args.out))
+            return
+    try:
+        snapshots.load_snapshot(path, trainer)
+    except snapshots.SnapshotError as e:
+        fail('cannot resume from {}: {}'.format(path, e))
+    snapshot.last_path = path
+    print('# resume: {} (iteration {}, epoch {})'.format(
+        path, trainer.updater.iteration, trainer.updater.epoch))
 
 
 def build_model(args):
@@ -300,7 +380,47 @@ def write_config(args, device):
 
 def main(argv=None):
     args = parse_args(argv)
+    snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
+    interrupts = run_guards.InterruptGuard(snapshot)
+    try:
+        with interrupts, warnings.catch_warnings():
+            if args.divergence_check:
+                # the guard reports a NaN or infinity in one sentence
+                warnings.filterwarnings(
+                    'ignore', r'(overflow|invalid value|divide by zero) '
+                    r'encountered', RuntimeWarning)
+            run_training(args, snapshot, interrupts)
+    except run_guards.DivergenceError as e:
+        fail('{}; stopped without saving anything of it; {} (a lower --lr '
+             'may help)'.format(e, 'the last good snapshot is {}'.format(
+                 snapshot.last_path) if snapshot.last_path else
+                 'there is no snapshot of this run'), EXIT_DIVERGED)
+    except run_guards.Interrupted as e:
+        stop(_interrupted_message(e, snapshot), e.status)
+    return 0
+
+
+def _interrupted_message(e, snapshot):
+    if e.at_once and e.iteration is None:
+        return 'interrupted by {} before training started; nothing was ' \
+            'written'.format(e.signal_name)
+    if e.at_once:
+        where = 'interrupted again by {}: stopped at once at iteration {}, ' \
+            'without a snapshot of it'.format(e.signal_name, e.iteration)
+    else:
+        where = 'interrupted by {} at iteration {} (epoch {:.2f}): wrote ' \
+            '{}'.format(e.signal_name, e.iteration, e.epoch_detail,
+                        e.snapshot)
+    if snapshot.last_path is None:
+        return where + '; there is no snapshot to resume from'
+    return '{}; to continue, run the same command with --resume {} (or ' \
+        '--resume auto)'.format(where, snapshot.last_path)
+
+
+def run_training(args, snapshot, interrupts):
+    """Sets up and runs the trainer; returns when training has finished."""
     device = get_device(args.device)
+    check_output_dir(args.out)
 
     print('Device: {}'.format(device))
     print('# unit: {}'.format(args.unit))
@@ -316,7 +436,6 @@ def main(argv=None):
           '({}{})'.format(args.weight_bits, args.activation_bits,
                           args.gradient_bits, args.error_bits, args.quantizer,
                           ', stochastic' if args.stochastic else ''))
-    print('')
     if args.gradient_bits < qst.FULL_PRECISION and \
             args.gradient_bits <= args.weight_bits:
         sys.stdout.flush()
@@ -331,14 +450,6 @@ def main(argv=None):
         device.xp.random.seed(args.seed)
 
     try:
-        os.makedirs(args.out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out):
-            pass
-    except OSError as e:
-        fail('cannot write to the output directory {}: {}'.format(
-            args.out, e.strerror or e))
-
-    try:
         train, test = mnist_data.get_mnist(data_dir=args.data_dir)
     except mnist_data.MnistDataError as e:
         fail(e)
@@ -346,8 +457,6 @@ def main(argv=None):
         train = train[:args.train_subset]
     if args.test_subset is not None:
         test = test[:args.test_subset]
-
-    write_config(args, device)
 
     model = build_model(args)
     model.to_device(device)
@@ -361,8 +470,8 @@ def main(argv=None):
         train_iter, optimizer, device=device)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
 
-    trainer.extend(check_finite_loss, trigger=(1, 'iteration'),
-                   priority=training.PRIORITY_WRITER + 1)
+    if args.divergence_check:
+        trainer.extend(run_guards.DivergenceGuard())
     if args.lr_schedule == 'exponential':
         # alpha of epoch e (1-based) is lr * rate**(e - 1)
         rate = (args.lr_final / args.lr) ** (1.0 / max(1, args.epoch - 1))
@@ -375,9 +484,11 @@ def main(argv=None):
     trainer.extend(extensions.Evaluator(test_iter, model, device=device),
                    call_before_training=True)
     trainer.extend(extensions.DumpGraph('main/loss'))
-    frequency = args.epoch if args.frequency == -1 else args.frequency
-    trainer.extend(extensions.snapshot(n_retains=1),
-                   trigger=(frequency, 'epoch'))
+    # the iterator's next orders come from NumPy's global generator
+    trainer.extend(snapshots.NumpyRandomState())
+    trainer.extend(snapshot, name='snapshot',
+                   trigger=snapshot_trigger(args.frequency, args.epoch))
+    trainer.extend(interrupts, name='interrupts')
     trainer.extend(extensions.LogReport(), call_before_training=True)
     if args.plot and extensions.PlotReport.available():
         trainer.extend(
@@ -400,18 +511,17 @@ def main(argv=None):
         trainer.extend(extensions.ProgressBar())
 
     if args.resume is not None:
-        try:
-            chainer.serializers.load_npz(args.resume, trainer)
-        except Exception as e:  # numpy and zipfile raise many types
-            fail('cannot resume from {} ({}: {}); is it a snapshot of this '
-                 'script with the same --unit?'.format(
-                     args.resume, type(e).__name__, e))
+        resume(trainer, args, snapshot)
+    print('')
 
+    # only now, with every input checked, does anything go to --out
     try:
-        trainer.run(show_loop_exception_msg=False)
-    except DivergenceError as e:
-        fail(e, EXIT_DIVERGED)
-    return 0
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        fail('cannot write to the output directory {}: {}'.format(
+            args.out, e.strerror or e))
+    write_config(args, device)
+    trainer.run(show_loop_exception_msg=False)
 
 
 if __name__ == '__main__':

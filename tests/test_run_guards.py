@@ -1,0 +1,202 @@
+import io
+import os
+import signal
+
+import numpy
+import pytest
+
+import chainer
+import chainer.links as L
+from chainer import training
+
+import run_guards
+import snapshots
+from test_snapshots import files_in
+from test_snapshots import make_trainer
+
+
+def at_iteration(iteration, action):
+    """An extension that calls ``action(trainer)`` after the update of
+    ``iteration``, before any writer (as a fault would strike)."""
+    def extension(trainer):
+        if trainer.updater.iteration == iteration:
+            action(trainer)
+    return extension
+
+
+def poison_param(trainer, value=numpy.nan):
+    trainer.updater.get_optimizer('main').target.predictor.b.array[1] = value
+
+
+class TestFirstNonfiniteParam(object):
+
+    def setup_method(self):
+        self.link = chainer.Sequential(L.Linear(3, 2), L.Linear(2, 2))
+
+    def test_finite(self):
+        assert run_guards.first_nonfinite_param(self.link) is None
+
+    @pytest.mark.parametrize('value, name', [(numpy.nan, 'nan'),
+                                             (-numpy.inf, 'inf')])
+    def test_names_the_parameter(self, value, name):
+        self.link[1].W.array[0, 1] = value
+        assert run_guards.first_nonfinite_param(self.link) == ('1/W', name)
+
+    def test_overflowing_sum_of_finite_values(self):
+        big = numpy.finfo(numpy.float32).max
+        self.link[0].W.array[...] = big
+        self.link[1].W.array[...] = big
+        assert run_guards.first_nonfinite_param(self.link) is None
+
+
+class TestDivergenceGuard(object):
+
+    def run(self, tmp_path, fault, check_params=True):
+        trainer = make_trainer(tmp_path)
+        trainer.extend(run_guards.DivergenceGuard(check_params=check_params))
+        trainer.extend(fault, priority=training.PRIORITY_WRITER + 2)
+        snapshot = snapshots.AtomicSnapshot()
+        trainer.extend(snapshot, trigger=(1, 'epoch'))
+        trainer.extend(training.extensions.LogReport())
+        with pytest.raises(run_guards.DivergenceError) as e:
+            trainer.run(show_loop_exception_msg=False)
+        return trainer, e.value
+
+    @pytest.mark.parametrize('value', [numpy.nan, numpy.inf])
+    def test_loss(self, tmp_path, value):
+        def poison_loss(trainer):
+            trainer.observation['main/loss'] = chainer.Variable(
+                numpy.array(value, dtype=numpy.float32))
+        trainer, e = self.run(tmp_path, at_iteration(6, poison_loss))
+        assert str(e) == 'training diverged: main/loss is {} at epoch 2, ' \
+            'iteration 6'.format(value)
+        assert (e.epoch, e.iteration) == (2, 6)
+
+    def test_parameter_at_the_end_of_an_epoch(self, tmp_path):
+        # the loss of iteration 8 was computed before the bad update
+        trainer, e = self.run(tmp_path, at_iteration(8, poison_param))
+        assert str(e) == 'training diverged: parameter predictor/b became ' \
+            'nan in the update at epoch 2, iteration 8'
+        # neither the snapshot nor the log of epoch 2 was written
+        assert files_in(tmp_path) == ['log', 'snapshot_iter_4']
+        assert [entry['epoch'] for entry in
+                trainer.get_extension('LogReport').log] == [1]
+
+    def test_without_the_parameter_check(self, tmp_path):
+        # the bad parameter shows in the next loss, one iteration late
+        trainer, e = self.run(tmp_path, at_iteration(8, poison_param),
+                              check_params=False)
+        assert e.iteration == 9
+        assert str(e).startswith('training diverged: main/loss is nan')
+        assert 'snapshot_iter_8' in files_in(tmp_path)  # garbage saved
+
+    def test_finite_run_is_left_alone(self, tmp_path):
+        trainer = make_trainer(tmp_path)
+        trainer.extend(run_guards.DivergenceGuard())
+        trainer.run()
+        assert trainer.updater.iteration == 16
+
+
+def send(signum, times=1):
+    def action(trainer):
+        for _ in range(times):
+            os.kill(os.getpid(), signum)
+    return action
+
+
+@pytest.mark.parametrize('signum, status', [(signal.SIGINT, 130),
+                                            (signal.SIGTERM, 143)])
+def test_signal_stops_after_the_iteration_with_a_snapshot(
+        tmp_path, signum, status):
+    trainer = make_trainer(tmp_path)
+    snapshot = snapshots.AtomicSnapshot()
+    trainer.extend(snapshot, trigger=(1, 'epoch'))
+    seen = []
+    # runs after the signal arrived: the iteration is finished
+    trainer.extend(lambda t: seen.append(t.updater.iteration), priority=-1)
+    guard = run_guards.InterruptGuard(snapshot, note=io.StringIO())
+    trainer.extend(guard)
+    trainer.extend(at_iteration(6, send(signum)),
+                   priority=training.PRIORITY_WRITER)
+    before = signal.getsignal(signum)
+    with pytest.raises(run_guards.Interrupted) as e:
+        with guard:
+            trainer.run(show_loop_exception_msg=False)
+    assert signal.getsignal(signum) is before
+    assert (e.value.signum, e.value.status) == (signum, status)
+    assert not e.value.at_once
+    assert (e.value.iteration, e.value.epoch_detail) == (6, 1.5)
+    assert e.value.snapshot == str(tmp_path / 'snapshot_iter_6')
+    assert seen[-1] == 6
+    assert files_in(tmp_path) == ['snapshot_iter_4', 'snapshot_iter_6']
+
+
+def test_signal_at_the_end_of_an_epoch_writes_one_snapshot(tmp_path):
+    trainer = make_trainer(tmp_path)
+    snapshot = snapshots.AtomicSnapshot()
+    trainer.extend(snapshot, trigger=(1, 'epoch'))
+    guard = run_guards.InterruptGuard(snapshot, note=io.StringIO())
+    trainer.extend(guard)
+    trainer.extend(at_iteration(8, send(signal.SIGINT)))
+    with pytest.raises(run_guards.Interrupted) as e:
+        with guard:
+            trainer.run(show_loop_exception_msg=False)
+    assert e.value.snapshot == str(tmp_path / 'snapshot_iter_8')
+    assert files_in(tmp_path) == ['snapshot_iter_4', 'snapshot_iter_8']
+
+
+def test_second_signal_stops_at_once(tmp_path):
+    trainer = make_trainer(tmp_path)
+    snapshot = snapshots.AtomicSnapshot()
+    trainer.extend(snapshot, trigger=(1, 'epoch'))
+    guard = run_guards.InterruptGuard(snapshot, note=io.StringIO())
+    trainer.extend(guard)
+    after = []
+    trainer.extend(at_iteration(6, send(signal.SIGINT, times=2)),
+                   priority=training.PRIORITY_WRITER)
+    trainer.extend(lambda t: after.append(t.updater.iteration),
+                   priority=training.PRIORITY_WRITER - 1)
+    with pytest.raises(run_guards.Interrupted) as e:
+        with guard:
+            trainer.run(show_loop_exception_msg=False)
+    assert e.value.at_once and e.value.status == 130
+    assert e.value.iteration == 6 and e.value.snapshot is None
+    assert 6 not in after  # not even the iteration's extensions ran on
+    assert files_in(tmp_path) == ['snapshot_iter_4']
+
+
+def test_signal_before_training_stops_at_once(tmp_path):
+    guard = run_guards.InterruptGuard(snapshots.AtomicSnapshot())
+    with pytest.raises(run_guards.Interrupted) as e:
+        with guard:
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert e.value.at_once and e.value.iteration is None
+    assert e.value.status == 143 and e.value.signal_name == 'SIGTERM'
+
+
+def test_first_signal_prints_a_note(tmp_path):
+    note = tmp_path / 'note'
+    trainer = make_trainer(tmp_path / 'out')
+    snapshot = snapshots.AtomicSnapshot()
+    with open(str(note), 'w') as f:
+        guard = run_guards.InterruptGuard(snapshot, note=f)
+        trainer.extend(guard)
+        trainer.extend(at_iteration(2, send(signal.SIGINT)))
+        with pytest.raises(run_guards.Interrupted):
+            with guard:
+                trainer.run(show_loop_exception_msg=False)
+    assert note.read_text() == (
+        'SIGINT received: finishing this iteration, then writing a snapshot '
+        '(press Ctrl-C again to stop at once)\n')
+
+
+def test_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with run_guards.InterruptGuard(snapshots.AtomicSnapshot()):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            os.kill(os.getpid(), signal.SIGINT)  # nothing happens
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

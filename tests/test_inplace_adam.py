@@ -1,10 +1,12 @@
 import io
 
 import numpy
+import pytest
 
 import chainer
 from chainer import testing
 
+import inplace_adam
 from inplace_adam import InplaceAdam
 
 
@@ -45,6 +47,30 @@ class TestInplaceAdam(object):
             assert p.dtype == self.dtype, name
             numpy.testing.assert_array_equal(p.array, q.array, name)
         assert optimizer.t == 5
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3])
+def test_threads_bit_for_bit(threads):
+    # large enough to be cut into pieces, and not evenly
+    shape = (3 * inplace_adam._MIN_CHUNK + 7,)
+
+    def run(optimizer):
+        numpy.random.seed(2)
+        model = chainer.Link()
+        with model.init_scope():
+            model.w = chainer.Parameter(
+                numpy.random.uniform(-1, 1, shape).astype(numpy.float32))
+        optimizer.setup(model)
+        for _ in range(3):
+            model.w.grad = numpy.random.normal(0, 1e-2, shape).astype(
+                numpy.float32)
+            optimizer.update()
+        return model.w.array, optimizer.target.w.update_rule.state['v']
+
+    expected = run(chainer.optimizers.Adam(weight_decay_rate=0.01))
+    got = run(InplaceAdam(weight_decay_rate=0.01, threads=threads))
+    for a, b in zip(got, expected):
+        numpy.testing.assert_array_equal(a, b)
 
 
 def test_snapshot_interchangeable_with_chainer_adam():

@@ -24,6 +24,7 @@ from chainer import training
 from chainer.training import extensions
 
 import mnist_data
+import multi_node
 import net
 from weight_clip import WeightClip
 
@@ -125,6 +126,12 @@ def parse_args(argv=None):
     parser.add_argument('--test-subset', type=_positive_int, default=None,
                         metavar='N',
                         help='Validate on the first N test images only')
+    parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
+                        default=None,
+                        help='Train data-parallel over the processes of '
+                             '`mpiexec -n N` with this ChainerMN communicator '
+                             '(naive: CPU; flat, pure_nccl: one GPU per '
+                             'process); --batchsize is then per process')
     group = parser.add_argument_group('deprecated arguments')
     group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
                        const=0, help='GPU ID (negative value indicates CPU)')
@@ -132,6 +139,11 @@ def parse_args(argv=None):
     if args.resume is not None and not os.path.isfile(args.resume):
         parser.error('--resume: no such file: {}'.format(args.resume))
     args.device = str(args.device)
+    if args.communicator in multi_node.GPU_COMMUNICATORS and \
+            args.device != '-1':
+        parser.error('--communicator {} gives each process the GPU of its '
+                     'local rank; leave out --device/--gpu'.format(
+                         args.communicator))
     return args
 
 
@@ -217,11 +229,29 @@ def check_finite_loss(trainer):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = get_device(args.device)
+    comm = None
+    if args.communicator is not None:
+        try:
+            comm = multi_node.create_communicator(args.communicator)
+        except multi_node.MultiNodeError as e:
+            fail(e)
+    elif multi_node.launched_size() > 1:
+        fail('started by mpiexec as one of {} processes without '
+             '--communicator: each would train alone on the same output '
+             'directory; add --communicator naive'.format(
+                 multi_node.launched_size()))
+    multi_node.silence_non_root(comm)
+    with multi_node.all_or_none(comm):
+        device = get_device(multi_node.device_spec(comm, args.communicator,
+                                                   args.device))
 
     print('Device: {}'.format(device))
     print('# unit: {}'.format(args.unit))
     print('# Minibatch-size: {}'.format(args.batchsize))
+    if comm is not None:
+        print('# processes: {} ({} communicator), global minibatch {}'
+              .format(comm.size, args.communicator,
+                      comm.size * args.batchsize))
     print('# epoch: {}'.format(args.epoch))
     if args.lr_schedule == 'exponential':
         print('# Adam alpha: {:g} -> {:g} (exponential decay)'.format(
@@ -235,27 +265,35 @@ def main(argv=None):
     if device.xp is chainer.backends.cuda.cupy:
         device.xp.random.seed(args.seed)
 
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=args.out):
-            pass
-    except OSError as e:
-        fail('cannot write to the output directory {}: {}'.format(
-            args.out, e.strerror or e))
+    # rank 0 alone writes the output and reads the data, then scatters it
+    train = test = None
+    with multi_node.all_or_none(comm):
+        if multi_node.is_root(comm):
+            try:
+                os.makedirs(args.out, exist_ok=True)
+                with tempfile.TemporaryFile(dir=args.out):
+                    pass
+            except OSError as e:
+                fail('cannot write to the output directory {}: {}'.format(
+                    args.out, e.strerror or e))
 
-    try:
-        train, test = mnist_data.get_mnist(data_dir=args.data_dir)
-    except mnist_data.MnistDataError as e:
-        fail(e)
-    if args.train_subset is not None:
-        train = train[:args.train_subset]
-    if args.test_subset is not None:
-        test = test[:args.test_subset]
+            try:
+                train, test = mnist_data.get_mnist(data_dir=args.data_dir)
+            except mnist_data.MnistDataError as e:
+                fail(e)
+            if args.train_subset is not None:
+                train = train[:args.train_subset]
+            if args.test_subset is not None:
+                test = test[:args.test_subset]
+    train = multi_node.scatter(train, comm, shuffle=True, seed=args.seed)
+    test = multi_node.scatter(test, comm)
 
     model = L.Classifier(net.MnistMLP(784, args.unit, 10))
+    model = multi_node.synchronize_batch_normalization(model, comm)
     model.to_device(device)
 
-    optimizer = chainer.optimizers.Adam(alpha=args.lr)
+    optimizer = multi_node.data_parallel_optimizer(
+        chainer.optimizers.Adam(alpha=args.lr), comm)
     optimizer.setup(model)
     optimizer.add_hook(WeightClip(-1.0, 1.0))
 
@@ -269,6 +307,7 @@ def main(argv=None):
 
     trainer.extend(check_finite_loss, trigger=(1, 'iteration'),
                    priority=training.PRIORITY_WRITER + 1)
+    multi_node.extend(trainer, comm, priority=training.PRIORITY_WRITER + 2)
     if args.lr_schedule == 'exponential':
         # alpha of epoch e (1-based) is lr * rate**(e - 1)
         rate = (args.lr_final / args.lr) ** (1.0 / max(1, args.epoch - 1))
@@ -278,32 +317,34 @@ def main(argv=None):
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
-    trainer.extend(extensions.Evaluator(test_iter, model, device=device),
-                   call_before_training=True)
-    trainer.extend(extensions.DumpGraph('main/loss'))
-    frequency = args.epoch if args.frequency == -1 else args.frequency
-    trainer.extend(extensions.snapshot(n_retains=1),
-                   trigger=(frequency, 'epoch'))
-    trainer.extend(extensions.LogReport(), call_before_training=True)
-    if args.plot and extensions.PlotReport.available():
-        trainer.extend(
-            extensions.PlotReport(['main/loss', 'validation/main/loss'],
-                                  'epoch', file_name='loss.png',
-                                  postprocess=_log_scale),
-            call_before_training=True)
-        trainer.extend(
-            extensions.PlotReport(
-                ['main/accuracy', 'validation/main/accuracy'],
-                'epoch', file_name='accuracy.png'),
-            call_before_training=True)
-    interactive = sys.stdout.isatty()
-    trainer.extend(extensions.PrintReport(
-        ['epoch', 'main/loss', 'validation/main/loss',
-         'main/accuracy', 'validation/main/accuracy', 'elapsed_time'],
-        out=sys.stdout if interactive else _PlainOutput(sys.stdout)),
+    trainer.extend(multi_node.data_parallel_evaluator(
+        extensions.Evaluator(test_iter, model, device=device), comm),
         call_before_training=True)
-    if interactive:
-        trainer.extend(extensions.ProgressBar())
+    if multi_node.is_root(comm):  # the files and the printed report
+        trainer.extend(extensions.DumpGraph('main/loss'))
+        frequency = args.epoch if args.frequency == -1 else args.frequency
+        trainer.extend(extensions.snapshot(n_retains=1),
+                       trigger=(frequency, 'epoch'))
+        trainer.extend(extensions.LogReport(), call_before_training=True)
+        if args.plot and extensions.PlotReport.available():
+            trainer.extend(
+                extensions.PlotReport(['main/loss', 'validation/main/loss'],
+                                      'epoch', file_name='loss.png',
+                                      postprocess=_log_scale),
+                call_before_training=True)
+            trainer.extend(
+                extensions.PlotReport(
+                    ['main/accuracy', 'validation/main/accuracy'],
+                    'epoch', file_name='accuracy.png'),
+                call_before_training=True)
+        interactive = sys.stdout.isatty()
+        trainer.extend(extensions.PrintReport(
+            ['epoch', 'main/loss', 'validation/main/loss',
+             'main/accuracy', 'validation/main/accuracy', 'elapsed_time'],
+            out=sys.stdout if interactive else _PlainOutput(sys.stdout)),
+            call_before_training=True)
+        if interactive:
+            trainer.extend(extensions.ProgressBar())
 
     if args.resume is not None:
         try:
@@ -316,6 +357,9 @@ def main(argv=None):
     try:
         trainer.run(show_loop_exception_msg=False)
     except DivergenceError as e:
+        # all ranks see the same mean loss and stop at the same iteration
+        if not multi_node.is_root(comm):
+            raise SystemExit(EXIT_DIVERGED)
         fail(e, EXIT_DIVERGED)
     return 0
 

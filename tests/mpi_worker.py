@@ -4,11 +4,12 @@ final model.
     mpiexec -n 2 python tests/mpi_worker.py DUMP_DIR [--poison I] [args]
 
 ``args`` go to train_mnist.py. ``--poison I`` sets training image ``I`` to
-NaN where rank 0 reads the data (the divergence test). Every rank writes ``DUMP_DIR/rank<r>.npz`` (``chainer.serializers.save_npz``
-of the trained ``L.Classifier``: parameters and persistents such as the
-batch normalization statistics), so that tests/test_multi_node.py can
-compare the ranks. The model is the trainer's own: ``Trainer.run`` is
-wrapped to keep a reference to the trainer and nothing else.
+NaN where rank 0 reads the data (the divergence test). Every rank writes
+``DUMP_DIR/rank<r>.npz`` (``chainer.serializers.save_npz`` of the trained
+``L.Classifier``: parameters and persistents such as the batch
+normalization statistics), so that tests/test_multi_node.py can compare the
+ranks. The model is the trainer's own: ``Trainer.run`` is wrapped to keep a
+reference to the trainer and nothing else.
 """
 import os
 import sys

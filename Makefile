@@ -1,12 +1,14 @@
 # Two entry points for a fresh Python 3.11 machine:
 #   make train   set up .venv (pinned) and train with the defaults
-#   make test    set up .venv and run the test suite
+#   make test    set up .venv (with the MPI extra) and run the test suite
+#   make mpi     add MPI (MPICH and mpi4py wheels) for --communicator
 # Extra arguments: make train ARGS='--gpu=0'   make test PYTEST_ARGS='-x'
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MPI_STAMP := $(VENV)/.installed-mpi
 
 # Chainer's setup.py and `import chainer` need pkg_resources; numpy.distutils
 # (imported by chainer) needs distutils.msvccompiler, gone in setuptools 74.
@@ -14,7 +16,7 @@ STAMP := $(VENV)/.installed
 # --no-build-isolation after installing this one.
 BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
-.PHONY: setup train test gpu clean
+.PHONY: setup train test gpu mpi clean
 
 setup: $(STAMP)
 
@@ -29,12 +31,20 @@ $(STAMP): requirements.txt requirements-test.txt
 train: $(STAMP)
 	$(PY) train_mnist.py $(ARGS)
 
-test: $(STAMP)
+# the tests run real 2-process trainings under mpiexec
+test: $(STAMP) $(MPI_STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 gpu: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
 		-r requirements-gpu.txt
+
+mpi: $(MPI_STAMP)
+
+$(MPI_STAMP): $(STAMP) requirements-mpi.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		-r requirements-mpi.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) result

@@ -6,6 +6,7 @@ same Trainer report, with the network of :class:`net.MnistMLP`, Adam with an
 exponentially decaying step size, and :class:`weight_clip.WeightClip`.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from chainer import training
 from chainer.training import extensions
 
 import mnist_data
+import multi_node
 import net
 import qst
 import run_guards
@@ -194,6 +196,12 @@ def parse_args(argv=None):
                         help='Train on when the loss or a parameter becomes '
                              'NaN or infinite (by default the run stops '
                              'with exit status 3)')
+    parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
+                        default=None,
+                        help='Train data-parallel over the processes of '
+                             '`mpiexec -n N` with this ChainerMN communicator '
+                             '(naive: CPU; flat, pure_nccl: one GPU per '
+                             'process); --batchsize is then per process')
     group = parser.add_argument_group(
         'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
         'precision (no rounding; activations still clipped to [-1, 1])')
@@ -222,6 +230,11 @@ def parse_args(argv=None):
                        const=0, help='GPU ID (negative value indicates CPU)')
     args = parser.parse_args(argv)
     args.device = str(args.device)
+    if args.communicator in multi_node.GPU_COMMUNICATORS and \
+            args.device != '-1':
+        parser.error('--communicator {} gives each process the GPU of its '
+                     'local rank; leave out --device/--gpu'.format(
+                         args.communicator))
     return args
 
 
@@ -350,10 +363,15 @@ def build_model(args):
         error_bits=args.error_bits))
 
 
-def build_optimizer(args, model):
+def build_optimizer(args, model, comm=None):
     """Adam (Chainer's arithmetic, updated in place) with the weights
-    clipped to [-1, 1] after every update."""
-    optimizer = InplaceAdam(alpha=args.lr)
+    clipped to [-1, 1] after every update; with a ChainerMN communicator
+    ``comm``, on the gradients averaged over the ranks."""
+    # the cores of a machine are shared by the ranks on it
+    threads = None if comm is None else max(
+        1, (os.cpu_count() or 1) // comm.intra_size)
+    optimizer = multi_node.data_parallel_optimizer(
+        InplaceAdam(alpha=args.lr, threads=threads), comm)
     optimizer.setup(model)
     optimizer.add_hook(WeightClip(-1.0, 1.0))
     return optimizer
@@ -378,19 +396,48 @@ def write_config(args, device):
     os.replace(f.name, path)
 
 
+def connect(args):
+    """The ChainerMN communicator of ``--communicator`` (``None`` for a
+    single process), or one line saying what is missing."""
+    if args.communicator is None:
+        if multi_node.launched_size() > 1:
+            fail('started by mpiexec as one of {} processes without '
+                 '--communicator: each would train alone on the same output '
+                 'directory; add --communicator naive'.format(
+                     multi_node.launched_size()))
+        return None
+    try:
+        comm = multi_node.create_communicator(args.communicator)
+    except multi_node.MultiNodeError as e:
+        fail(e)
+    multi_node.silence_non_root(comm)
+    return comm
+
+
 def main(argv=None):
     args = parse_args(argv)
+    comm = connect(args)
     snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
-    interrupts = run_guards.InterruptGuard(snapshot)
+    # Under mpiexec a signal reaches the ranks in different iterations, and
+    # a rank that stopped alone would leave the others waiting in their next
+    # collective: there, signals keep their default and stop every rank at
+    # once (the snapshot of the last epoch remains).
+    interrupts = run_guards.InterruptGuard(snapshot) if comm is None \
+        else None
     try:
-        with interrupts, warnings.catch_warnings():
+        with interrupts or contextlib.nullcontext(), \
+                warnings.catch_warnings():
             if args.divergence_check:
                 # the guard reports a NaN or infinity in one sentence
                 warnings.filterwarnings(
                     'ignore', r'(overflow|invalid value|divide by zero) '
                     r'encountered', RuntimeWarning)
-            run_training(args, snapshot, interrupts)
+            run_training(args, snapshot, interrupts, comm)
     except run_guards.DivergenceError as e:
+        # every rank sees the same mean loss and the same parameters, so all
+        # stop at the same iteration; rank 0 says so
+        if not multi_node.is_root(comm):
+            raise SystemExit(EXIT_DIVERGED)
         fail('{}; stopped without saving anything of it; {} (a lower --lr '
              'may help)'.format(e, 'the last good snapshot is {}'.format(
                  snapshot.last_path) if snapshot.last_path else
@@ -417,14 +464,22 @@ def _interrupted_message(e, snapshot):
         '--resume auto)'.format(where, snapshot.last_path)
 
 
-def run_training(args, snapshot, interrupts):
+def run_training(args, snapshot, interrupts, comm=None):
     """Sets up and runs the trainer; returns when training has finished."""
-    device = get_device(args.device)
-    check_output_dir(args.out)
+    # a rank that fails here ends every rank, with one line from rank 0
+    with multi_node.all_or_none(comm):
+        device = get_device(multi_node.device_spec(comm, args.communicator,
+                                                   args.device))
+        if multi_node.is_root(comm):
+            check_output_dir(args.out)
 
     print('Device: {}'.format(device))
     print('# unit: {}'.format(args.unit))
     print('# Minibatch-size: {}'.format(args.batchsize))
+    if comm is not None:
+        print('# processes: {} ({} communicator), global minibatch {}'
+              .format(comm.size, args.communicator,
+                      comm.size * args.batchsize))
     print('# epoch: {}'.format(args.epoch))
     if args.lr_schedule == 'exponential':
         print('# Adam alpha: {:g} -> {:g} (exponential decay)'.format(
@@ -449,18 +504,25 @@ def run_training(args, snapshot, interrupts):
     if device.xp is chainer.backends.cuda.cupy:
         device.xp.random.seed(args.seed)
 
-    try:
-        train, test = mnist_data.get_mnist(data_dir=args.data_dir)
-    except mnist_data.MnistDataError as e:
-        fail(e)
-    if args.train_subset is not None:
-        train = train[:args.train_subset]
-    if args.test_subset is not None:
-        test = test[:args.test_subset]
+    # rank 0 alone reads the data, then gives each rank its part
+    train = test = None
+    with multi_node.all_or_none(comm):
+        if multi_node.is_root(comm):
+            try:
+                train, test = mnist_data.get_mnist(data_dir=args.data_dir)
+            except mnist_data.MnistDataError as e:
+                fail(e)
+            if args.train_subset is not None:
+                train = train[:args.train_subset]
+            if args.test_subset is not None:
+                test = test[:args.test_subset]
+    train = multi_node.scatter(train, comm, shuffle=True, seed=args.seed)
+    test = multi_node.scatter(test, comm)
 
-    model = build_model(args)
+    model = multi_node.synchronize_batch_normalization(build_model(args),
+                                                       comm)
     model.to_device(device)
-    optimizer = build_optimizer(args, model)
+    optimizer = build_optimizer(args, model, comm)
 
     train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
     test_iter = chainer.iterators.SerialIterator(
@@ -470,6 +532,9 @@ def run_training(args, snapshot, interrupts):
         train_iter, optimizer, device=device)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
 
+    # the loss and accuracy of the global minibatch, before anything reads
+    # them (the divergence guard included)
+    multi_node.extend(trainer, comm, priority=training.PRIORITY_WRITER + 2)
     if args.divergence_check:
         trainer.extend(run_guards.DivergenceGuard())
     if args.lr_schedule == 'exponential':
@@ -481,46 +546,53 @@ def run_training(args, snapshot, interrupts):
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
-    trainer.extend(extensions.Evaluator(test_iter, model, device=device),
-                   call_before_training=True)
-    trainer.extend(extensions.DumpGraph('main/loss'))
-    # the iterator's next orders come from NumPy's global generator
-    trainer.extend(snapshots.NumpyRandomState())
-    trainer.extend(snapshot, name='snapshot',
-                   trigger=snapshot_trigger(args.frequency, args.epoch))
-    trainer.extend(interrupts, name='interrupts')
-    trainer.extend(extensions.LogReport(), call_before_training=True)
-    if args.plot and extensions.PlotReport.available():
-        trainer.extend(
-            extensions.PlotReport(['main/loss', 'validation/main/loss'],
-                                  'epoch', file_name='loss.png',
-                                  postprocess=_log_scale),
-            call_before_training=True)
-        trainer.extend(
-            extensions.PlotReport(
-                ['main/accuracy', 'validation/main/accuracy'],
-                'epoch', file_name='accuracy.png'),
-            call_before_training=True)
-    interactive = sys.stdout.isatty()
-    trainer.extend(extensions.PrintReport(
-        ['epoch', 'main/loss', 'validation/main/loss',
-         'main/accuracy', 'validation/main/accuracy', 'elapsed_time'],
-        out=sys.stdout if interactive else _PlainOutput(sys.stdout)),
+    trainer.extend(multi_node.data_parallel_evaluator(
+        extensions.Evaluator(test_iter, model, device=device), comm),
         call_before_training=True)
-    if interactive:
-        trainer.extend(extensions.ProgressBar())
+    if multi_node.is_root(comm):  # the files and the printed report
+        trainer.extend(extensions.DumpGraph('main/loss'))
+        # the iterator's next orders come from NumPy's global generator
+        trainer.extend(snapshots.NumpyRandomState())
+        trainer.extend(snapshot, name='snapshot',
+                       trigger=snapshot_trigger(args.frequency, args.epoch))
+        if interrupts is not None:
+            trainer.extend(interrupts, name='interrupts')
+        trainer.extend(extensions.LogReport(), call_before_training=True)
+        if args.plot and extensions.PlotReport.available():
+            trainer.extend(
+                extensions.PlotReport(['main/loss', 'validation/main/loss'],
+                                      'epoch', file_name='loss.png',
+                                      postprocess=_log_scale),
+                call_before_training=True)
+            trainer.extend(
+                extensions.PlotReport(
+                    ['main/accuracy', 'validation/main/accuracy'],
+                    'epoch', file_name='accuracy.png'),
+                call_before_training=True)
+        interactive = sys.stdout.isatty()
+        trainer.extend(extensions.PrintReport(
+            ['epoch', 'main/loss', 'validation/main/loss',
+             'main/accuracy', 'validation/main/accuracy', 'elapsed_time'],
+            out=sys.stdout if interactive else _PlainOutput(sys.stdout)),
+            call_before_training=True)
+        if interactive:
+            trainer.extend(extensions.ProgressBar())
 
     if args.resume is not None:
-        resume(trainer, args, snapshot)
+        # every rank loads rank 0's snapshot
+        with multi_node.all_or_none(comm):
+            resume(trainer, args, snapshot)
     print('')
 
     # only now, with every input checked, does anything go to --out
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as e:
-        fail('cannot write to the output directory {}: {}'.format(
-            args.out, e.strerror or e))
-    write_config(args, device)
+    with multi_node.all_or_none(comm):
+        if multi_node.is_root(comm):
+            try:
+                os.makedirs(args.out, exist_ok=True)
+            except OSError as e:
+                fail('cannot write to the output directory {}: {}'.format(
+                    args.out, e.strerror or e))
+            write_config(args, device)
     trainer.run(show_loop_exception_msg=False)
 
 

@@ -15,7 +15,13 @@ import sys
 import tempfile
 import warnings
 
-import numpy
+# OpenBLAS's idle threads spin for about 2^28 cycles after each matrix
+# product before they sleep; between the products of a training step that
+# spinning took one core from the elementwise work (and showed as system
+# time, half of all CPU time). 2^4 cycles: they yield the core at once.
+# Read when NumPy loads OpenBLAS, hence before `import numpy`.
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+import numpy  # NOQA: E402
 
 # CuPy, imported by Chainer, warns at length when NCCL (multi-GPU only) is
 # missing; a single-device run does not need it.
@@ -26,6 +32,7 @@ import chainer.links as L
 from chainer import training
 from chainer.training import extensions
 
+import cpu_threads
 import mnist_data
 import multi_node
 import net
@@ -367,11 +374,8 @@ def build_optimizer(args, model, comm=None):
     """Adam (Chainer's arithmetic, updated in place) with the weights
     clipped to [-1, 1] after every update; with a ChainerMN communicator
     ``comm``, on the gradients averaged over the ranks."""
-    # the cores of a machine are shared by the ranks on it
-    threads = None if comm is None else max(
-        1, (os.cpu_count() or 1) // comm.intra_size)
     optimizer = multi_node.data_parallel_optimizer(
-        InplaceAdam(alpha=args.lr, threads=threads), comm)
+        InplaceAdam(alpha=args.lr), comm)
     optimizer.setup(model)
     optimizer.add_hook(WeightClip(-1.0, 1.0))
     return optimizer
@@ -411,6 +415,8 @@ def connect(args):
     except multi_node.MultiNodeError as e:
         fail(e)
     multi_node.silence_non_root(comm)
+    # the ranks on a machine share its cores
+    cpu_threads.set_threads((os.cpu_count() or 1) // comm.intra_size)
     return comm
 
 

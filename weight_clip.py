@@ -2,6 +2,8 @@
 from chainer import backend
 import chainerx
 
+import cpu_threads
+
 
 class WeightClip(object):
 
@@ -56,4 +58,5 @@ class WeightClip(object):
             # chainerx.clip has no `out`; clip the NumPy/CuPy view in place
             array = backend.from_chx(array)
         xp = backend.get_array_module(array)
-        xp.clip(array, self.lower, self.upper, out=array)
+        cpu_threads.run(
+            lambda a: xp.clip(a, self.lower, self.upper, out=a), (array,))

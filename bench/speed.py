@@ -50,12 +50,13 @@ EPOCH_ITERATIONS = 600  # 60000 images / batch 100
 def child(args):
     """Runs in the measured process: one project measurement, as JSON."""
     sys.path.insert(0, ROOT)
+    import train_mnist  # first: it sets OpenBLAS up before NumPy loads
+
     import chainer
     from chainer.training import extensions
     import numpy
 
     import mnist_data
-    import train_mnist
 
     options = train_mnist.parse_args(['--device', args.device])
     device = train_mnist.get_device(options.device)

@@ -6,7 +6,7 @@ import pytest
 import chainer
 from chainer import testing
 
-import inplace_adam
+import cpu_threads
 from inplace_adam import InplaceAdam
 
 
@@ -52,7 +52,7 @@ class TestInplaceAdam(object):
 @pytest.mark.parametrize('threads', [1, 2, 3])
 def test_threads_bit_for_bit(threads):
     # large enough to be cut into pieces, and not evenly
-    shape = (3 * inplace_adam._MIN_CHUNK + 7,)
+    shape = (3 * cpu_threads.MIN_CHUNK + 7,)
 
     def run(optimizer):
         numpy.random.seed(2)

@@ -25,6 +25,7 @@ Every function here returns its argument unchanged when ``comm`` is
 import contextlib
 import io
 import os
+import signal
 import sys
 import warnings
 
@@ -134,6 +135,31 @@ def all_or_none(comm):
         stderr.write(text)
         stderr.flush()
     raise SystemExit(status)
+
+
+def exit_on_signals(comm):
+    """Makes SIGINT and SIGTERM end this rank at once, without a traceback.
+
+    ``mpiexec`` passes a Ctrl-C (SIGINT) or SIGTERM on to every rank, and the
+    ranks receive it in different iterations: one that finished its
+    iteration alone would leave the others waiting in their next collective
+    call. So every rank leaves at once with exit status 128 + the signal's
+    number (130, 143), rank 0 saying so in one line; the newest snapshot is
+    that of the last finished epoch (one being written is a temporary file,
+    removed by the next run). A signal that was ignored stays ignored.
+    """
+    def stop(signum, frame):
+        if is_root(comm):
+            sys.stderr.write(
+                'train_mnist.py: stopped by {} under mpiexec: every rank '
+                'stops at once; to continue, run the same command with '
+                '--resume auto\n'.format(signal.Signals(signum).name))
+            sys.stderr.flush()
+        os._exit(128 + signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, stop)
 
 
 def is_root(comm):

@@ -415,6 +415,7 @@ def connect(args):
     except multi_node.MultiNodeError as e:
         fail(e)
     multi_node.silence_non_root(comm)
+    multi_node.exit_on_signals(comm)
     # the ranks on a machine share its cores
     cpu_threads.set_threads((os.cpu_count() or 1) // comm.intra_size)
     return comm
@@ -424,10 +425,7 @@ def main(argv=None):
     args = parse_args(argv)
     comm = connect(args)
     snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
-    # Under mpiexec a signal reaches the ranks in different iterations, and
-    # a rank that stopped alone would leave the others waiting in their next
-    # collective: there, signals keep their default and stop every rank at
-    # once (the snapshot of the last epoch remains).
+    # under mpiexec signals end every rank at once (multi_node.exit_on_signals)
     interrupts = run_guards.InterruptGuard(snapshot) if comm is None \
         else None
     try:

@@ -8,6 +8,7 @@ fail: CI must run them.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -216,6 +217,32 @@ def test_divergence_stops_both_ranks(mpiexec, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith('train_mnist.py: error: training diverged: '
                                'main/loss is nan at epoch 1, iteration ')
+
+
+def test_ctrl_c_stops_every_rank_at_once(mpiexec, tmp_path):
+    out = tmp_path / 'result'
+    proc = subprocess.Popen(
+        [mpiexec, '-n', '2', sys.executable, SCRIPT, '--communicator',
+         'naive', '--batchsize', str(PER_RANK_BATCH), '--out', str(out),
+         '--unit', str(UNITS), '--train-subset', '2000', '--test-subset',
+         str(TEST_IMAGES), '--epoch', '200', '--noplot'],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True, env=_environment())
+    # wait for the report of epoch 2: epoch 1's snapshot is complete
+    for line in proc.stdout:
+        if line.split()[:1] == ['2']:
+            break
+    proc.send_signal(signal.SIGINT)  # to mpiexec, which passes it on
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'Traceback' not in err
+    lines = [line for line in err.splitlines()
+             if line.startswith('train_mnist.py')]
+    assert lines == ['train_mnist.py: stopped by SIGINT under mpiexec: every '
+                     'rank stops at once; to continue, run the same command '
+                     'with --resume auto']
+    assert any(name.startswith('snapshot_iter_')
+               for name in os.listdir(str(out)))
 
 
 def _mpi4py_shadow(tmp_path):

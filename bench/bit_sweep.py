@@ -15,7 +15,6 @@ This is a benchmark, not a test: it asserts nothing. One seed per
 configuration: differences below about 0.002 are within the spread of seeds
 (see the reference table in README).
 """
-import argparse
 import datetime
 import json
 import os
@@ -88,17 +87,10 @@ def run_table(results, labels):
 
 
 def main():
-    argv = sys.argv[1:]
-    train_args = []
-    if '--' in argv:
-        cut = argv.index('--')
-        argv, train_args = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--epoch', type=int, default=15)
+    parser = reference.bench_parser(__doc__)
+    parser.add_argument('--epoch', type=int, default=10)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--jobs', type=int, default=2,
+    parser.add_argument('--jobs', type=int, default=1,
                         help='runs trained at the same time')
     parser.add_argument('--threads', type=int, default=None,
                         help='BLAS threads of each run (default: cores / '
@@ -108,7 +100,8 @@ def main():
     parser.add_argument('--out', default=os.path.join(
         reference.ROOT, 'result', 'bench-bit-sweep'),
         help='directory for the runs and table.md')
-    args = parser.parse_args(argv)
+    args = reference.parse_bench_args(parser)
+    train_args = args.train_args
     if args.jobs < 1 or args.epoch < 1:
         parser.error('--jobs and --epoch must be positive')
     runs = configurations()

@@ -21,7 +21,6 @@ Arguments after ``--`` go to both trainings, e.g.
 Needs the MPI extra (``make mpi``). A benchmark, not a test: it asserts
 nothing.
 """
-import argparse
 import datetime
 import os
 import platform
@@ -95,14 +94,7 @@ def table(rows):
 
 
 def main():
-    argv = sys.argv[1:]
-    train_args = []
-    if '--' in argv:
-        cut = argv.index('--')
-        argv, train_args = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = reference.bench_parser(__doc__)
     parser.add_argument('--processes', type=int, default=2)
     parser.add_argument('--global-batch', type=int, default=100)
     parser.add_argument('--epoch', type=int, default=20)
@@ -110,8 +102,8 @@ def main():
     parser.add_argument('--out', default=os.path.join(ROOT, 'result',
                                                       'bench-data-parallel'),
                         help='directory for the runs and table.md')
-    args = parser.parse_args(argv)
-    args.train_args = train_args
+    args = reference.parse_bench_args(parser)
+    train_args = args.train_args
     if args.processes < 2 or args.epoch < 1 or \
             args.global_batch % args.processes:
         parser.error('--processes must be 2 or more and divide '

@@ -41,6 +41,25 @@ def cpu_model():
     return platform.processor() or 'unknown CPU'
 
 
+def bench_parser(doc):
+    """An argument parser for a benchmark script documented by ``doc``."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def parse_bench_args(parser, argv=None):
+    """Parses the benchmark's own arguments; those after ``--`` are kept,
+    unparsed, in ``args.train_args`` for train_mnist.py."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    train_args = []
+    if '--' in argv:
+        cut = argv.index('--')
+        argv, train_args = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    args.train_args = train_args
+    return args
+
+
 def start(seed, args, threads):
     out = os.path.join(args.out, 'seed{}'.format(seed))
     return spawn(['--seed', str(seed), '--epoch', str(args.epoch)]
@@ -121,14 +140,7 @@ def table(rows, epochs):
 
 
 def main():
-    argv = sys.argv[1:]
-    train_args = []
-    if '--' in argv:
-        cut = argv.index('--')
-        argv, train_args = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--epoch', type=int, default=20)
     parser.add_argument('--jobs', type=int, default=1,
@@ -139,8 +151,8 @@ def main():
     parser.add_argument('--out', default=os.path.join(ROOT, 'result',
                                                       'bench-reference'),
                         help='directory for the runs and table.md')
-    args = parser.parse_args(argv)
-    args.train_args = train_args
+    args = parse_bench_args(parser)
+    train_args = args.train_args
     if args.jobs < 1 or args.epoch < 1:
         parser.error('--jobs and --epoch must be positive')
     cores = os.cpu_count() or 1

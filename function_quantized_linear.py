@@ -18,17 +18,26 @@ def _quantized_gradient(g, bits):
                             requires_grad=False)
 
 
+def check_options(bits=1, quantizer='linear', stochastic=False,
+                  gradient_bits=None, error_bits=None):
+    """Returns the quantization options of :func:`quantized_linear` checked
+    and normalized (``None`` bits become 32), as a dict; raises
+    ``ValueError``/``TypeError`` for a bad one."""
+    return {'bits': qst.check_bits(bits),
+            'quantizer': qst.check_quantizer(quantizer),
+            'stochastic': bool(stochastic),
+            'gradient_bits': qst.check_gradient_bits(gradient_bits),
+            'error_bits': qst.check_gradient_bits(error_bits)}
+
+
 class QuantizedLinearFunction(function_node.FunctionNode):
 
     """Linear function with quantized weight; see :func:`quantized_linear`."""
 
     def __init__(self, bits=1, quantizer='linear', stochastic=False,
                  gradient_bits=None, error_bits=None):
-        self.bits = qst.check_bits(bits)
-        self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic = bool(stochastic)
-        self.gradient_bits = qst.check_gradient_bits(gradient_bits)
-        self.error_bits = qst.check_gradient_bits(error_bits)
+        self.__dict__.update(check_options(
+            bits, quantizer, stochastic, gradient_bits, error_bits))
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()

@@ -3,7 +3,6 @@ import chainer.links
 from chainer import utils
 
 import function_quantized_linear
-import qst
 
 
 class QuantizedLinear(chainer.links.Linear):
@@ -41,11 +40,9 @@ class QuantizedLinear(chainer.links.Linear):
                  initialW=None, initial_bias=None, bits=1,
                  quantizer='linear', stochastic=False,
                  gradient_bits=None, error_bits=None):
-        self.bits = qst.check_bits(bits)
-        self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic = bool(stochastic)
-        self.gradient_bits = qst.check_gradient_bits(gradient_bits)
-        self.error_bits = qst.check_gradient_bits(error_bits)
+        # checked here, so that a bad option fails when the link is made
+        self.options = function_quantized_linear.check_options(
+            bits, quantizer, stochastic, gradient_bits, error_bits)
         super(QuantizedLinear, self).__init__(
             in_size, out_size, nobias, initialW, initial_bias)
 
@@ -55,9 +52,7 @@ class QuantizedLinear(chainer.links.Linear):
             self._initialize_params(
                 utils.size_of_shape(x.shape[n_batch_axes:]))
         return function_quantized_linear.quantized_linear(
-            x, self.W, self.b, bits=self.bits, n_batch_axes=n_batch_axes,
-            quantizer=self.quantizer, stochastic=self.stochastic,
-            gradient_bits=self.gradient_bits, error_bits=self.error_bits)
+            x, self.W, self.b, n_batch_axes=n_batch_axes, **self.options)
 
     def quantized_params(self):
         """Yields the real-valued parameters that forward quantizes (``W``).

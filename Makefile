@@ -1,4 +1,4 @@
-# Two entry points for a fresh Python 3.11 machine:
+# Two entry points for a fresh machine with Python 3.11, 3.12 or 3.13:
 #   make train   set up .venv (pinned) and train with the defaults
 #   make test    set up .venv (with the MPI extra) and run the test suite
 #   make mpi     add MPI (MPICH and mpi4py wheels) for --communicator
@@ -10,10 +10,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MPI_STAMP := $(VENV)/.installed-mpi
 
-# Chainer's setup.py and `import chainer` need pkg_resources; numpy.distutils
-# (imported by chainer) needs distutils.msvccompiler, gone in setuptools 74.
-# pip's isolated build would fetch a newer setuptools, hence
-# --no-build-isolation after installing this one.
+# Chainer's setup.py and `import chainer` need pkg_resources (setuptools
+# < 81); on Python 3.11, numpy.distutils (imported by chainer) needs
+# distutils.msvccompiler, gone in setuptools 74. pip's isolated build would
+# fetch a newer setuptools, hence --no-build-isolation after installing this
+# one. chainer_compat.py supplies what NumPy 2 and Python 3.12+ removed.
 BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
 .PHONY: setup train test gpu mpi clean
@@ -21,7 +22,7 @@ BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "$(PYTHON) is Python %d.%d; Chainer 7.8.1 needs Python 3.11 (it imports numpy.distutils, gone in 3.12): make PYTHON=python3.11 ..." % sys.version_info[:2])'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else "$(PYTHON) is Python %d.%d; this project needs Python 3.11, 3.12 or 3.13 (the pinned wheels): make PYTHON=python3.12 ..." % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check $(BUILD_PINS)
 	$(PY) -m pip install --quiet --disable-pip-version-check \

@@ -1,6 +1,7 @@
 """Adam whose CPU update allocates nothing: Chainer's arithmetic, in place."""
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer.optimizers
 from chainer.optimizers import adam
 

@@ -1,4 +1,5 @@
 """Fully-connected layer with a quantized weight (real-valued W kept)."""
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer.links
 from chainer import utils
 

@@ -24,6 +24,7 @@ import zlib
 
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 from chainer.datasets import tuple_dataset
 

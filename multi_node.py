@@ -29,6 +29,7 @@ import signal
 import sys
 import warnings
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import numpy
 

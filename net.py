@@ -1,4 +1,5 @@
 """Binarized multi-layer perceptron for MNIST (Hubara et al. 2016)."""
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import chainer.links as L
 

@@ -45,6 +45,7 @@ import numbers
 
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 from chainer import backend
 from chainer import function_node

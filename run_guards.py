@@ -13,6 +13,7 @@ import sys
 
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 from chainer import backend
 from chainer import training
 from chainer.training import extension

@@ -21,6 +21,7 @@ import zipfile
 
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 from chainer.serializers import npz
 from chainer.training import extension

@@ -27,6 +27,7 @@ import numpy  # NOQA: E402
 # missing; a single-device run does not need it.
 warnings.filterwarnings('ignore', r'\s*nccl library could not be loaded',
                         UserWarning)
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer  # NOQA: E402
 import chainer.links as L
 from chainer import training

@@ -1,4 +1,5 @@
 """Optimizer hook that clips the real-valued weights of quantized links."""
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 from chainer import backend
 import chainerx
 

@@ -8,6 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import chainer_compat  # NOQA: E402,F401  (before chainer: NumPy 2)
+
 
 def _cuda_reason():
     from chainer.backends import cuda

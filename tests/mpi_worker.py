@@ -17,6 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer  # NOQA: E402
 from chainer import training  # NOQA: E402
 

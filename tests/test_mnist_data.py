@@ -8,6 +8,7 @@ import threading
 import numpy
 import pytest
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 
 import mnist_data

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import chainer.links as L
 import numpy

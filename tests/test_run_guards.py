@@ -5,6 +5,7 @@ import signal
 import numpy
 import pytest
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import chainer.links as L
 from chainer import training

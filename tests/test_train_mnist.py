@@ -52,6 +52,7 @@ def one_error_line(capsys):
 # seconds so that a test can send it signals during training
 SLOW_CHILD = textwrap.dedent("""
     import sys, time
+    import chainer_compat
     from chainer.training import updaters
     import train_mnist
     update_core = updaters.StandardUpdater.update_core

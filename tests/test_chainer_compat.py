@@ -87,11 +87,11 @@ def test_as_strided_works_through_the_compat():
     import chainer
     import chainer.functions as F
     x = chainer.Variable(numpy.arange(6, dtype=numpy.float32))
-    y = F.as_strided(x, (2,), (8,))
-    numpy.testing.assert_array_equal(y.array, [0, 2])
-    y.grad = numpy.ones(2, dtype=numpy.float32)
+    y = F.as_strided(x, (3,), (2,))  # strides in elements
+    numpy.testing.assert_array_equal(y.array, [0, 2, 4])
+    y.grad = numpy.ones(3, dtype=numpy.float32)
     y.backward()
-    numpy.testing.assert_array_equal(x.grad, [1, 0, 1, 0, 0, 0])
+    numpy.testing.assert_array_equal(x.grad, [1, 0, 1, 0, 1, 0])
 
 
 def test_pkg_resources_is_found():

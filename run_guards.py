@@ -210,3 +210,20 @@ class InterruptGuard(extension.Extension):
 
     def finalize(self):
         self._trainer = None
+
+
+def interrupted_message(e, snapshot):
+    if e.at_once and e.iteration is None:
+        return 'interrupted by {} before training started; nothing was ' \
+            'written'.format(e.signal_name)
+    if e.at_once:
+        where = 'interrupted again by {}: stopped at once at iteration {}, ' \
+            'without a snapshot of it'.format(e.signal_name, e.iteration)
+    else:
+        where = 'interrupted by {} at iteration {} (epoch {:.2f}): wrote ' \
+            '{}'.format(e.signal_name, e.iteration, e.epoch_detail,
+                        e.snapshot)
+    if snapshot.last_path is None:
+        return where + '; there is no snapshot to resume from'
+    return '{}; to continue, run the same command with --resume {} (or ' \
+        '--resume auto)'.format(where, snapshot.last_path)

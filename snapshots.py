@@ -26,6 +26,8 @@ import chainer
 from chainer.serializers import npz
 from chainer.training import extension
 
+import errors
+
 # the writer's save function; a name of this module so that a test can slow
 # it down and kill the process in the middle of a write
 save_npz = npz.save_npz
@@ -338,3 +340,37 @@ def newest_valid_snapshot(directory, trainer):
             continue
         return path, skipped
     return None, skipped
+
+
+def snapshot_trigger(frequency, last_epoch):
+    """Fires at the end of every ``frequency``-th epoch (never if -1) and
+    of epoch ``last_epoch``."""
+    def due(trainer):
+        updater = trainer.updater
+        return updater.is_new_epoch and (
+            frequency != -1 and updater.epoch % frequency == 0 or
+            updater.epoch >= last_epoch)
+    return due
+
+
+def resume(trainer, path, out, snapshot):
+    """Loads the snapshot ``path`` (``--resume``; ``'auto'``: the newest
+    valid one in ``out``) into ``trainer``, or fails with one line."""
+    if path == 'auto':
+        try:
+            path, skipped = newest_valid_snapshot(out, trainer)
+        except SnapshotError as e:
+            errors.fail('cannot resume from {}: {}'.format(e.path, e))
+        for damaged, reason in skipped:
+            errors.tell('skipping {}: {}'.format(damaged, reason))
+        if path is None:
+            print('# resume: no snapshot in {}, starting from the '
+                  'beginning'.format(out))
+            return
+    try:
+        load_snapshot(path, trainer)
+    except SnapshotError as e:
+        errors.fail('cannot resume from {}: {}'.format(path, e))
+    snapshot.last_path = path
+    print('# resume: {} (iteration {}, epoch {})'.format(
+        path, trainer.updater.iteration, trainer.updater.epoch))

@@ -51,15 +51,17 @@ def child(args):
     """Runs in the measured process: one project measurement, as JSON."""
     sys.path.insert(0, ROOT)
     import train_mnist  # first: it sets OpenBLAS up before NumPy loads
+    import train_options
 
     import chainer
     from chainer.training import extensions
     import numpy
 
+    import devices
     import mnist_data
 
-    options = train_mnist.parse_args(['--device', args.device])
-    device = train_mnist.get_device(options.device)
+    options = train_options.parse_args(['--device', args.device])
+    device = devices.get_device(options.device)
     numpy.random.seed(0)
     train, test = mnist_data.get_mnist()
     model = train_mnist.build_model(options)

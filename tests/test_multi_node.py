@@ -21,6 +21,7 @@ import pytest
 import mnist_data
 import multi_node
 import net
+import errors
 import train_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,7 +214,7 @@ def test_divergence_stops_both_ranks(mpiexec, tmp_path):
                  '--batchsize', str(PER_RANK_BATCH), '--epoch', '2',
                  '--out', str(tmp_path / 'out'), '--unit', str(UNITS),
                  '--train-subset', '2000', '--noplot'], timeout=120)
-    assert proc.returncode == train_mnist.EXIT_DIVERGED, proc.stderr
+    assert proc.returncode == errors.EXIT_DIVERGED, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith('train_mnist.py: error: training diverged: '

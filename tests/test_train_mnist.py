@@ -10,9 +10,11 @@ import time
 import numpy
 import pytest
 
+import errors
 import mnist_data
 import snapshots
 import train_mnist
+import train_options
 import weight_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,7 +311,7 @@ def test_learning_rate_schedule(tmp_path, capsys):
     assert train_mnist.main(['--epoch', '2', '--out', str(out), '--noplot',
                              '--lr-schedule', 'constant'] + SMALL) == 0
     alphas = [entry['alpha'] for entry in read_log(out)[1:]]
-    default = train_mnist.parse_args([]).lr
+    default = train_options.parse_args([]).lr
     assert alphas == [default, default]
     assert 'Adam alpha: {:g} (constant)'.format(default) in \
         capsys.readouterr().out
@@ -328,7 +330,7 @@ def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot']
                          + SMALL)
-    assert e.value.code == train_mnist.EXIT_DIVERGED
+    assert e.value.code == errors.EXIT_DIVERGED
     err = one_error_line(capsys)
     assert 'training diverged: main/loss is nan at epoch 1' in err
     assert err.endswith('stopped without saving anything of it; there is '
@@ -345,7 +347,7 @@ def test_huge_step_size_diverges(tmp_path, capsys):
         train_mnist.main(['--epoch', '2', '--out', str(out), '--noplot',
                           '--lr', '1e30', '--lr-schedule', 'constant'] +
                          SMALL)
-    assert e.value.code == train_mnist.EXIT_DIVERGED
+    assert e.value.code == errors.EXIT_DIVERGED
     # one line: NumPy's overflow warnings are not shown on top
     err = one_error_line(capsys)
     assert 'training diverged: parameter predictor/' in err

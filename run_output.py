@@ -1,0 +1,119 @@
+"""What a training run writes: its output directory, ``config.json``, the
+header it prints before the report, and the plain report stream.
+
+Nothing goes to ``--out`` before every input has been checked:
+:func:`check_output_dir` only probes, :func:`make_output_dir` creates.
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+
+import numpy
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import chainer
+
+import qst
+from errors import fail
+from errors import warn
+
+
+def check_output_dir(path):
+    """Fails unless ``path`` is a writable directory or one that can be
+    made; creates nothing."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        fail('cannot write to the output directory {}: {} is not a '
+             'directory'.format(path, probe))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        fail('cannot write to the output directory {}: {}{}'.format(
+            path, e.strerror or e,
+            '' if probe == os.path.abspath(path) else ' ({})'.format(probe)))
+
+
+def make_output_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        fail('cannot write to the output directory {}: {}'.format(
+            path, e.strerror or e))
+
+
+def write_config(args, device):
+    """Writes the options of this run, and the versions that ran it, to
+    config.json next to LogReport's log, so that every result says which
+    bits produced it."""
+    config = dict(vars(args))
+    config['device'] = str(device)
+    config['versions'] = {
+        'python': platform.python_version(), 'chainer': chainer.__version__,
+        'numpy': numpy.__version__}
+    if device.xp is chainer.backends.cuda.cupy:
+        config['versions']['cupy'] = device.xp.__version__
+    path = os.path.join(args.out, 'config.json')
+    with tempfile.NamedTemporaryFile(
+            'w', dir=args.out, prefix='.config.json.', delete=False) as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write('\n')
+    os.replace(f.name, path)
+
+
+def print_header(args, device, comm=None):
+    """The lines before the report: what is trained, on what, and how."""
+    print('Device: {}'.format(device))
+    print('# unit: {}'.format(args.unit))
+    print('# Minibatch-size: {}'.format(args.batchsize))
+    if comm is not None:
+        print('# processes: {} ({} communicator), global minibatch {}'
+              .format(comm.size, args.communicator,
+                      comm.size * args.batchsize))
+    print('# epoch: {}'.format(args.epoch))
+    if args.lr_schedule == 'exponential':
+        print('# Adam alpha: {:g} -> {:g} (exponential decay)'.format(
+            args.lr, args.lr_final))
+    else:
+        print('# Adam alpha: {:g} (constant)'.format(args.lr))
+    print('# seed: {}'.format(args.seed))
+    print('# bits: weights {}, activations {}, gradients {}, errors {} '
+          '({}{})'.format(args.weight_bits, args.activation_bits,
+                          args.gradient_bits, args.error_bits, args.quantizer,
+                          ', stochastic' if args.stochastic else ''))
+    if args.gradient_bits < qst.FULL_PRECISION and \
+            args.gradient_bits <= args.weight_bits:
+        warn('--gradient-bits {} is not larger than --weight-bits {}: '
+             'training with gradients no finer than the weights is known to '
+             'stall or diverge'.format(args.gradient_bits, args.weight_bits))
+
+
+class PlainOutput(object):
+    """A stream that drops the terminal control code ("clear to end of
+    screen") PrintReport writes before each row for the sake of ProgressBar,
+    so that a log redirected to a file stays plain text."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        if text != '\033[J':
+            self._stream.write(text)
+
+    def flush(self):
+        self._stream.flush()
+
+
+def report_stream():
+    """stdout as PrintReport should write it."""
+    return sys.stdout if sys.stdout.isatty() else PlainOutput(sys.stdout)
+
+
+def log_scale(figure, axes, summary):
+    """PlotReport postprocess: the loss before training (epoch 0) is some
+    100x that after epoch 1."""
+    axes.set_yscale('log')

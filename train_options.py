@@ -1,0 +1,116 @@
+"""The command line of ``train_mnist.py``: its options, types and checks.
+
+:func:`parse_args` returns the options as ``argparse.Namespace``; a bad value
+ends the program with argparse's one line and exit status 2.
+"""
+import argparse
+
+import errors
+import multi_node
+import option_types
+import qst
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Binarized neural network (Hubara et al. 2016): '
+                    'MNIST MLP in Chainer',
+        epilog=errors.EXIT_STATUS_HELP,
+        formatter_class=option_types.HelpFormatter)
+    parser.add_argument('--batchsize', '-b', type=option_types.positive_int, default=100,
+                        help='Number of images in each mini-batch')
+    parser.add_argument('--epoch', '-e', type=option_types.positive_int, default=20,
+                        help='Number of sweeps over the dataset to train')
+    parser.add_argument('--frequency', '-f', type=option_types.frequency, default=1,
+                        help='Frequency of taking a snapshot, in epochs '
+                             '(-1: only at the end); the last epoch always '
+                             'gets one')
+    parser.add_argument('--device', '-d', type=str, default='-1',
+                        help='Device specifier: -1 or @numpy (CPU), '
+                             '0 or @cupy:0 (GPU 0), native:0 (ChainerX)')
+    parser.add_argument('--out', '-o', default='result',
+                        help='Directory to output the result')
+    parser.add_argument('--resume', '-r', type=option_types.snapshot_path, metavar='SNAPSHOT',
+                        help='Resume the training from a snapshot file, or '
+                             '"auto": from the newest complete snapshot in '
+                             '--out (starting afresh if there is none)')
+    parser.add_argument('--unit', '-u', type=option_types.positive_int, default=1000,
+                        help='Number of units in each hidden layer')
+    parser.add_argument('--noplot', dest='plot', action='store_false',
+                        help='Disable PlotReport extension')
+    parser.add_argument('--seed', type=option_types.seed, default=0,
+                        help='Random seed (weights and minibatch order)')
+    parser.add_argument('--data-dir', default=None,
+                        help='Directory with the four MNIST IDX files '
+                             '(default: the copy in data/mnist)')
+    parser.add_argument('--lr', type=option_types.positive_float, default=1e-3,
+                        help='Adam step size (alpha) of the first epoch')
+    parser.add_argument('--lr-final', type=option_types.positive_float, default=1e-5,
+                        help='Step size of the last epoch when '
+                             '--lr-schedule=exponential')
+    parser.add_argument('--lr-schedule', choices=('exponential', 'constant'),
+                        default='exponential',
+                        help='exponential: multiply the step size by a fixed '
+                             'factor after every epoch, from --lr to '
+                             '--lr-final (the paper decays it '
+                             'exponentially); constant: keep --lr (plain Adam)')
+    parser.add_argument('--eval-batchsize', type=option_types.positive_int, default=1000,
+                        metavar='N',
+                        help='Images per evaluation batch (evaluation uses '
+                             'the running BN statistics, so this changes '
+                             'only the speed)')
+    parser.add_argument('--train-subset', type=option_types.positive_int, default=None,
+                        metavar='N',
+                        help='Train on the first N training images only '
+                             '(quick runs)')
+    parser.add_argument('--test-subset', type=option_types.positive_int, default=None,
+                        metavar='N',
+                        help='Validate on the first N test images only')
+    parser.add_argument('--snapshot-keep', type=option_types.positive_int, default=3,
+                        metavar='N',
+                        help='Keep the N newest snapshots in --out')
+    parser.add_argument('--no-divergence-check', dest='divergence_check',
+                        action='store_false',
+                        help='Train on when the loss or a parameter becomes '
+                             'NaN or infinite (by default the run stops '
+                             'with exit status 3)')
+    parser.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
+                        default=None,
+                        help='Train data-parallel over the processes of '
+                             '`mpiexec -n N` with this ChainerMN communicator '
+                             '(naive: CPU; flat, pure_nccl: one GPU per '
+                             'process); --batchsize is then per process')
+    group = parser.add_argument_group(
+        'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
+        'precision (no rounding; activations still clipped to [-1, 1])')
+    group.add_argument('--weight-bits', type=option_types.bits, default=1, metavar='K',
+                       help='Bit width of the weights')
+    group.add_argument('--activation-bits', type=option_types.bits, default=1,
+                       metavar='K', help='Bit width of the hidden activations')
+    group.add_argument('--quantizer', choices=qst.QUANTIZERS,
+                       default='linear',
+                       help='linear: 2^K evenly spaced levels in [-1, 1]; '
+                            'log: sign and power of two (LogQuant)')
+    group.add_argument('--stochastic', action='store_true',
+                       help='Stochastic rounding of weights and activations '
+                            'while training (deterministic at evaluation)')
+    group.add_argument('--gradient-bits', type=option_types.gradient_bits, default=32,
+                       metavar='K',
+                       help='Bit width of the weight gradients (the paper '
+                            'uses 6), stochastic rounding on a power-of-two '
+                            'scale')
+    group.add_argument('--error-bits', type=option_types.gradient_bits, default=32,
+                       metavar='K',
+                       help='Bit width of the errors propagated between '
+                            'layers')
+    group = parser.add_argument_group('deprecated arguments')
+    group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
+                       const=0, help='GPU ID (negative value indicates CPU)')
+    args = parser.parse_args(argv)
+    args.device = str(args.device)
+    if args.communicator in multi_node.GPU_COMMUNICATORS and \
+            args.device != '-1':
+        parser.error('--communicator {} gives each process the GPU of its '
+                     'local rank; leave out --device/--gpu'.format(
+                         args.communicator))
+    return args

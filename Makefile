@@ -2,12 +2,19 @@
 #   make train   set up .venv (pinned) and train with the defaults
 #   make test    set up .venv (with the MPI extra) and run the test suite
 #   make mpi     add MPI (MPICH and mpi4py wheels) for --communicator
+#   make gpu     add CuPy 14 for the driver's CUDA 12 or 13 (CUDA=12|13)
+#   make gpu-check   GPU tests, a --gpu=0 training against the CPU, speed
+#   make wheels  download every pinned wheel into wheels/ for a machine
+#                without network; there: make ... WHEELS=wheels
 # Extra arguments: make train ARGS='--gpu=0'   make test PYTEST_ARGS='-x'
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# WHEELS=DIR: install from that folder alone (no network)
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check \
+	$(if $(WHEELS),--no-index --find-links $(WHEELS))
 MPI_STAMP := $(VENV)/.installed-mpi
 
 # Chainer's setup.py and `import chainer` need pkg_resources (setuptools
@@ -17,16 +24,15 @@ MPI_STAMP := $(VENV)/.installed-mpi
 # one. chainer_compat.py supplies what NumPy 2 and Python 3.12+ removed.
 BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
-.PHONY: setup train test gpu mpi clean
+.PHONY: setup train test gpu gpu-check wheels mpi clean
 
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else "$(PYTHON) is Python %d.%d; this project needs Python 3.11, 3.12 or 3.13 (the pinned wheels): make PYTHON=python3.12 ..." % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check $(BUILD_PINS)
-	$(PY) -m pip install --quiet --disable-pip-version-check \
-		--no-build-isolation -r requirements.txt -r requirements-test.txt
+	$(PIP) $(BUILD_PINS)
+	$(PIP) --no-build-isolation -r requirements.txt -r requirements-test.txt
 	touch $@
 
 train: $(STAMP)
@@ -36,15 +42,28 @@ train: $(STAMP)
 test: $(STAMP) $(MPI_STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+# the CuPy wheel for the driver's CUDA (gpu_requirements.py says which)
 gpu: $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check \
-		-r requirements-gpu.txt
+	@$(PY) gpu_requirements.py > $(VENV)/.gpu-requirements
+	$(PIP) $$(cat $(VENV)/.gpu-requirements)
+
+gpu-check: gpu
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# for a machine without network (PYTHON_VERSION and CUDA of that machine)
+PYTHON_VERSION ?= 3.12
+wheels: $(STAMP)
+	$(PY) -m pip download --quiet --disable-pip-version-check -d wheels \
+		--no-deps --python-version $(PYTHON_VERSION) \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform any \
+		$(BUILD_PINS) -r requirements.txt -r requirements-test.txt \
+		$$(CUDA=$${CUDA:-13} $(PY) gpu_requirements.py)
 
 mpi: $(MPI_STAMP)
 
 $(MPI_STAMP): $(STAMP) requirements-mpi.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check \
-		-r requirements-mpi.txt
+	$(PIP) -r requirements-mpi.txt
 	touch $@
 
 clean:

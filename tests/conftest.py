@@ -11,6 +11,15 @@ if ROOT not in sys.path:
 import chainer_compat  # NOQA: E402,F401  (before chainer: NumPy 2)
 
 
+# make gpu-check: a GPU test that cannot run fails instead of skipping
+REQUIRE_GPU = os.environ.get('QNN_REQUIRE_GPU') == '1'
+
+
+@pytest.fixture
+def fail_without_gpu(request):
+    pytest.fail('QNN_REQUIRE_GPU=1: ' + request.node.missing_gpu)
+
+
 def _cuda_reason():
     from chainer.backends import cuda
     if not cuda.available:
@@ -42,5 +51,9 @@ def pytest_collection_modifyitems(config, items):
             if mark not in reasons:
                 reasons[mark] = probe()
             if reasons[mark]:
-                item.add_marker(pytest.mark.skip(reason=reasons[mark]))
+                if mark != 'chainerx' and REQUIRE_GPU:
+                    item.missing_gpu = reasons[mark]
+                    item.fixturenames.insert(0, 'fail_without_gpu')
+                else:
+                    item.add_marker(pytest.mark.skip(reason=reasons[mark]))
                 break

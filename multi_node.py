@@ -163,6 +163,11 @@ def exit_on_signals(comm):
             signal.signal(signum, stop)
 
 
+def size(comm):
+    """The number of processes training together (1 without ``comm``)."""
+    return 1 if comm is None else comm.size
+
+
 def is_root(comm):
     """Whether this process writes the output: rank 0, or the only one."""
     return comm is None or comm.rank == 0

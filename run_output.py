@@ -1,19 +1,13 @@
-"""What a training run writes: its output directory, ``config.json``, the
-header it prints before the report, and the plain report stream.
+"""What a training run writes: its output directory, the header it prints
+before the report, and the plain report stream (``config.json``:
+:mod:`run_history`).
 
 Nothing goes to ``--out`` before every input has been checked:
 :func:`check_output_dir` only probes, :func:`make_output_dir` creates.
 """
-import json
 import os
-import platform
 import sys
 import tempfile
-
-import numpy
-
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-import chainer
 
 import qst
 from errors import fail
@@ -44,25 +38,6 @@ def make_output_dir(path):
     except OSError as e:
         fail('cannot write to the output directory {}: {}'.format(
             path, e.strerror or e))
-
-
-def write_config(args, device):
-    """Writes the options of this run, and the versions that ran it, to
-    config.json next to LogReport's log, so that every result says which
-    bits produced it."""
-    config = dict(vars(args))
-    config['device'] = str(device)
-    config['versions'] = {
-        'python': platform.python_version(), 'chainer': chainer.__version__,
-        'numpy': numpy.__version__}
-    if device.xp is chainer.backends.cuda.cupy:
-        config['versions']['cupy'] = device.xp.__version__
-    path = os.path.join(args.out, 'config.json')
-    with tempfile.NamedTemporaryFile(
-            'w', dir=args.out, prefix='.config.json.', delete=False) as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write('\n')
-    os.replace(f.name, path)
 
 
 def print_header(args, device, comm=None):

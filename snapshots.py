@@ -51,6 +51,11 @@ class SnapshotMismatch(SnapshotError):
     (another network size, training subset or set of extensions)."""
 
 
+class SnapshotWriteError(SnapshotError):
+    """A snapshot could not be written (no space, no permission); nothing
+    of it is left behind."""
+
+
 def snapshot_name(iteration):
     """File name of the snapshot taken after ``iteration`` updates."""
     return 'snapshot_iter_{}'.format(iteration)
@@ -178,7 +183,15 @@ class AtomicSnapshot(extension.Extension):
         path = os.path.join(trainer.out, snapshot_name(iteration))
         if self._last_iteration == iteration and self.last_path == path:
             return path
-        write_atomically(path, trainer)
+        try:
+            write_atomically(path, trainer)
+        except OSError as e:
+            raise SnapshotWriteError(
+                'cannot write the snapshot {}: {}; {}'.format(
+                    path, e.strerror or e,
+                    'the previous snapshot {} is intact'.format(
+                        self.last_path) if self.last_path else
+                    'there is no earlier snapshot of this run'))
         self.last_path = path
         self._last_iteration = iteration
         for old in find_snapshots(trainer.out)[self.keep:]:
@@ -355,7 +368,8 @@ def snapshot_trigger(frequency, last_epoch):
 
 def resume(trainer, path, out, snapshot):
     """Loads the snapshot ``path`` (``--resume``; ``'auto'``: the newest
-    valid one in ``out``) into ``trainer``, or fails with one line."""
+    valid one in ``out``) into ``trainer``, or fails with one line. Returns
+    the path loaded, ``None`` if ``'auto'`` found none."""
     if path == 'auto':
         try:
             path, skipped = newest_valid_snapshot(out, trainer)
@@ -366,7 +380,7 @@ def resume(trainer, path, out, snapshot):
         if path is None:
             print('# resume: no snapshot in {}, starting from the '
                   'beginning'.format(out))
-            return
+            return None
     try:
         load_snapshot(path, trainer)
     except SnapshotError as e:
@@ -374,3 +388,4 @@ def resume(trainer, path, out, snapshot):
     snapshot.last_path = path
     print('# resume: {} (iteration {}, epoch {})'.format(
         path, trainer.updater.iteration, trainer.updater.epoch))
+    return path

@@ -37,7 +37,9 @@ import errors
 import mnist_data
 import multi_node
 import net
+import output_lock
 import run_guards
+import run_history
 import run_output
 import snapshots
 import train_options
@@ -94,6 +96,14 @@ def run_training(args, snapshot, interrupts, comm=None):
             run_output.check_output_dir(args.out)
     run_output.print_header(args, device, comm)
 
+    # the run a --resume continues, as its config.json records it
+    record = None
+    if args.resume is not None:
+        try:
+            record = run_history.record_of(args.resume, args.out)
+        except run_history.RunHistoryError as e:
+            fail(e)
+
     numpy.random.seed(args.seed)
     if device.xp is chainer.backends.cuda.cupy:
         device.xp.random.seed(args.seed)
@@ -121,8 +131,10 @@ def run_training(args, snapshot, interrupts, comm=None):
     if args.divergence_check:
         trainer.extend(run_guards.DivergenceGuard())
     if args.lr_schedule == 'exponential':
-        # alpha of epoch e (1-based) is lr * rate**(e - 1)
-        rate = (args.lr_final / args.lr) ** (1.0 / max(1, args.epoch - 1))
+        # alpha of epoch e (1-based) is lr * rate**(e - 1), the rate fixed by
+        # the first run's --epoch (a resumed run decays at the same rate)
+        epochs = run_history.schedule_epochs(args, record)
+        rate = (args.lr_final / args.lr) ** (1.0 / max(1, epochs - 1))
         trainer.extend(extensions.ExponentialShift('alpha', rate,
                                                    init=args.lr),
                        trigger=(1, 'epoch'))
@@ -160,18 +172,52 @@ def run_training(args, snapshot, interrupts, comm=None):
         if sys.stdout.isatty():
             trainer.extend(extensions.ProgressBar())
 
+    resumed_from = None
     if args.resume is not None:
         # every rank loads rank 0's snapshot
         with multi_node.all_or_none(comm):
-            snapshots.resume(trainer, args.resume, args.out, snapshot)
+            resumed_from = snapshots.resume(trainer, args.resume, args.out,
+                                            snapshot)
+            if resumed_from is not None:
+                check_recipe(args, record, resumed_from, comm)
     print('')
 
     # Run: only now, with every input checked, does anything go to --out
+    lock = None
     with multi_node.all_or_none(comm):
         if multi_node.is_root(comm):
             run_output.make_output_dir(args.out)
-            run_output.write_config(args, device)
-    trainer.run(show_loop_exception_msg=False)
+            lock = output_lock.OutputLock(args.out)
+            try:
+                lock.acquire()
+            except output_lock.OutputBusy as e:
+                fail(e)
+            run_history.write_config(
+                args, device, processes=multi_node.size(comm),
+                record=record if resumed_from else None,
+                resumed_from=resumed_from,
+                iteration=trainer.updater.iteration)
+    try:
+        trainer.run(show_loop_exception_msg=False)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def check_recipe(args, record, snapshot_path, comm=None):
+    """Fails unless this run trains what the snapshot's run trained, the
+    same way (:mod:`run_history`)."""
+    if record is None:
+        fail('cannot resume from {}: there is no config.json beside it, so '
+             'its recipe cannot be checked; put the config.json of the run '
+             'that wrote it next to it'.format(snapshot_path))
+    found = run_history.differences(record, args, multi_node.size(comm),
+                                    train_options.parse_args([]))
+    if found:
+        fail('cannot resume from {}: it was trained with another recipe: {} '
+             '(only --epoch, --frequency, --snapshot-keep, --eval-batchsize, '
+             '--noplot, --out, --device, --data-dir may change)'.format(
+                 snapshot_path, run_history.describe(found)))
 
 
 def connect(args):
@@ -223,6 +269,8 @@ def main(argv=None):
                  'there is no snapshot of this run'), errors.EXIT_DIVERGED)
     except run_guards.Interrupted as e:
         errors.stop(run_guards.interrupted_message(e, snapshot), e.status)
+    except snapshots.SnapshotWriteError as e:
+        fail(e)
     return 0
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import errors
 import mnist_data
+import output_lock
 import snapshots
 import train_mnist
 import train_options
@@ -23,6 +24,12 @@ COLUMNS = ['epoch', 'main/loss', 'validation/main/loss', 'main/accuracy',
            'validation/main/accuracy', 'elapsed_time']
 SMALL = ['--unit', '32', '--train-subset', '500', '--test-subset', '200',
          '--batchsize', '50']
+
+
+def run_files(directory):
+    """The files of a run, without the output lock (output_lock.py)."""
+    return sorted(name for name in os.listdir(str(directory))
+                  if not name.startswith('.lock'))
 
 
 def run_script(*args):
@@ -121,7 +128,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, capsys):
     parts = tmp_path / 'parts'
     assert train_mnist.main(['--epoch', '2', '--out', str(parts)] + args) \
         == 0
-    assert sorted(os.listdir(str(parts))) == [
+    assert run_files(parts) == [
         'cg.dot', 'config.json', 'log', 'snapshot_iter_10',
         'snapshot_iter_20']
     capsys.readouterr()
@@ -270,7 +277,7 @@ def test_sigkill_while_writing_a_snapshot_then_resume(tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    names = sorted(os.listdir(str(out)))
+    names = run_files(out)
     # the half-written second snapshot is only a hidden temporary file
     assert names[0].startswith('.snapshot_iter_20.')
     assert names[0].endswith('.tmp')
@@ -278,7 +285,7 @@ def test_sigkill_while_writing_a_snapshot_then_resume(tmp_path):
     assert names[1:] == ['cg.dot', 'config.json', 'log', 'snapshot_iter_10']
     assert train_mnist.main(['--out', str(out), '--resume', 'auto'] +
                             args) == 0
-    assert sorted(os.listdir(str(out))) == [
+    assert run_files(out) == [
         'cg.dot', 'config.json', 'log', 'snapshot_iter_10',
         'snapshot_iter_20', 'snapshot_iter_30']
     whole = tmp_path / 'whole'
@@ -626,7 +633,7 @@ def test_resume_auto_refuses_a_snapshot_of_another_network(
     assert one_error_line(capsys).startswith(
         'train_mnist.py: error: cannot resume from {}: updater/model:main/'
         .format(out / 'snapshot_iter_10'))
-    assert sorted(os.listdir(str(out))) == ['snapshot_iter_10']
+    assert run_files(out) == ['snapshot_iter_10']
 
 
 def test_missing_data_dir_is_one_line(tmp_path):
@@ -655,3 +662,101 @@ def test_corrupted_data_file_is_one_line(tmp_path, capsys):
     err = one_error_line(capsys)
     assert str(labels) in err or 't10k-labels-idx1-ubyte' in err
     assert not out.exists()
+
+
+# One recipe per run (run_history.py, output_lock.py)
+
+def test_resume_refuses_a_changed_recipe(tmp_path, capsys, good_snapshot):
+    out = good_snapshot.parent
+    before = {name: (out / name).read_bytes() for name in run_files(out)}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--epoch', '2', '--out', str(out), '--resume',
+                          'auto', '--noplot', '--weight-bits', '2',
+                          '--seed', '5'] + SMALL)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert "--seed 0 in the snapshot's run, 5 now" in err
+    assert "--weight-bits 1 in the snapshot's run, 2 now" in err
+    # nothing of the refused run was written
+    assert {name: (out / name).read_bytes()
+            for name in run_files(out)} == before
+
+
+def test_resume_with_more_epochs_is_recorded(tmp_path, capsys):
+    out = tmp_path / 'result'
+    args = ['--noplot', '--out', str(out)] + SMALL
+    assert train_mnist.main(['--epoch', '1'] + args) == 0
+    assert train_mnist.main(['--epoch', '2', '--resume', 'auto'] + args) \
+        == 0
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    assert config['epoch'] == 1  # the recipe: the first run's
+    [entry] = config['resumed']
+    assert entry['iteration'] == 10
+    assert entry['snapshot'] == str(out / 'snapshot_iter_10')
+    assert entry['changed'] == {'epoch': [1, 2], 'resume': [None, 'auto']}
+    # the step size keeps the first run's rate (1e-2 a epoch for a 1-epoch
+    # schedule from 1e-3 to 1e-5): epoch 2 runs at 1e-5
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas[0] == pytest.approx(1e-3)
+    assert alphas[1] == pytest.approx(1e-3 * (1e-5 / 1e-3) ** 1)
+
+
+def test_resume_without_config_beside_the_snapshot(tmp_path, capsys,
+                                                   good_snapshot):
+    snapshot = tmp_path / 'snapshot_iter_10'
+    snapshot.write_bytes(good_snapshot.read_bytes())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--epoch', '2', '--noplot', '--resume',
+                          str(snapshot), '--out', str(tmp_path / 'r')] +
+                         SMALL)
+    assert e.value.code == 1
+    assert 'no config.json beside it' in one_error_line(capsys)
+    assert not (tmp_path / 'r').exists()
+
+
+def test_a_busy_output_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / 'result'
+    out.mkdir()
+    with output_lock.OutputLock(str(out)):
+        before = run_files(out)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            train_mnist.main(['--epoch', '1', '--noplot', '--out', str(out)]
+                             + SMALL)
+        assert e.value.code == 1
+        err = one_error_line(capsys)
+        assert str(out) in err
+        assert 'process {}'.format(os.getpid()) in err
+        assert run_files(out) == before == []
+
+
+def test_a_failed_snapshot_write_is_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / 'result'
+    save = snapshots.save_npz
+    calls = []
+
+    def save_then_fail(f, obj):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b'partial')
+            raise OSError(28, 'No space left on device')
+        save(f, obj)
+
+    monkeypatch.setattr(snapshots, 'save_npz', save_then_fail)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--epoch', '3', '--noplot', '--out', str(out)] +
+                         SMALL)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert 'No space left on device' in err
+    assert 'snapshot_iter_10 is intact' in err
+    assert run_files(out) == ['cg.dot', 'config.json', 'log',
+                              'snapshot_iter_10']
+    # the intact snapshot resumes
+    monkeypatch.setattr(snapshots, 'save_npz', save)
+    assert train_mnist.main(['--epoch', '3', '--noplot', '--out', str(out),
+                             '--resume', 'auto'] + SMALL) == 0

@@ -10,10 +10,7 @@ also turn ``uint8`` pixels into the same float datasets, by
 import gzip
 import zlib
 
-import numpy
-
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-import chainer  # NOQA: F401
 from chainer.datasets import tuple_dataset
 
 

@@ -39,7 +39,7 @@ train: $(STAMP)
 	$(PY) train_mnist.py $(ARGS)
 
 # the tests run real 2-process trainings under mpiexec
-test: $(STAMP) $(MPI_STAMP)
+test: $(STAMP) $(MPI_STAMP) fashion-mnist
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # the CuPy wheel for the driver's CUDA (gpu_requirements.py says which)
@@ -68,3 +68,27 @@ $(MPI_STAMP): $(STAMP) requirements-mpi.txt
 
 clean:
 	rm -rf $(VENV) result
+
+# Fashion-MNIST (--dataset fashion-mnist and its tests) from Debian's package
+# dataset-fashion-mnist, installed with apt-get as root or through sudo when
+# the files are missing. Without apt-get, or if the install fails, one line
+# says so and the Fashion-MNIST tests skip (they fail instead with
+# QNN_REQUIRE_FASHION_MNIST=1).
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_FILES := $(foreach f,train-images-idx3-ubyte \
+	train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte,\
+	$(FASHION_MNIST_DIR)/$(f).gz)
+
+.PHONY: fashion-mnist
+fashion-mnist:
+	@if ls $(FASHION_MNIST_FILES) >/dev/null 2>&1; then \
+		echo "fashion-mnist: present in $(FASHION_MNIST_DIR)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "fashion-mnist: no apt-get here; put the four Fashion-MNIST IDX files in a directory and pass --data-dir DIR (its tests will skip)"; \
+	else \
+		apt='env DEBIAN_FRONTEND=noninteractive apt-get'; \
+		[ "$$(id -u)" = 0 ] || apt="sudo -n $$apt"; \
+		$$apt install -y dataset-fashion-mnist || \
+		{ $$apt update && $$apt install -y dataset-fashion-mnist; } || \
+		echo "fashion-mnist: apt-get install dataset-fashion-mnist failed (see above); the Fashion-MNIST tests will skip"; \
+	fi

@@ -15,18 +15,17 @@ Where the files are looked for:
    from present-day public mirrors into that cache and checked the same way.
 """
 import gzip
-import hashlib
 import os
-import struct
 import tempfile
 from urllib import request
-import zlib
 
 import numpy
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
-from chainer.datasets import tuple_dataset
+
+import data_files
+import idx_data
 
 # (name, SHA-256 of the uncompressed IDX content): the same wherever a copy
 # comes from, unlike the hash of a .gz, which depends on the compressor.
@@ -51,50 +50,30 @@ MIRRORS = (
     'https://storage.googleapis.com/cvdf-datasets/mnist/',
 )
 
-_IMAGE_MAGIC = 2051  # IDX magic number of an image file
+# The shape of one image: (channels, height, width).
+SHAPE = (1, 28, 28)
 
-
-class MnistDataError(Exception):
-    """A data file is missing or not MNIST; the message names file and fix."""
+# Kept for train_mnist.py and older callers: all data set readers raise the
+# one type, data_files.DatasetError, whose message is one line.
+MnistDataError = data_files.DatasetError
 
 
 def _fix_for(directory):
+    # EMBEDDED_DIR is read at each call: tests point it elsewhere
     if os.path.abspath(directory) == EMBEDDED_DIR:
         return ('restore the repository copy with '
                 '`git checkout -- data/mnist`')
     return 'delete it or replace it with the original MNIST file'
 
 
-def _read_content(path):
-    """Returns the uncompressed bytes of ``path`` (``.gz`` or plain)."""
-    try:
-        if path.endswith('.gz'):
-            with gzip.open(path, 'rb') as f:
-                return f.read()
-        with open(path, 'rb') as f:
-            return f.read()
-    except (OSError, EOFError, zlib.error) as e:
-        raise MnistDataError(
-            '{}: cannot be read ({}); {}'.format(
-                path, e, _fix_for(os.path.dirname(path))))
-
-
 def _verified(name, content, source, fix):
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != SHA256[name]:
-        raise MnistDataError(
-            '{}: content is not MNIST {} (SHA-256 of the uncompressed data is '
-            '{}, expected {}: truncated, corrupted or another dataset); {}'
-            .format(source, name, digest, SHA256[name], fix))
-    return content
+    return idx_data.verified(content, name, SHA256[name], 'MNIST', source,
+                             fix)
 
 
-def _find(name, directory):
-    for path in (os.path.join(directory, name + '.gz'),
-                 os.path.join(directory, name)):
-        if os.path.isfile(path):
-            return path
-    return None
+def _load(name, path):
+    fix = _fix_for(os.path.dirname(path))
+    return idx_data.load_file(path, name, SHA256[name], 'MNIST', fix)
 
 
 def _download(name, cache_dir, mirrors, timeout):
@@ -130,33 +109,21 @@ def _download(name, cache_dir, mirrors, timeout):
 
 def _content(name, data_dir, mirrors, timeout):
     if data_dir is not None:
-        path = _find(name, data_dir)
+        path = idx_data.find(name, data_dir)
         if path is None:
             raise MnistDataError(
                 '{}: neither {}.gz nor {} is in the data directory {}; copy '
                 'the four MNIST files there, or leave the data directory '
                 'unset to use the copy shipped in data/mnist'.format(
                     name, name, name, data_dir))
-        return _verified(name, _read_content(path), path,
-                         _fix_for(data_dir))
+        return _load(name, path)
     cache_dir = chainer.dataset.get_dataset_directory(
         'qnn/mnist', create_directory=False)
     for directory in (EMBEDDED_DIR, cache_dir):
-        path = _find(name, directory)
+        path = idx_data.find(name, directory)
         if path is not None:
-            return _verified(name, _read_content(path), path,
-                             _fix_for(directory))
+            return _load(name, path)
     return _download(name, cache_dir, mirrors, timeout)
-
-
-def _parse(content):
-    """Parses verified IDX content: returns a uint8 array of its items."""
-    magic, n = struct.unpack('>II', content[:8])
-    if magic == _IMAGE_MAGIC:
-        rows, cols = struct.unpack('>II', content[8:16])
-        return numpy.frombuffer(content, numpy.uint8, offset=16).reshape(
-            n, rows * cols)
-    return numpy.frombuffer(content, numpy.uint8, offset=8)
 
 
 def load_raw(data_dir=None, mirrors=MIRRORS, timeout=30):
@@ -166,28 +133,8 @@ def load_raw(data_dir=None, mirrors=MIRRORS, timeout=30):
     shape ``(n,)``. Raises :class:`MnistDataError` for a missing or wrong
     file.
     """
-    out = {}
-    for split, prefix in (('train', 'train'), ('test', 't10k')):
-        images = prefix + '-images-idx3-ubyte'
-        labels = prefix + '-labels-idx1-ubyte'
-        out[split] = tuple(
-            _parse(_content(name, data_dir, mirrors, timeout))
-            for name in (images, labels))
-    return out
-
-
-def _preprocess(images, labels, withlabel, ndim, scale, dtype, label_dtype):
-    if ndim == 2:
-        images = images.reshape(-1, 28, 28)
-    elif ndim == 3:
-        images = images.reshape(-1, 1, 28, 28)
-    elif ndim != 1:
-        raise ValueError('invalid ndim for MNIST dataset: {}'.format(ndim))
-    images = images.astype(dtype)
-    images *= scale / 255.
-    if withlabel:
-        return tuple_dataset.TupleDataset(images, labels.astype(label_dtype))
-    return images
+    return idx_data.load_splits(
+        lambda name: _content(name, data_dir, mirrors, timeout))
 
 
 def get_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
@@ -210,6 +157,6 @@ def get_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
     dtype = chainer.get_dtype(dtype)
     raw = load_raw(data_dir)
     return tuple(
-        _preprocess(images, labels, withlabel, ndim, scale, dtype,
-                    label_dtype)
+        data_files.to_dataset(images, labels, SHAPE, withlabel, ndim, scale,
+                              dtype, label_dtype, 'MNIST')
         for images, labels in (raw['train'], raw['test']))

@@ -1,0 +1,82 @@
+import numpy
+import pytest
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+
+import cifar10_data
+import datasets
+import fashion_mnist_data
+import mnist_data
+from test_cifar10_data import ROWS, write_batches
+
+
+def test_info():
+    assert datasets.NAMES == ('mnist', 'fashion-mnist', 'cifar10')
+    mnist = datasets.get_info('mnist')
+    assert (mnist.in_channels, mnist.size, mnist.in_size,
+            mnist.n_classes) == (1, 28, 784, 10)
+    assert datasets.get_info('fashion-mnist')[2:] == (
+        (1, 28, 28), 10, 60000, 10000)
+    cifar = datasets.get_info('cifar10')
+    assert (cifar.in_channels, cifar.size, cifar.in_size, cifar.n_classes,
+            cifar.n_train, cifar.n_test) == (3, 32, 3072, 10, 50000, 10000)
+    with pytest.raises(ValueError) as e:
+        datasets.get_info('cifar100')
+    assert str(e.value) == ("unknown dataset 'cifar100': one of mnist, "
+                            'fashion-mnist, cifar10')
+    assert datasets.DatasetError is mnist_data.MnistDataError
+
+
+def _check(name, train, test, ndim):
+    info = datasets.get_info(name)
+    shape = (info.in_size,) if ndim == 1 else info.shape
+    x, t = train._datasets
+    assert x.shape == (len(train),) + shape and x.dtype == numpy.float32
+    assert t.dtype == numpy.int32 and 0 <= t.min() and t.max() < 10
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert test[0][0].shape == shape
+
+
+@pytest.mark.parametrize('ndim', [1, 3])
+def test_mnist(ndim):
+    train, test = datasets.get_dataset('mnist', ndim=ndim)
+    _check('mnist', train, test, ndim)
+    assert len(train) == 60000 and len(test) == 10000
+
+
+def test_fashion_mnist():
+    if not fashion_mnist_data.available():
+        pytest.skip('Fashion-MNIST is not in {} (make fashion-mnist)'.format(
+            fashion_mnist_data.DEBIAN_DIR))
+    train, test = datasets.get_dataset('fashion-mnist', ndim=3)
+    _check('fashion-mnist', train, test, 3)
+    assert len(train) == 60000 and len(test) == 10000
+
+
+@pytest.mark.parametrize('ndim', [1, 3])
+def test_cifar10(monkeypatch, tmp_path, ndim):
+    write_batches(tmp_path / cifar10_data.SUBDIR)
+    # small files: get_dataset takes the real row count, so lower it
+    monkeypatch.setattr(cifar10_data, 'ROWS_PER_BATCH', ROWS)
+    train, test = datasets.get_dataset('cifar10', data_dir=str(tmp_path),
+                                       ndim=ndim)
+    _check('cifar10', train, test, ndim)
+    assert len(train) == 5 * ROWS and len(test) == ROWS
+
+
+def test_errors_are_dataset_errors(tmp_path):
+    for name in datasets.NAMES:
+        with pytest.raises(datasets.DatasetError) as e:
+            datasets.get_dataset(name, data_dir=str(tmp_path))
+        message = str(e.value)
+        assert '\n' not in message and str(tmp_path) in message
+    with pytest.raises(ValueError):
+        datasets.get_dataset('mnist', ndim=2 + 2)
+
+
+def test_uses_the_module_functions(monkeypatch):
+    # a test that replaces mnist_data.get_mnist replaces what get_dataset
+    # calls (tests/test_train_mnist.py and mpi_worker.py do that)
+    monkeypatch.setattr(mnist_data, 'get_mnist', lambda **kwargs: kwargs)
+    assert datasets.get_dataset('mnist', data_dir='d', ndim=3) == dict(
+        ndim=3, scale=1., dtype=None, label_dtype=numpy.int32, data_dir='d')

@@ -9,6 +9,7 @@ from chainer import testing
 
 import net
 from link_quantized_linear import QuantizedLinear
+import qst
 from backends import BACKENDS
 
 
@@ -93,3 +94,132 @@ class TestMnistMLPStructure(unittest.TestCase):
 
 
 testing.run_module(__name__, __file__)
+
+
+class TodaysMLP(chainer.Chain):
+    """The network as it was before the recipe options, written out."""
+
+    def __init__(self, n_in, n_units, n_out, stochastic):
+        super(TodaysMLP, self).__init__()
+        self.stochastic = stochastic
+        with self.init_scope():
+            self.l1 = QuantizedLinear(n_in, n_units, nobias=True,
+                                      stochastic=stochastic)
+            self.b1 = L.BatchNormalization(n_units)
+            self.l2 = QuantizedLinear(n_units, n_units, nobias=True,
+                                      stochastic=stochastic)
+            self.b2 = L.BatchNormalization(n_units)
+            self.l3 = QuantizedLinear(n_units, n_out, nobias=True,
+                                      stochastic=stochastic)
+            self.b3 = L.BatchNormalization(n_out)
+
+    def forward(self, x):
+        h = qst.qst(self.b1(self.l1(x)), 1, 'linear', self.stochastic)
+        h = qst.qst(self.b2(self.l2(h)), 1, 'linear', self.stochastic)
+        return self.b3(self.l3(h))
+
+
+def run(model, x, seed=7):
+    outputs = []
+    for train in (True, False):
+        with chainer.using_config('train', train):
+            numpy.random.seed(seed)
+            outputs.append(model(x).array)
+    return outputs
+
+
+class TestRecipeOptions(unittest.TestCase):
+
+    def setUp(self):
+        self.x = numpy.random.RandomState(5).uniform(
+            0, 1, (16, 30)).astype('f')
+
+    def test_default_network_unchanged(self):
+        for stochastic in (False, True):
+            numpy.random.seed(3)
+            today = TodaysMLP(30, 20, 5, stochastic)
+            numpy.random.seed(3)
+            model = net.MnistMLP(30, 20, 5, stochastic=stochastic)
+            numpy.random.seed(3)
+            explicit = net.MnistMLP(
+                30, 20, 5, stochastic=stochastic, n_layers=2,
+                input_dropout=0.0, hidden_dropout=0.0, bn='standard',
+                bn_eps=2e-5, bn_decay=0.9)
+            expected = run(today, self.x)
+            for m in (model, explicit):
+                for a, b in zip(run(m, self.x), expected):
+                    numpy.testing.assert_array_equal(a, b)
+                numpy.testing.assert_array_equal(m.b1.avg_mean,
+                                                 today.b1.avg_mean)
+
+    def test_dropout_only_in_training(self):
+        numpy.random.seed(3)
+        plain = net.MnistMLP(30, 20, 5)
+        numpy.random.seed(3)
+        dropped = net.MnistMLP(30, 20, 5, input_dropout=0.2,
+                               hidden_dropout=0.5)
+        with chainer.using_config('train', False):
+            numpy.testing.assert_array_equal(plain(self.x).array,
+                                             dropped(self.x).array)
+        with chainer.using_config('train', True):
+            assert not numpy.allclose(plain(self.x).array,
+                                      dropped(self.x).array)
+
+    def test_dropout_sits_on_the_input_of_each_linear_layer(self):
+        model = net.MnistMLP(30, 20, 5, n_layers=3, input_dropout=0.25,
+                             hidden_dropout=0.5)
+        seen = {}
+        for name in ('l1', 'l2', 'l3', 'l4'):
+            link = getattr(model, name)
+
+            def spy(h, _original=link.forward, _name=name, **kwargs):
+                seen[_name] = chainer.as_array(h).copy()
+                return _original(h, **kwargs)
+            link.forward = spy
+        x = numpy.random.RandomState(0).uniform(0.5, 1, (400, 30)) \
+            .astype('f')
+        with chainer.using_config('train', True):
+            model(x)
+        # input: 0 or x / (1 - 0.25)
+        kept = seen['l1'] != 0
+        assert 0.2 < 1 - kept.mean() < 0.3
+        numpy.testing.assert_allclose(seen['l1'][kept], x[kept] / 0.75,
+                                      rtol=1e-6)
+        # hidden: binarized, then 0 or +-1 / (1 - 0.5)
+        for name in ('l2', 'l3', 'l4'):
+            assert set(numpy.unique(seen[name])) == {-2.0, 0.0, 2.0}
+            assert 0.45 < (seen[name] == 0).mean() < 0.55
+
+    def test_layers_and_batch_normalization_options(self):
+        from link_shift_batch_normalization import ShiftBatchNormalization
+        model = net.MnistMLP(30, 20, 5, n_layers=3, bn_eps=1e-4,
+                             bn_decay=0.85)
+        names = sorted(name for name, _ in model.namedlinks(skipself=True))
+        assert names == ['/b1', '/b2', '/b3', '/b4',
+                         '/l1', '/l2', '/l3', '/l4']
+        assert model.l1.W.shape == (20, 30)
+        assert model.l3.W.shape == (20, 20)
+        assert model.l4.W.shape == (5, 20)
+        for i in range(1, 5):
+            bn = getattr(model, 'b{}'.format(i))
+            assert type(bn) is L.BatchNormalization
+            assert (bn.eps, bn.decay) == (1e-4, 0.85)
+        shift = net.MnistMLP(30, 20, 5, bn='shift', bn_eps=1e-4,
+                             bn_decay=0.85)
+        for i in range(1, 4):
+            bn = getattr(shift, 'b{}'.format(i))
+            assert isinstance(bn, ShiftBatchNormalization)
+            assert (bn.eps, bn.decay) == (1e-4, 0.85)
+        y = shift(self.x)
+        assert y.shape == (16, 5)
+        # the decay is used: after one step, avg_mean = 0.15 * batch mean
+        h = shift.l1(self.x).array
+        numpy.testing.assert_allclose(shift.b1.avg_mean, 0.15 * h.mean(0),
+                                      rtol=1e-5, atol=1e-7)
+
+    def test_bad_options(self):
+        for kwargs in ({'n_layers': 0}, {'input_dropout': 1.0},
+                       {'hidden_dropout': -0.1}, {'bn': 'batch'},
+                       {'bn_eps': 0}, {'bn_decay': 1.0}):
+            with self.assertRaises(ValueError):
+                net.MnistMLP(30, 20, 5, **kwargs)

@@ -1,0 +1,141 @@
+import io
+
+import numpy
+import pytest
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import chainer
+from chainer import serializers
+from chainer import testing
+
+from shift_adamax import ShiftAdaMax
+
+
+def p2(x):
+    # AP2 by its definition, independent of ap2.ap2's frexp arithmetic
+    return numpy.sign(x) * 2.0 ** numpy.round(numpy.log2(numpy.abs(x)))
+
+
+class Model(chainer.Chain):
+
+    def __init__(self, dtype, shape=(7, 5)):
+        super(Model, self).__init__()
+        with self.init_scope():
+            self.w = chainer.Parameter(
+                numpy.random.RandomState(0).uniform(-1, 1, shape)
+                .astype(dtype))
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float32, numpy.float64],
+    'kwargs': [{}, {'alpha': 0.01, 'beta1': 0.9, 'beta2': 0.999},
+               {'eta': 3.0}],
+}))
+class TestShiftAdaMax(object):
+
+    def test_against_reference(self):
+        model = Model(self.dtype)
+        opt = ShiftAdaMax(**self.kwargs)
+        opt.setup(model)
+        hp = opt.hyperparam
+        theta = model.w.array.astype(numpy.float64)
+        m = numpy.zeros_like(theta)
+        u = numpy.zeros_like(theta)
+        rng = numpy.random.RandomState(1)
+        for t in range(1, 6):
+            g = rng.normal(0, 0.1, theta.shape).astype(self.dtype)
+            if t == 3:
+                g[0] = 0  # u decays where the gradient vanishes
+            model.w.grad = g.copy()
+            opt.update()
+            m = hp.beta1 * m + (1 - hp.beta1) * g
+            u = numpy.maximum(hp.beta2 * u, numpy.abs(g))
+            step = p2(hp.eta * hp.alpha / (1 - hp.beta1 ** t))
+            theta = theta - step * m / p2(u + hp.eps)
+            rule = model.w.update_rule
+            assert rule.step_size == step
+            tol = 1e-6 if self.dtype == numpy.float32 else 1e-12
+            numpy.testing.assert_allclose(rule.state['u'], u, rtol=tol)
+            numpy.testing.assert_allclose(model.w.array, theta, rtol=tol,
+                                          atol=tol)
+        assert model.w.array.dtype == self.dtype
+
+    def test_update_is_a_shift_of_m(self):
+        model = Model(self.dtype)
+        opt = ShiftAdaMax(**self.kwargs)
+        opt.setup(model)
+        rng = numpy.random.RandomState(2)
+        for t in range(1, 4):
+            model.w.grad = rng.normal(0, 1, model.w.shape).astype(self.dtype)
+            before = model.w.array.copy()
+            opt.update()
+            rule = model.w.update_rule
+            mantissa, _ = numpy.frexp(rule.step_size)
+            assert mantissa == 0.5  # an exact power of two
+            # -(theta_t - theta_{t-1}) / m: step / AP2(u + eps), a power of
+            # two (to the rounding of the subtraction from theta)
+            ratio = (before - model.w.array).astype(numpy.float64) / \
+                rule.state['m']
+            numpy.testing.assert_allclose(
+                numpy.abs(ratio), numpy.abs(p2(ratio)),
+                rtol=1e-3 if self.dtype == numpy.float32 else 1e-9)
+
+
+def test_converges_on_a_quadratic():
+    # f(w) = 1/2 sum a (w - c)^2 with curvatures spread over 3 decades
+    rng = numpy.random.RandomState(3)
+    a = 10.0 ** rng.uniform(-1, 2, 20)
+    c = rng.uniform(-1, 1, 20)
+    model = Model(numpy.float64, (20,))
+    opt = ShiftAdaMax(alpha=2.0 ** -5)
+    opt.setup(model)
+    start = numpy.abs(model.w.array - c).max()
+    for i in range(600):
+        if i == 400:
+            opt.alpha = 2.0 ** -9  # a decayed step, as a schedule would
+        model.w.grad = a * (model.w.array - c)
+        opt.update()
+    assert start > 0.5
+    assert numpy.abs(model.w.array - c).max() < 1e-2
+
+
+def test_hyperparameters_and_defaults():
+    opt = ShiftAdaMax()
+    assert opt.alpha == 2.0 ** -10
+    assert 1 - opt.beta1 == 2.0 ** -3
+    assert 1 - opt.beta2 == 2.0 ** -10
+    opt.alpha = 0.5
+    model = Model(numpy.float32)
+    opt.setup(model)
+    assert model.w.update_rule.hyperparam.alpha == 0.5
+    with pytest.raises(RuntimeError):
+        model.w.update_rule.step_size  # t == 0
+
+
+def test_no_gradient_no_nan():
+    model = Model(numpy.float32)
+    opt = ShiftAdaMax()
+    opt.setup(model)
+    before = model.w.array.copy()
+    model.w.grad = numpy.zeros_like(before)
+    opt.update()
+    numpy.testing.assert_array_equal(model.w.array, before)
+
+
+def test_serialization_round_trip():
+    model = Model(numpy.float32)
+    opt = ShiftAdaMax()
+    opt.setup(model)
+    model.w.grad = numpy.ones_like(model.w.array)
+    opt.update()
+    f = io.BytesIO()
+    serializers.save_npz(f, opt)
+    f.seek(0)
+    model2 = Model(numpy.float32)
+    opt2 = ShiftAdaMax()
+    opt2.setup(model2)
+    serializers.load_npz(f, opt2)
+    rule, rule2 = model.w.update_rule, model2.w.update_rule
+    assert rule2.t == rule.t == 1
+    for key in ('m', 'u'):
+        numpy.testing.assert_array_equal(rule2.state[key], rule.state[key])

@@ -26,6 +26,14 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            'must be 0 or more, got {}'.format(value))
+    return value
+
+
 def seed(text):
     value = integer(text)
     if not 0 <= value < 2 ** 32:

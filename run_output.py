@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 import qst
+import recipes
 from errors import fail
 from errors import warn
 
@@ -50,21 +51,37 @@ def print_header(args, device, comm=None):
               .format(comm.size, args.communicator,
                       comm.size * args.batchsize))
     print('# epoch: {}'.format(args.epoch))
+    optimizer = {'adam': 'Adam', 'shift_adamax': 'ShiftAdaMax'}[
+        args.optimizer]
     if args.lr_schedule == 'exponential':
-        print('# Adam alpha: {:g} -> {:g} (exponential decay)'.format(
-            args.lr, args.lr_final))
+        print('# {} alpha: {:g} -> {:g} (exponential decay)'.format(
+            optimizer, args.lr, args.lr_final))
     else:
-        print('# Adam alpha: {:g} (constant)'.format(args.lr))
+        print('# {} alpha: {:g} (constant)'.format(optimizer, args.lr))
     print('# seed: {}'.format(args.seed))
     print('# bits: weights {}, activations {}, gradients {}, errors {} '
           '({}{})'.format(args.weight_bits, args.activation_bits,
                           args.gradient_bits, args.error_bits, args.quantizer,
                           ', stochastic' if args.stochastic else ''))
+    changed = recipe_changes(args)
+    if changed:
+        print('# recipe: {}{}'.format(args.recipe, ''.join(
+            ', {} {}'.format(name, value) for name, value in changed)))
     if args.gradient_bits < qst.FULL_PRECISION and \
             args.gradient_bits <= args.weight_bits:
         warn('--gradient-bits {} is not larger than --weight-bits {}: '
              'training with gradients no finer than the weights is known to '
              'stall or diverge'.format(args.gradient_bits, args.weight_bits))
+
+
+def recipe_changes(args):
+    """``[(option, value)]`` of the recipe options (other than those the
+    header shows anyway) that differ from the default recipe."""
+    default = recipes.get_recipe('default')
+    shown = ('unit', 'epoch', 'batchsize', 'lr', 'lr_final', 'lr_schedule',
+             'stochastic')
+    return [(name, getattr(args, name)) for name in sorted(default)
+            if name not in shown and getattr(args, name) != default[name]]
 
 
 class PlainOutput(object):

@@ -27,6 +27,7 @@ warnings.filterwarnings('ignore', r'\s*nccl library could not be loaded',
                         UserWarning)
 import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
 import chainer  # NOQA: E402
+import chainer.functions as F
 import chainer.links as L
 from chainer import training
 from chainer.training import extensions
@@ -36,16 +37,24 @@ import devices
 import errors
 import mnist_data
 import multi_node
+import model_selection
 import net
 import output_lock
 import run_guards
 import run_history
 import run_output
 import snapshots
+import step_sizes
 import train_options
 from errors import fail
 from inplace_adam import InplaceAdam
+from shift_adamax import ShiftAdaMax
+from squared_hinge import squared_hinge
 from weight_clip import WeightClip
+
+LOSSES = {'softmax_cross_entropy': F.softmax_cross_entropy,
+          'squared_hinge': squared_hinge}
+OPTIMIZERS = {'adam': InplaceAdam, 'shift_adamax': ShiftAdaMax}
 
 
 def build_model(args):
@@ -54,36 +63,66 @@ def build_model(args):
         784, args.unit, 10, weight_bits=args.weight_bits,
         activation_bits=args.activation_bits, quantizer=args.quantizer,
         stochastic=args.stochastic, gradient_bits=args.gradient_bits,
-        error_bits=args.error_bits))
+        error_bits=args.error_bits, n_layers=args.layers,
+        input_dropout=args.input_dropout, hidden_dropout=args.hidden_dropout,
+        bn=args.bn, bn_eps=args.bn_eps, bn_decay=args.bn_decay),
+        lossfun=LOSSES[args.loss])
 
 
 def build_optimizer(args, model, comm=None):
-    """Adam (Chainer's arithmetic, updated in place) with the weights
-    clipped to [-1, 1] after every update; with a ChainerMN communicator
-    ``comm``, on the gradients averaged over the ranks."""
+    """Adam (Chainer's arithmetic, updated in place) or shift-based AdaMax,
+    with the weights clipped to [-1, 1] after every update; with a ChainerMN
+    communicator ``comm``, on the gradients averaged over the ranks."""
     optimizer = multi_node.data_parallel_optimizer(
-        InplaceAdam(alpha=args.lr), comm)
+        OPTIMIZERS[args.optimizer](alpha=args.lr), comm)
     optimizer.setup(model)
+    if args.glorot_step_sizes:
+        step_sizes.scale_step_sizes(model, optimizer)
     optimizer.add_hook(WeightClip(-1.0, 1.0))
     return optimizer
 
 
 def load_data(args, comm=None):
-    """MNIST (or its first images), each rank's part under mpiexec."""
+    """Training, validation (``None`` without ``--validation``) and test
+    sets, each rank's part under mpiexec."""
     # rank 0 alone reads the data, then gives each rank its part
-    train = test = None
+    train = validation = test = None
     with multi_node.all_or_none(comm):
         if multi_node.is_root(comm):
             try:
                 train, test = mnist_data.get_mnist(data_dir=args.data_dir)
             except mnist_data.MnistDataError as e:
                 fail(e)
+            if args.validation:
+                if args.validation >= len(train):
+                    fail('--validation {} leaves no training image of {}'
+                         .format(args.validation, len(train)),
+                         errors.EXIT_USAGE)
+                # the last images: disjoint from those trained on
+                train, validation = chainer.datasets.split_dataset(
+                    train, len(train) - args.validation)
             if args.train_subset is not None:
                 train = train[:args.train_subset]
             if args.test_subset is not None:
                 test = test[:args.test_subset]
-    return (multi_node.scatter(train, comm, shuffle=True, seed=args.seed),
-            multi_node.scatter(test, comm))
+    train = multi_node.scatter(train, comm, shuffle=True, seed=args.seed)
+    if args.validation:
+        validation = multi_node.scatter(validation, comm)
+    return train, validation, multi_node.scatter(test, comm)
+
+
+def evaluators(args, model, device, validation, test, comm=None):
+    """``(name, Evaluator)``: the test set as ``validation`` (Chainer's
+    example), or with ``--validation`` the held-out images as
+    ``validation`` and the test set as ``test``."""
+    def evaluator(dataset):
+        iterator = chainer.iterators.SerialIterator(
+            dataset, args.eval_batchsize, repeat=False, shuffle=False)
+        return multi_node.data_parallel_evaluator(
+            extensions.Evaluator(iterator, model, device=device), comm)
+    if validation is None:
+        return [('validation', evaluator(test))]
+    return [('validation', evaluator(validation)), ('test', evaluator(test))]
 
 
 def run_training(args, snapshot, interrupts, comm=None):
@@ -109,10 +148,8 @@ def run_training(args, snapshot, interrupts, comm=None):
         device.xp.random.seed(args.seed)
 
     # Data
-    train, test = load_data(args, comm)
+    train, validation, test = load_data(args, comm)
     train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
-    test_iter = chainer.iterators.SerialIterator(
-        test, args.eval_batchsize, repeat=False, shuffle=False)
 
     # Model and optimizer
     model = multi_node.synchronize_batch_normalization(build_model(args),
@@ -141,9 +178,13 @@ def run_training(args, snapshot, interrupts, comm=None):
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
-    trainer.extend(multi_node.data_parallel_evaluator(
-        extensions.Evaluator(test_iter, model, device=device), comm),
-        call_before_training=True)
+    for name, evaluator in evaluators(args, model, device, validation, test,
+                                      comm):
+        trainer.extend(evaluator, name=name, call_before_training=True)
+    best = None
+    if validation is not None:
+        best = model_selection.BestEpoch()
+        trainer.extend(best)
     if multi_node.is_root(comm):  # the files and the printed report
         trainer.extend(extensions.DumpGraph('main/loss'))
         # the iterator's next orders come from NumPy's global generator
@@ -165,10 +206,13 @@ def run_training(args, snapshot, interrupts, comm=None):
                     ['main/accuracy', 'validation/main/accuracy'],
                     'epoch', file_name='accuracy.png'),
                 call_before_training=True)
+        columns = ['epoch', 'main/loss', 'validation/main/loss',
+                   'main/accuracy', 'validation/main/accuracy']
+        if best is not None:
+            columns += ['test/main/accuracy', 'best/epoch']
         trainer.extend(extensions.PrintReport(
-            ['epoch', 'main/loss', 'validation/main/loss',
-             'main/accuracy', 'validation/main/accuracy', 'elapsed_time'],
-            out=run_output.report_stream()), call_before_training=True)
+            columns + ['elapsed_time'], out=run_output.report_stream()),
+            call_before_training=True)
         if sys.stdout.isatty():
             trainer.extend(extensions.ProgressBar())
 
@@ -202,6 +246,8 @@ def run_training(args, snapshot, interrupts, comm=None):
     finally:
         if lock is not None:
             lock.release()
+    if best is not None:
+        print(best.summary())
 
 
 def check_recipe(args, record, snapshot_path, comm=None):

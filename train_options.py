@@ -9,13 +9,43 @@ import errors
 import multi_node
 import option_types
 import qst
+import recipes
+
+LOSSES = ('softmax_cross_entropy', 'squared_hinge')
+RECIPE_HELP = 'recipes (--recipe NAME sets these; explicit options win):\n' + \
+    '\n'.join('  ' + recipes.describe(name)
+              for name in sorted(recipes.RECIPES))
 
 
 def parse_args(argv=None):
+    """The options of ``argv``; a ``--recipe``'s values are the defaults
+    that explicit options override."""
+    parser = build_parser()
+    known, _ = _recipe_parser().parse_known_args(argv)
+    parser.set_defaults(**recipes.get_recipe(known.recipe))
+    args = parser.parse_args(argv)
+    args.device = str(args.device)
+    if args.communicator in multi_node.GPU_COMMUNICATORS and \
+            args.device != '-1':
+        parser.error('--communicator {} gives each process the GPU of its '
+                     'local rank; leave out --device/--gpu'.format(
+                         args.communicator))
+    return args
+
+
+def _recipe_parser():
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--recipe', choices=sorted(recipes.RECIPES),
+                        default='default')
+    return parser
+
+
+def build_parser():
+    """The parser of train_mnist.py's options."""
     parser = argparse.ArgumentParser(
         description='Binarized neural network (Hubara et al. 2016): '
                     'MNIST MLP in Chainer',
-        epilog=errors.EXIT_STATUS_HELP,
+        epilog=RECIPE_HELP + '\n\n' + errors.EXIT_STATUS_HELP,
         formatter_class=option_types.HelpFormatter)
     parser.add_argument('--batchsize', '-b', type=option_types.positive_int, default=100,
                         help='Number of images in each mini-batch')
@@ -91,7 +121,8 @@ def parse_args(argv=None):
                        default='linear',
                        help='linear: 2^K evenly spaced levels in [-1, 1]; '
                             'log: sign and power of two (LogQuant)')
-    group.add_argument('--stochastic', action='store_true',
+    group.add_argument('--stochastic', action=argparse.BooleanOptionalAction,
+                       default=False,
                        help='Stochastic rounding of weights and activations '
                             'while training (deterministic at evaluation)')
     group.add_argument('--gradient-bits', type=option_types.gradient_bits, default=32,
@@ -103,14 +134,47 @@ def parse_args(argv=None):
                        metavar='K',
                        help='Bit width of the errors propagated between '
                             'layers')
+    group = parser.add_argument_group(
+        'recipe', 'the pieces of the paper\'s MNIST recipes (docs/recipes.md)')
+    group.add_argument('--recipe', choices=sorted(recipes.RECIPES),
+                       default='default',
+                       help='a named bundle of options (listed below)')
+    group.add_argument('--layers', type=option_types.positive_int,
+                       default=2, metavar='N', help='Hidden layers')
+    group.add_argument('--loss', choices=LOSSES,
+                       default='softmax_cross_entropy',
+                       help='squared_hinge: mean of max(0, 1 - t y)^2 on '
+                            'targets t = 2 onehot - 1')
+    group.add_argument('--input-dropout', type=option_types.fraction,
+                       default=0.0, metavar='P',
+                       help='Dropout ratio of the input pixels')
+    group.add_argument('--hidden-dropout', type=option_types.fraction,
+                       default=0.0, metavar='P',
+                       help='Dropout ratio of the binarized hidden units')
+    group.add_argument('--bn', choices=('standard', 'shift'),
+                       default='standard',
+                       help='shift: shift-based BN (scale rounded to a power '
+                            'of two)')
+    group.add_argument('--bn-eps', type=option_types.positive_float,
+                       default=2e-5, metavar='EPS', help='BN epsilon')
+    group.add_argument('--bn-decay', type=option_types.fraction,
+                       default=0.9, metavar='D',
+                       help='Decay of the running BN statistics (momentum '
+                            '= 1 - D)')
+    group.add_argument('--glorot-step-sizes',
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help='Scale each binarized layer\'s step size by '
+                            '1/sqrt(1.5/(fan_in+fan_out))')
+    group.add_argument('--optimizer', choices=('adam', 'shift_adamax'),
+                       default='adam',
+                       help='shift_adamax: AdaMax with power-of-two step '
+                            'sizes (step size --lr)')
+    group.add_argument('--validation', type=option_types.non_negative_int,
+                       default=0, metavar='N',
+                       help='Hold out the last N training images for '
+                            'validation; the test set is then reported '
+                            'beside it and the best-validation epoch marked')
     group = parser.add_argument_group('deprecated arguments')
     group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
                        const=0, help='GPU ID (negative value indicates CPU)')
-    args = parser.parse_args(argv)
-    args.device = str(args.device)
-    if args.communicator in multi_node.GPU_COMMUNICATORS and \
-            args.device != '-1':
-        parser.error('--communicator {} gives each process the GPU of its '
-                     'local rank; leave out --device/--gpu'.format(
-                         args.communicator))
-    return args
+    return parser

@@ -760,3 +760,76 @@ def test_a_failed_snapshot_write_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(snapshots, 'save_npz', save)
     assert train_mnist.main(['--epoch', '3', '--noplot', '--out', str(out),
                              '--resume', 'auto'] + SMALL) == 0
+
+
+# The paper's recipes and their pieces (train_options, model_selection)
+
+def test_recipe_values_are_defaults_that_options_override():
+    args = train_options.parse_args(['--recipe', 'binarynet-theano',
+                                     '--unit', '64', '--input-dropout', '0'])
+    assert (args.unit, args.layers, args.loss) == (64, 3, 'squared_hinge')
+    assert (args.input_dropout, args.hidden_dropout) == (0.0, 0.5)
+    assert args.glorot_step_sizes and args.validation == 10000
+    args = train_options.parse_args(['--recipe', 'binarynet-torch',
+                                     '--no-stochastic'])
+    assert not args.stochastic and args.optimizer == 'shift_adamax'
+    assert vars(train_options.parse_args([])) == vars(
+        train_options.parse_args(['--recipe', 'default']))
+
+
+def test_help_lists_what_each_recipe_sets(capsys):
+    with pytest.raises(SystemExit):
+        train_options.parse_args(['--help'])
+    out = capsys.readouterr().out
+    for name in ('default', 'binarynet-theano', 'binarynet-torch'):
+        assert '  {}: '.format(name) in out
+    assert 'hidden_dropout=0.5' in out
+
+
+def test_validation_split_reports_test_and_best_epoch(tmp_path, capsys):
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--epoch', '2', '--noplot', '--out', str(out),
+                             '--validation', '300', '--recipe',
+                             'binarynet-theano', '--layers', '2'] +
+                            SMALL) == 0
+    printed = capsys.readouterr().out
+    assert 'test/main/accuracy' in printed and 'best/epoch' in printed
+    log = read_log(out)
+    best = max(log[1:], key=lambda e: e['validation/main/accuracy'])
+    assert log[-1]['best/epoch'] == best['epoch']
+    assert log[-1]['best/test/main/accuracy'] == best['test/main/accuracy']
+    assert '# best validation accuracy {:.4f} at epoch {}'.format(
+        best['validation/main/accuracy'], best['epoch']) in printed
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    # the expanded recipe is recorded
+    assert (config['recipe'], config['loss'], config['hidden_dropout'],
+            config['layers']) == ('binarynet-theano', 'squared_hinge', 0.5, 2)
+
+
+def test_validation_images_are_the_last_and_not_trained_on():
+    args = train_options.parse_args(['--validation', '500'])
+    train, validation, test = train_mnist.load_data(args)
+    full, _ = mnist_data.get_mnist()
+    assert len(train) == len(full) - 500 and len(validation) == 500
+    numpy.testing.assert_array_equal(validation[0][0], full[-500][0])
+    numpy.testing.assert_array_equal(train[len(train) - 1][0],
+                                     full[len(full) - 501][0])
+
+
+def test_validation_larger_than_the_training_set(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--validation', '60000', '--out',
+                          str(tmp_path / 'r')])
+    assert e.value.code == 2
+    assert '--validation 60000 leaves no training image' in \
+        one_error_line(capsys)
+
+
+def test_torch_recipe_pieces_train(tmp_path):
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--recipe', 'binarynet-torch', '--layers', '2',
+                             '--epoch', '2', '--validation', '300',
+                             '--noplot', '--out', str(out)] + SMALL) == 0
+    log = read_log(out)
+    assert log[-1]['main/loss'] < log[1]['main/loss']

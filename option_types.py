@@ -56,11 +56,15 @@ def snapshot_path(text):
     return text
 
 
-def positive_float(text):
+def number(text):
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError('{!r} is not a number'.format(text))
+
+
+def positive_float(text):
+    value = number(text)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(
             'must be a positive number, got {}'.format(text))
@@ -69,10 +73,7 @@ def positive_float(text):
 
 def fraction(text):
     """A probability in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError('{!r} is not a number'.format(text))
+    value = number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(
             'must be at least 0 and below 1, got {}'.format(text))

@@ -24,9 +24,9 @@ import zlib
 
 import numpy
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-import chainer
-from chainer.datasets import tuple_dataset
+# Chainer is imported where it is needed (the dataset cache, get_mnist), not
+# here: load_raw from the repository copy needs NumPy alone, so that
+# inference.py runs without Chainer.
 
 # (name, SHA-256 of the uncompressed IDX content): the same wherever a copy
 # comes from, unlike the hash of a .gz, which depends on the compressor.
@@ -139,13 +139,18 @@ def _content(name, data_dir, mirrors, timeout):
                     name, name, name, data_dir))
         return _verified(name, _read_content(path), path,
                          _fix_for(data_dir))
+    path = _find(name, EMBEDDED_DIR)
+    if path is not None:
+        return _verified(name, _read_content(path), path,
+                         _fix_for(EMBEDDED_DIR))
+    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    import chainer
     cache_dir = chainer.dataset.get_dataset_directory(
         'qnn/mnist', create_directory=False)
-    for directory in (EMBEDDED_DIR, cache_dir):
-        path = _find(name, directory)
-        if path is not None:
-            return _verified(name, _read_content(path), path,
-                             _fix_for(directory))
+    path = _find(name, cache_dir)
+    if path is not None:
+        return _verified(name, _read_content(path), path,
+                         _fix_for(cache_dir))
     return _download(name, cache_dir, mirrors, timeout)
 
 
@@ -177,6 +182,7 @@ def load_raw(data_dir=None, mirrors=MIRRORS, timeout=30):
 
 
 def _preprocess(images, labels, withlabel, ndim, scale, dtype, label_dtype):
+    from chainer.datasets import tuple_dataset
     if ndim == 2:
         images = images.reshape(-1, 28, 28)
     elif ndim == 3:
@@ -207,6 +213,8 @@ def get_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
         data_dir (str): Directory holding the four IDX files (``.gz`` or
             not); ``None`` uses the repository copy (see module doc).
     """
+    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    import chainer
     dtype = chainer.get_dtype(dtype)
     raw = load_raw(data_dir)
     return tuple(

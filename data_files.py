@@ -10,8 +10,6 @@ also turn ``uint8`` pixels into the same float datasets, by
 import gzip
 import zlib
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-from chainer.datasets import tuple_dataset
 
 
 class DatasetError(Exception):
@@ -73,5 +71,8 @@ def to_dataset(images, labels, shape, withlabel, ndim, scale, dtype,
     images = images.astype(dtype)
     images *= scale / 255.
     if withlabel:
+        # imported here: reading the files needs NumPy alone (inference.py)
+        import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+        from chainer.datasets import tuple_dataset
         return tuple_dataset.TupleDataset(images, labels.astype(label_dtype))
     return images

@@ -21,9 +21,6 @@ from urllib import request
 
 import numpy
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-import chainer
-
 import data_files
 import idx_data
 
@@ -117,12 +114,18 @@ def _content(name, data_dir, mirrors, timeout):
                 'unset to use the copy shipped in data/mnist'.format(
                     name, name, name, data_dir))
         return _load(name, path)
+    path = idx_data.find(name, EMBEDDED_DIR)
+    if path is not None:
+        return _load(name, path)
+    # Chainer only past the shipped copy: inference.py reads that copy with
+    # NumPy alone
+    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    import chainer
     cache_dir = chainer.dataset.get_dataset_directory(
         'qnn/mnist', create_directory=False)
-    for directory in (EMBEDDED_DIR, cache_dir):
-        path = idx_data.find(name, directory)
-        if path is not None:
-            return _load(name, path)
+    path = idx_data.find(name, cache_dir)
+    if path is not None:
+        return _load(name, path)
     return _download(name, cache_dir, mirrors, timeout)
 
 
@@ -154,6 +157,8 @@ def get_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
         data_dir (str): Directory holding the four IDX files (``.gz`` or
             not); ``None`` uses the repository copy (see module doc).
     """
+    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    import chainer
     dtype = chainer.get_dtype(dtype)
     raw = load_raw(data_dir)
     return tuple(

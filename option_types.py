@@ -7,8 +7,6 @@ import argparse
 import math
 import os
 
-import qst
-
 
 def integer(text):
     try:
@@ -81,6 +79,7 @@ def fraction(text):
 
 
 def bits(text, low=1):
+    import qst  # here: the other types serve inference.py without Chainer
     value = integer(text)
     if not low <= value <= qst.FULL_PRECISION:
         raise argparse.ArgumentTypeError(

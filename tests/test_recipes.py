@@ -6,7 +6,7 @@ import chainer
 
 import net
 import recipes
-import train_mnist
+import train_options
 
 
 def test_all_recipes_set_the_same_options():
@@ -16,7 +16,7 @@ def test_all_recipes_set_the_same_options():
 
 
 def test_default_is_todays_trainer():
-    args = vars(train_mnist.parse_args([]))
+    args = vars(train_options.parse_args([]))
     default = recipes.RECIPES['default']
     existing = {k for k in default if k in args}
     # the options the trainer has today take today's defaults

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Export a trained binarized MLP to a packed file of bits.
+
+Reads a training snapshot of train_mnist.py (the Trainer's NPZ) and the
+config.json beside it, folds each batch normalization and sign into
+integer thresholds (:mod:`folding`), packs the weights to 64-bit words and
+writes the file of :mod:`packed_format`; then prints its summary
+(:mod:`packed_summary`). inference.py runs the file.
+
+    .venv/bin/python export.py result/snapshot_iter_12000 -o mlp.bnn
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import errors
+import folding
+import packed_format
+import packed_kernels
+import packed_summary
+from errors import fail
+
+PREFIX = 'updater/model:main/predictor/'
+N_IN = 784
+N_OUT = 10
+PIXEL_SCALE = 255  # mnist_data.get_mnist's images are pixels / 255
+
+
+class ExportError(Exception):
+    """The snapshot cannot be exported; the message says why."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('snapshot', metavar='SNAPSHOT',
+                        help='snapshot_iter_N written by train_mnist.py '
+                        '(its config.json must be beside it)')
+    parser.add_argument('-o', '--output', metavar='FILE', default=None,
+                        help='packed file to write (default: SNAPSHOT.bnn)')
+    return parser.parse_args(argv)
+
+
+def read_config(snapshot):
+    """The options of the run that wrote ``snapshot`` (its config.json)."""
+    path = os.path.join(os.path.dirname(snapshot) or '.', 'config.json')
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise ExportError('{}: no config.json beside it ({}), so the '
+                          'options it was trained with are unknown'.format(
+                              snapshot, path))
+    except (OSError, ValueError) as e:
+        raise ExportError('{}: unreadable ({})'.format(path, e))
+    if not isinstance(config, dict):
+        raise ExportError('{}: not a config of train_mnist.py'.format(path))
+    weight_bits = config.get('weight_bits', 1)
+    activation_bits = config.get('activation_bits', 1)
+    if weight_bits != 1 or activation_bits != 1:
+        raise ExportError(
+            '{}: the network has {}-bit weights and {}-bit activations '
+            '({}); only 1-bit weights and activations can be packed'.format(
+                snapshot, weight_bits, activation_bits, path))
+    if config.get('bn', 'standard') != 'standard':
+        raise ExportError(
+            '{}: the network uses {}-based batch normalization ({}); only '
+            'standard BN can be folded into thresholds yet'.format(
+                snapshot, config['bn'], path))
+    if config.get('arch', 'mlp') != 'mlp':
+        raise ExportError(
+            '{}: the network is a {} ({}); only the MLP can be packed '
+            'yet'.format(snapshot, config['arch'], path))
+    return config
+
+
+def read_parameters(snapshot):
+    """``{'l1/W': array, 'b1/gamma': array, ...}`` of the model in the
+    snapshot."""
+    try:
+        with numpy.load(snapshot, allow_pickle=False) as archive:
+            return {key[len(PREFIX):]: archive[key] for key in archive.files
+                    if key.startswith(PREFIX)}
+    except OSError as e:
+        raise ExportError('{}: cannot read it ({})'.format(
+            snapshot, e.strerror or e))
+    except Exception as e:  # zipfile, zlib and NumPy raise many types
+        raise ExportError('{}: not a readable snapshot ({}: {})'.format(
+            snapshot, type(e).__name__, e))
+
+
+def fold(params, config, snapshot):
+    """The packed network of the model parameters ``params``: ``l1`` on the
+    pixels' bit planes, ``l2`` ... ``lL`` on signs, each followed by its BN
+    and the sign folded into thresholds; ``l(L+1)`` with its BN as an affine
+    map (``L`` = ``--layers``)."""
+    units = config.get('unit')
+    hidden = config.get('layers', 2)
+    eps = config.get('bn_eps', folding.DEFAULT_EPS)
+    sizes = [N_IN] + [units] * hidden + [N_OUT]
+    expected = {}
+    for i in range(1, hidden + 2):
+        expected['l{}/W'.format(i)] = (sizes[i], sizes[i - 1])
+        for name in ('gamma', 'beta', 'avg_mean', 'avg_var'):
+            expected['b{}/{}'.format(i, name)] = (sizes[i],)
+    for key, shape in sorted(expected.items()):
+        if key not in params:
+            raise ExportError('{}: has no {}{}: not a snapshot of '
+                              'train_mnist.py\'s MLP'.format(
+                                  snapshot, PREFIX, key))
+        if params[key].shape != shape:
+            raise ExportError('{}: {} has shape {}, but config.json says '
+                              '--unit {} ({})'.format(
+                                  snapshot, key, params[key].shape, units,
+                                  shape))
+
+    def bn(i):
+        return [params['b{}/{}'.format(i, k)]
+                for k in ('gamma', 'beta', 'avg_mean', 'avg_var')]
+
+    pack = packed_kernels.pack_bits
+    layers = []
+    try:
+        for i in range(1, hidden + 2):
+            W, name = params['l{}/W'.format(i)], 'l{}'.format(i)
+            kind = 'planes' if i == 1 else 'xnor'
+            if i == hidden + 1:
+                bits, affine = folding.fold_affine(W, *bn(i), eps=eps)
+                layers.append(packed_format.Layer(
+                    name, kind, sizes[i - 1], sizes[i], 'affine', pack(bits),
+                    **dict(zip(('mean', 'inv_std', 'gamma', 'beta'),
+                               affine))))
+                continue
+            if i == 1:
+                bits, thresholds = folding.fold_sign_from_pixels(
+                    W, *bn(i), eps=eps, scale=PIXEL_SCALE)
+            else:
+                bits, thresholds = folding.fold_sign_from_signs(
+                    W, *bn(i), eps=eps)
+            layers.append(packed_format.Layer(
+                name, kind, sizes[i - 1], sizes[i], 'sign', pack(bits),
+                thresholds=thresholds))
+    except folding.FoldingError as e:
+        raise ExportError('{}: cannot fold it: {}'.format(snapshot, e))
+    source = {'snapshot': os.path.basename(snapshot),
+              'config': {k: config.get(k) for k in (
+                  'unit', 'layers', 'epoch', 'seed', 'weight_bits',
+                  'activation_bits',
+                  'quantizer', 'stochastic', 'versions')}}
+    return packed_format.PackedNetwork(
+        layers, {'size': N_IN, 'pixel_bits': 8, 'scale': PIXEL_SCALE},
+        source)
+
+
+def export(snapshot, output):
+    """Writes the packed file of ``snapshot`` to ``output``; returns the
+    network read back from it."""
+    if not os.path.isfile(snapshot):
+        raise ExportError('{}: no such file'.format(snapshot))
+    config = read_config(snapshot)
+    network = fold(read_parameters(snapshot), config, snapshot)
+    try:
+        packed_format.save(output, network)
+    except OSError as e:
+        raise ExportError('cannot write {}: {}'.format(
+            output, e.strerror or e))
+    return packed_format.load(output)
+
+
+def main(argv=None):
+    errors.program = 'export.py'
+    args = parse_args(argv)
+    output = args.output or args.snapshot + '.bnn'
+    try:
+        network = export(args.snapshot, output)
+    except (ExportError, packed_format.PackedFileError) as e:
+        fail(e)
+    print('# {} -> {}'.format(args.snapshot, output))
+    print(packed_summary.summary(network))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""export.py on a tiny model trained here, and its errors."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import chainer
+
+import export
+import mnist_data
+import packed_format
+import packed_kernels
+import train_mnist
+import train_options
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A 784-33-33-10 network after one epoch on 500 images."""
+    out = str(tmp_path_factory.mktemp('trained'))
+    assert train_mnist.main([
+        '--epoch', '1', '--unit', '33', '--train-subset', '500',
+        '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--out', out]) == 0
+    snapshot, = [os.path.join(out, name) for name in os.listdir(out)
+                 if name.startswith('snapshot_iter_')]
+    return snapshot
+
+
+def run_export(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        export.main(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def chainer_predictions(snapshot, images):
+    with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
+        config = json.load(f)
+    args = train_options.parse_args(['--unit', str(config['unit']),
+                                     '--layers', str(config['layers']),
+                                     '--bn-eps', str(config['bn_eps'])])
+    model = train_mnist.build_model(args)
+    chainer.serializers.load_npz(snapshot, model,
+                                 path='updater/model:main/')
+    x = images.astype(numpy.float32)
+    x *= 1 / 255.  # as mnist_data.get_mnist
+    with chainer.using_config('train', False), \
+            chainer.no_backprop_mode():
+        return model.predictor(x).array.argmax(axis=1)
+
+
+def test_export_equals_chainer_model(trained, tmp_path, capsys):
+    output = str(tmp_path / 'tiny.bnn')
+    assert export.main([trained, '-o', output]) == 0
+    out = capsys.readouterr()[0]
+    size = int(re.search(r'^file size: (\d+) bytes', out, re.M).group(1))
+    assert size == os.path.getsize(output)
+    network = packed_format.load(output)
+    assert [layer.kind for layer in network.layers] == \
+        ['planes', 'xnor', 'xnor']
+    images, labels = mnist_data.load_raw()['test']
+    images = images[:2000]
+    logits = packed_kernels.forward(network, images, 'numba')
+    expected = chainer_predictions(trained, images)
+    # the one source of difference, BLAS's rounding in the first layer,
+    # would have to land within 1e-7 of a threshold and change the class
+    numpy.testing.assert_array_equal(logits.argmax(axis=1), expected)
+    assert (expected == labels[:2000]).mean() > 0.2  # trained: not chance
+
+
+def test_inference_script_end_to_end(trained, tmp_path):
+    output = str(tmp_path / 'tiny.bnn')
+    assert export.main([trained, '-o', output]) == 0
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'inference.py'), output,
+         '--test-subset', '300'], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(300 images, [\d.]+ s, '
+                         r'\d+ images/s\)\n', result.stdout)
+    assert match, result.stdout
+    images, labels = mnist_data.load_raw()['test']
+    expected = (chainer_predictions(trained, images[:300]) ==
+                labels[:300]).mean()
+    assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
+
+
+def copy_run(trained, tmp_path, config=True):
+    directory = tmp_path / 'run'
+    directory.mkdir()
+    snapshot = str(directory / os.path.basename(trained))
+    shutil.copy(trained, snapshot)
+    if config:
+        shutil.copy(os.path.join(os.path.dirname(trained), 'config.json'),
+                    str(directory / 'config.json'))
+    return snapshot
+
+
+def assert_one_line(code, out, err, *words):
+    assert code == 1
+    assert err.count('\n') == 1 and err.startswith('export.py: error: ')
+    assert 'Traceback' not in err
+    for word in words:
+        assert word in err, err
+
+
+def test_snapshot_without_config(trained, tmp_path, capsys):
+    snapshot = copy_run(trained, tmp_path, config=False)
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, snapshot, 'no config.json')
+    assert not os.path.exists(snapshot + '.bnn')
+
+
+@pytest.mark.parametrize('option', ['weight_bits', 'activation_bits'])
+def test_more_than_one_bit_is_refused(trained, tmp_path, capsys, option):
+    snapshot = copy_run(trained, tmp_path)
+    path = os.path.join(os.path.dirname(snapshot), 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    config[option] = 2
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, snapshot, '2-bit')
+
+
+def test_unwritable_output(trained, tmp_path, capsys):
+    output = str(tmp_path / 'no-such-directory' / 'x.bnn')
+    code, out, err = run_export(capsys, trained, '-o', output)
+    assert_one_line(code, out, err, output)
+
+
+def test_not_a_snapshot(trained, tmp_path, capsys):
+    snapshot = copy_run(trained, tmp_path)
+    with open(snapshot, 'wb') as f:
+        f.write(b'not an npz')
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, snapshot)
+    code, out, err = run_export(capsys, snapshot + '.missing')
+    assert_one_line(code, out, err, 'no such file')
+
+
+def test_snapshot_of_another_size(trained, tmp_path, capsys):
+    snapshot = copy_run(trained, tmp_path)
+    path = os.path.join(os.path.dirname(snapshot), 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    config['unit'] = 34
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, 'has shape', '--unit 34')
+
+
+def test_argument_error_exits_2(capsys):
+    code, out, err = run_export(capsys)
+    assert code == 2
+
+
+def test_export_of_a_deeper_network_with_another_bn_eps(tmp_path, capsys):
+    out = str(tmp_path / 'deep')
+    assert train_mnist.main([
+        '--epoch', '1', '--unit', '40', '--layers', '3', '--bn-eps', '1e-4',
+        '--train-subset', '500', '--test-subset', '100', '--batchsize',
+        '50', '--noplot', '--out', out]) == 0
+    snapshot = os.path.join(out, 'snapshot_iter_10')
+    output = str(tmp_path / 'deep.bnn')
+    assert export.main([snapshot, '-o', output]) == 0
+    network = packed_format.load(output)
+    assert [layer.kind for layer in network.layers] == \
+        ['planes', 'xnor', 'xnor', 'xnor']
+    images = mnist_data.load_raw()['test'][0][:1000]
+    logits = packed_kernels.forward(network, images, 'numba')
+    numpy.testing.assert_array_equal(logits.argmax(axis=1),
+                                     chainer_predictions(snapshot, images))
+
+
+def test_shift_bn_is_refused(tmp_path, capsys):
+    out = str(tmp_path / 'shift')
+    assert train_mnist.main([
+        '--epoch', '1', '--unit', '16', '--bn', 'shift', '--train-subset',
+        '100', '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--out', out]) == 0
+    capsys.readouterr()
+    code, _, err = run_export(capsys, os.path.join(out, 'snapshot_iter_2'))
+    assert code == 1
+    assert 'shift-based batch normalization' in err
+    assert len(err.strip().splitlines()) == 1

@@ -10,34 +10,13 @@ from chainer.utils import type_check
 import qst
 
 
-def _quantized_gradient(g, bits):
-    if bits == qst.FULL_PRECISION:
-        return g
-    # A quantized gradient is a leaf of the backward graph: rounding has no
-    # useful derivative.
-    return chainer.Variable(qst.quantize_gradient(g.array, bits),
-                            requires_grad=False)
-
-
-def check_options(bits=1, quantizer='linear', stochastic=False,
-                  gradient_bits=None, error_bits=None):
-    """Returns the quantization options of :func:`quantized_linear` checked
-    and normalized (``None`` bits become 32), as a dict; raises
-    ``ValueError``/``TypeError`` for a bad one."""
-    return {'bits': qst.check_bits(bits),
-            'quantizer': qst.check_quantizer(quantizer),
-            'stochastic': bool(stochastic),
-            'gradient_bits': qst.check_gradient_bits(gradient_bits),
-            'error_bits': qst.check_gradient_bits(error_bits)}
-
-
 class QuantizedLinearFunction(function_node.FunctionNode):
 
     """Linear function with quantized weight; see :func:`quantized_linear`."""
 
     def __init__(self, bits=1, quantizer='linear', stochastic=False,
                  gradient_bits=None, error_bits=None):
-        self.__dict__.update(check_options(
+        self.__dict__.update(qst.check_options(
             bits, quantizer, stochastic, gradient_bits, error_bits))
 
     def check_type_forward(self, in_types):
@@ -82,11 +61,11 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         ret = []
         if 0 in indexes:
             gx = chainer.functions.matmul(gy, self.W_quantized)
-            ret.append(_quantized_gradient(gx, self.error_bits))
+            ret.append(qst.quantized_gradient_leaf(gx, self.error_bits))
         if 1 in indexes:
             # straight through: dL/dW := dL/dq(W)
             gW = chainer.functions.matmul(gy, x, transa=True)
-            ret.append(_quantized_gradient(gW, self.gradient_bits))
+            ret.append(qst.quantized_gradient_leaf(gW, self.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.functions.sum(gy, axis=0))
         return ret

@@ -4,6 +4,7 @@ import chainer.links
 from chainer import utils
 
 import function_quantized_linear
+import qst
 
 
 class QuantizedLinear(chainer.links.Linear):
@@ -42,7 +43,7 @@ class QuantizedLinear(chainer.links.Linear):
                  quantizer='linear', stochastic=False,
                  gradient_bits=None, error_bits=None):
         # checked here, so that a bad option fails when the link is made
-        self.options = function_quantized_linear.check_options(
+        self.options = qst.check_options(
             bits, quantizer, stochastic, gradient_bits, error_bits)
         super(QuantizedLinear, self).__init__(
             in_size, out_size, nobias, initialW, initial_bias)

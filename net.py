@@ -1,9 +1,10 @@
-"""Binarized multi-layer perceptron for MNIST (Hubara et al. 2016)."""
+"""Binarized networks for MNIST (Hubara et al. 2016): an MLP and a ConvNet."""
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 
+from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
 from link_shift_batch_normalization import ShiftBatchNormalization
 import qst
@@ -143,3 +144,117 @@ class MnistMLP(chainer.Chain):
             h = self._dropout(h, self.hidden_dropout)
         i = self.n_layers + 1
         return self['b{}'.format(i)](self['l{}'.format(i)](h))
+
+
+# Architectures of BinaryConvNet: channels of the 3x3 convolutions of each
+# stage (each stage ends in 2x2 max pooling), units of the hidden dense
+# layers, and the image shape a flat input is reshaped to.
+ARCHITECTURES = {
+    # CPU-sized, for 28x28x1 MNIST: 16C3-MP2-32C3-MP2-64C3-MP2-2x512FC-10.
+    # Chainer's CPU convolution (im2col and tensordot) costs about the size
+    # of its im2col buffer, so there is one convolution per stage and none
+    # wider than 16 channels at 28x28: 2x64C3 there alone would take several
+    # seconds per batch of 100 on 2 cores (see docs/convolution.md).
+    'small': {'conv': ((16,), (32,), (64,)), 'fc': (512, 512),
+              'in_shape': (1, 28, 28)},
+    # the paper's CIFAR-10 network (BinaryNet, Courbariaux, Hubara et al.
+    # 2016): 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10, 32x32x3
+    'paper': {'conv': ((128, 128), (256, 256), (512, 512)),
+              'fc': (1024, 1024), 'in_shape': (3, 32, 32)},
+}
+
+
+class BinaryConvNet(chainer.Chain):
+
+    """Binarized ConvNet with batch normalization (the paper's CIFAR-10 net).
+
+    Each stage is a few 3x3 convolutions (padding 1, stride 1) followed by
+    2x2 max pooling with stride 2 (Chainer's default ``cover_all``: an odd
+    size rounds up, 7 to 4); then come the hidden dense layers and the
+    output layer:
+
+    .. math::
+
+        h &\\leftarrow q(\\mathrm{BN}(q(W) \\star h))
+            \\quad \\text{(a convolution inside a stage)} \\\\
+        h &\\leftarrow q(\\mathrm{BN}(\\mathrm{MP}(q(W) \\star h)))
+            \\quad \\text{(the last convolution of a stage)} \\\\
+        h &\\leftarrow q(\\mathrm{BN}(h \\, q(W)^\\top))
+            \\quad \\text{(a hidden dense layer)} \\\\
+        y &= \\mathrm{BN}(h \\, q(W)^\\top)
+
+    with :math:`q` a quantizer of :mod:`qst` (by default sign), as in
+    :class:`MnistMLP`. Max pooling comes after the convolution and before
+    batch normalization and the sign, as in the paper (BinaryNet): pooling
+    binarized values would mostly give +1 (the maximum of a 2x2 window of
+    +-1 is -1 only when all four are -1). The input of the first
+    convolution (the pixels) is not binarized; its weights are. The layers
+    have no bias (the batch normalization after each cancels it); the
+    output is logits, batch-normalized as in the paper.
+
+    Args:
+        n_out (int): Number of classes.
+        arch (str or dict): A key of :data:`ARCHITECTURES` (``'small'``,
+            the default, for 28x28x1 MNIST; ``'paper'``, the paper's
+            CIFAR-10 network for 32x32x3), or a dict like their values:
+            ``conv``, a tuple of stages, each a tuple of output channels;
+            ``fc``, a tuple of hidden units; ``in_shape``, (channels,
+            height, width).
+        in_shape (tuple or None): Shape of one image, to which a 2-D input
+            ``(n, c * h * w)`` (flat MNIST) is reshaped; ``None``: the
+            architecture's. A 4-D input is used as it is.
+        weight_bits, activation_bits, quantizer, stochastic, gradient_bits,
+        error_bits: As in :class:`MnistMLP`.
+    """
+
+    def __init__(self, n_out=10, arch='small', in_shape=None, weight_bits=1,
+                 activation_bits=1, quantizer='linear', stochastic=False,
+                 gradient_bits=None, error_bits=None):
+        super(BinaryConvNet, self).__init__()
+        if not isinstance(arch, dict):
+            if arch not in ARCHITECTURES:
+                raise ValueError('arch={!r}: must be one of {} or a dict'
+                                 .format(arch, ', '.join(ARCHITECTURES)))
+            arch = ARCHITECTURES[arch]
+        self.in_shape = tuple(in_shape or arch['in_shape'])
+        self.activation_bits = qst.check_bits(activation_bits)
+        self.quantizer = qst.check_quantizer(quantizer)
+        self.stochastic = bool(stochastic)
+        options = {'nobias': True, 'bits': weight_bits, 'quantizer': quantizer,
+                   'stochastic': stochastic, 'gradient_bits': gradient_bits,
+                   'error_bits': error_bits}
+        # (convolution or dense layer, its BN, pool after it) in order
+        self._blocks = []
+        with self.init_scope():
+            for i, stage in enumerate(arch['conv'], 1):
+                for j, channels in enumerate(stage, 1):
+                    name = 'conv{}_{}'.format(i, j)
+                    setattr(self, name, QuantizedConvolution2D(
+                        None, channels, 3, pad=1, **options))
+                    setattr(self, 'bn' + name[4:], L.BatchNormalization(
+                        channels))
+                    self._blocks.append(
+                        (name, 'bn' + name[4:], j == len(stage)))
+            units = tuple(arch['fc']) + (n_out,)
+            for i, n in enumerate(units, 1):
+                name = 'fc{}'.format(i)
+                setattr(self, name, QuantizedLinear(None, n, **options))
+                setattr(self, 'bn_' + name, L.BatchNormalization(n))
+                self._blocks.append((name, 'bn_' + name, False))
+
+    def _activation(self, h):
+        return qst.qst(h, self.activation_bits, self.quantizer,
+                       self.stochastic)
+
+    def forward(self, x):
+        if x.ndim == 2:
+            x = F.reshape(x, (len(x),) + self.in_shape)
+        h = x
+        for k, (layer, bn, pool) in enumerate(self._blocks):
+            h = self[layer](h)
+            if pool:
+                h = F.max_pooling_2d(h, 2)
+            h = self[bn](h)
+            if k < len(self._blocks) - 1:  # the output stays real: logits
+                h = self._activation(h)
+        return h

@@ -266,6 +266,33 @@ def ste_mask(x):
     return utils.force_array(xp.abs(x) <= 1, x.dtype)
 
 
+def check_options(bits=1, quantizer='linear', stochastic=False,
+                  gradient_bits=None, error_bits=None):
+    """Returns the quantization options of a layer with a quantized weight
+    (:func:`function_quantized_linear.quantized_linear`,
+    :func:`function_quantized_convolution_2d.quantized_convolution_2d`)
+    checked and normalized (``None`` bits become 32), as a dict; raises
+    ``ValueError``/``TypeError`` for a bad one."""
+    return {'bits': check_bits(bits),
+            'quantizer': check_quantizer(quantizer),
+            'stochastic': bool(stochastic),
+            'gradient_bits': check_gradient_bits(gradient_bits),
+            'error_bits': check_gradient_bits(error_bits)}
+
+
+def quantized_gradient_leaf(g, bits):
+    """Quantizes a gradient :class:`~chainer.Variable` made in a backward
+    pass (:func:`quantize_gradient`); ``bits=32`` returns ``g`` itself.
+
+    A quantized gradient is a leaf of the backward graph: rounding has no
+    useful derivative, so double backprop sees it as a constant.
+    """
+    if bits == FULL_PRECISION:
+        return g
+    return chainer.Variable(quantize_gradient(g.array, bits),
+                            requires_grad=False)
+
+
 class QuantizeSTE(function_node.FunctionNode):
 
     """Quantize in forward, hard-tanh straight-through estimator in backward.

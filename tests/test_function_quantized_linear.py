@@ -135,23 +135,24 @@ class TestQuantizedLinearGradients(unittest.TestCase):
             chainer.backend.CpuDevice().send(Wv.array), W)
 
 
+def check_quantized(got, exact, bits):
+    """``got`` is ``exact`` on the grid of quantize_gradient."""
+    m = 2 ** (bits - 1) - 1
+    scale = 2.0 ** numpy.ceil(numpy.log2(numpy.abs(exact).max()))
+    steps = got.astype(numpy.float64) / (scale / m)
+    # whole steps, up to the rounding of the result to the dtype
+    atol = m * 1e-3 if got.dtype == numpy.float16 else 1e-3
+    numpy.testing.assert_allclose(steps, numpy.round(steps), atol=atol)
+    assert ((numpy.sign(got) == numpy.sign(exact)) | (got == 0)).all()
+    assert (numpy.abs(got - exact) <= scale / m * 1.01).all()
+    assert (got != exact.astype(got.dtype)).any()
+
+
 @testing.parameterize(*testing.product({
     'dtype': [numpy.float16, numpy.float32, numpy.float64],
 }))
 @testing.inject_backend_tests(None, BACKENDS)
 class TestQuantizedGradients(unittest.TestCase):
-
-    def check_quantized(self, got, exact, bits):
-        """``got`` is ``exact`` on the grid of quantize_gradient."""
-        m = 2 ** (bits - 1) - 1
-        scale = 2.0 ** numpy.ceil(numpy.log2(numpy.abs(exact).max()))
-        steps = got.astype(numpy.float64) / (scale / m)
-        # whole steps, up to the rounding of the result to the dtype
-        atol = m * 1e-3 if got.dtype == numpy.float16 else 1e-3
-        numpy.testing.assert_allclose(steps, numpy.round(steps), atol=atol)
-        assert ((numpy.sign(got) == numpy.sign(exact)) | (got == 0)).all()
-        assert (numpy.abs(got - exact) <= scale / m * 1.01).all()
-        assert (got != exact.astype(got.dtype)).any()
 
     def test_gradient_and_error_bits(self, backend_config):
         x = numpy.random.uniform(-1, 1, (8, 20)).astype(self.dtype)
@@ -164,8 +165,8 @@ class TestQuantizedGradients(unittest.TestCase):
         y.backward()
         cpu = chainer.backend.CpuDevice()
         gy64 = gy.astype(numpy.float64)
-        self.check_quantized(cpu.send(Wv.grad), gy64.T.dot(x), 6)
-        self.check_quantized(cpu.send(xv.grad), gy64.dot(sign(W)), 4)
+        check_quantized(cpu.send(Wv.grad), gy64.T.dot(x), 6)
+        check_quantized(cpu.send(xv.grad), gy64.dot(sign(W)), 4)
 
     def test_stochastic_weight_only_in_training(self, backend_config):
         x = backend_config.get_array(numpy.eye(20, dtype=self.dtype))

@@ -1,15 +1,19 @@
 import unittest
 
 import numpy
+import pytest
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
+import chainer.functions as F
 import chainer.links as L
 from chainer import testing
 
 import net
+from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
 import qst
+from weight_clip import WeightClip
 from backends import BACKENDS
 
 
@@ -91,6 +95,207 @@ class TestMnistMLPStructure(unittest.TestCase):
             opt.update(model, x, t)
             losses.append(float(model.loss.array))
         assert numpy.mean(losses[-10:]) < 0.5 * numpy.mean(losses[:5])
+
+
+
+# small enough for fast tests: 8x8 -> pool 4x4 -> pool 2x2, 6 * 2 * 2 -> 8
+TINY = {'conv': ((4,), (6, 6)), 'fc': (8,), 'in_shape': (1, 8, 8)}
+TINY_X_SHAPE = (5, 1, 8, 8)
+
+
+def spy(link, seen):
+    """Records the input of ``link`` (on the CPU) in ``seen``."""
+    original = link.forward
+
+    def forward(h, *args, **kwargs):
+        seen.append(chainer.backend.CpuDevice().send(chainer.as_array(h)))
+        return original(h, *args, **kwargs)
+
+    link.forward = forward
+
+
+@testing.inject_backend_tests(None, BACKENDS)
+class TestBinaryConvNet(unittest.TestCase):
+
+    def setUp(self):
+        self.model = net.BinaryConvNet(3, TINY)
+        self.x = numpy.random.uniform(0, 1, TINY_X_SHAPE).astype('f')
+
+    def test_output_shape_and_dtype(self, backend_config):
+        self.model.to_device(backend_config.device)
+        y = self.model(backend_config.get_array(self.x))
+        assert y.shape == (len(self.x), 3)
+        assert y.dtype == numpy.float32
+
+    def test_flat_input_is_reshaped(self, backend_config):
+        # flat MNIST (what train_mnist.py loads) gives the same logits
+        self.model.to_device(backend_config.device)
+        cpu = chainer.backend.CpuDevice()
+        with chainer.using_config('train', False):
+            y = self.model(backend_config.get_array(self.x)).array
+            y_flat = self.model(backend_config.get_array(
+                self.x.reshape(len(self.x), -1))).array
+        numpy.testing.assert_array_equal(cpu.send(y_flat), cpu.send(y))
+
+    def test_input_real_hidden_binary(self, backend_config):
+        self.model.to_device(backend_config.device)
+        seen = {}
+        for name in ('conv1_1', 'conv2_1', 'conv2_2', 'fc1', 'fc2'):
+            seen[name] = []
+            spy(getattr(self.model, name), seen[name])
+        self.model(backend_config.get_array(self.x))
+        # the pixels reach the first convolution as they are
+        numpy.testing.assert_array_equal(seen['conv1_1'][0], self.x)
+        for name in ('conv2_1', 'conv2_2', 'fc1', 'fc2'):
+            assert set(numpy.unique(seen[name][0])) == {-1.0, 1.0}, name
+
+    def test_pooling_before_batch_normalization(self, backend_config):
+        # conv -> max pooling -> BN -> sign: BN sees the pooled real values
+        self.model.to_device(backend_config.device)
+        conv_out, bn_in = [], []
+        original = self.model.conv1_1.forward
+
+        def conv(h):
+            y = original(h)
+            conv_out.append(chainer.backend.CpuDevice().send(y.array))
+            return y
+
+        self.model.conv1_1.forward = conv
+        spy(self.model.bn1_1, bn_in)
+        self.model(backend_config.get_array(self.x))
+        numpy.testing.assert_array_equal(
+            bn_in[0], F.max_pooling_2d(conv_out[0], 2).array)
+        assert not numpy.isin(bn_in[0], [-1.0, 1.0]).all()
+
+    def test_gradients_reach_all_parameters(self, backend_config):
+        model = L.Classifier(self.model)
+        model.to_device(backend_config.device)
+        t = numpy.arange(len(self.x), dtype=numpy.int32) % 3
+        model.cleargrads()
+        model(backend_config.get_array(self.x),
+              backend_config.get_array(t)).backward()
+        cpu = chainer.backend.CpuDevice()
+        names = []
+        for name, param in model.namedparams():
+            names.append(name)
+            assert param.grad is not None, name
+            assert numpy.abs(cpu.send(param.grad)).max() > 0, name
+        # every layer of the architecture has its W, every BN gamma/beta
+        n_layers = sum(len(stage) for stage in TINY['conv']) + len(
+            TINY['fc']) + 1
+        assert len(names) == 3 * n_layers
+
+    def test_weight_clip_covers_every_quantized_weight(self, backend_config):
+        self.model.to_device(backend_config.device)
+        x = backend_config.get_array(self.x)
+        self.model(x)  # lazy initialization
+        quantized = [p for link in self.model.links()
+                     if hasattr(link, 'quantized_params')
+                     for p in link.quantized_params()]
+        weights = [p for name, p in self.model.namedparams()
+                   if name.endswith('/W')]
+        assert sorted(map(id, quantized)) == sorted(map(id, weights))
+        # large enough that one SGD step moves everything past +-1
+        optimizer = chainer.optimizers.SGD(lr=1000.0)
+        optimizer.setup(self.model)
+        optimizer.add_hook(WeightClip(-1.0, 1.0))
+        # (not a sum of squares: the output BN makes that nearly constant)
+        r = backend_config.get_array(
+            numpy.random.uniform(-1, 1, (len(self.x), 3)).astype('f'))
+        optimizer.update(lambda: F.sum(self.model(x) * r))
+        cpu = chainer.backend.CpuDevice()
+        for name, param in self.model.namedparams():
+            a = cpu.send(param.array)
+            if name.endswith('/W'):
+                assert a.min() >= -1.0 and a.max() <= 1.0, name
+                assert numpy.isin(a, [-1.0, 1.0]).any(), name
+        assert any(numpy.abs(cpu.send(p.array)).max() > 1.0
+                   for name, p in self.model.namedparams()
+                   if not name.endswith('/W'))
+
+
+class TestBinaryConvNetStructure(unittest.TestCase):
+
+    def check_layers(self, model, arch, x_shape, n_out):
+        y = model(numpy.random.uniform(0, 1, x_shape).astype('f'))
+        assert y.shape == (x_shape[0], n_out)
+        channels = x_shape[1]
+        size = x_shape[2]
+        for i, stage in enumerate(arch['conv'], 1):
+            for j, out in enumerate(stage, 1):
+                conv = getattr(model, 'conv{}_{}'.format(i, j))
+                bn = getattr(model, 'bn{}_{}'.format(i, j))
+                assert isinstance(conv, QuantizedConvolution2D)
+                assert conv.b is None
+                assert conv.W.shape == (out, channels, 3, 3)
+                assert bn.avg_mean.shape == (out,)
+                channels = out
+            size = (size + 1) // 2  # 2x2 max pooling (cover_all)
+        n_in = channels * size * size
+        for k, units in enumerate(tuple(arch['fc']) + (n_out,), 1):
+            fc = getattr(model, 'fc{}'.format(k))
+            assert isinstance(fc, QuantizedLinear)
+            assert fc.b is None
+            assert fc.W.shape == (units, n_in)
+            assert getattr(model, 'bn_fc{}'.format(k)).avg_mean.shape == (
+                units,)
+            n_in = units
+
+    def test_default_is_the_small_mnist_network(self):
+        model = net.BinaryConvNet()
+        arch = net.ARCHITECTURES['small']
+        assert arch['in_shape'] == (1, 28, 28)
+        self.check_layers(model, arch, (2, 1, 28, 28), 10)
+
+    def test_paper_network(self):
+        # 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10 on 32x32x3
+        arch = net.ARCHITECTURES['paper']
+        assert arch['conv'] == ((128, 128), (256, 256), (512, 512))
+        assert arch['fc'] == (1024, 1024)
+        assert arch['in_shape'] == (3, 32, 32)
+        model = net.BinaryConvNet(10, 'paper')
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            self.check_layers(model, arch, (2, 3, 32, 32), 10)
+
+    def test_options_reach_every_layer(self):
+        model = net.BinaryConvNet(3, TINY, weight_bits=2, activation_bits=3,
+                                  quantizer='log', stochastic=True,
+                                  gradient_bits=6, error_bits=8)
+        layers = [link for link in model.links()
+                  if hasattr(link, 'quantized_params')]
+        assert len(layers) == sum(len(stage) for stage in TINY['conv']) + len(
+            TINY['fc']) + 1
+        for link in layers:
+            assert link.options == {
+                'bits': 2, 'quantizer': 'log', 'stochastic': True,
+                'gradient_bits': 6, 'error_bits': 8}
+        assert (model.activation_bits, model.quantizer,
+                model.stochastic) == (3, 'log', True)
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError):
+            net.BinaryConvNet(arch='huge')
+        with pytest.raises(ValueError):
+            net.BinaryConvNet(activation_bits=0)
+        with pytest.raises(ValueError):
+            net.BinaryConvNet(weight_bits=33)
+
+    def test_classifier_trains(self):
+        # a tiny separable problem: the loss must fall with STE training
+        numpy.random.seed(0)
+        x = numpy.random.uniform(0, 1, (32,) + TINY['in_shape']).astype('f')
+        t = (x[:, 0, :4].mean(axis=(1, 2)) > x[:, 0, 4:].mean(
+            axis=(1, 2))).astype(numpy.int32)
+        model = L.Classifier(net.BinaryConvNet(2, TINY))
+        opt = chainer.optimizers.Adam(alpha=0.01)
+        opt.setup(model)
+        opt.add_hook(WeightClip())
+        losses = []
+        for _ in range(40):
+            opt.update(model, x, t)
+            losses.append(float(model.loss.array))
+        assert numpy.mean(losses[-5:]) < 0.5 * numpy.mean(losses[:5])
 
 
 testing.run_module(__name__, __file__)

@@ -1,0 +1,308 @@
+import unittest
+
+import numpy
+import pytest
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import chainer
+import chainer.functions as F
+from chainer import testing
+from chainer.utils import type_check
+
+from function_quantized_convolution_2d import quantized_convolution_2d
+from function_quantized_linear import quantized_linear
+from backends import BACKENDS
+from test_function_quantized_linear import check_quantized
+from test_function_quantized_linear import make_weight
+from test_function_quantized_linear import sign
+from test_function_quantized_linear import tolerance
+from test_qst import quantize_reference
+
+# small shapes: (n, c_I, h, w) and (c_O, c_I, k_h, k_w)
+X_SHAPE = (2, 3, 5, 6)
+W_SHAPE = (4, 3, 3, 2)
+STRIDES_PADS = [(1, 0), (2, 1), ((1, 2), (2, 0))]
+
+
+def reference(x, Wq, b=None, **kwargs):
+    """Chainer's own convolution (on the CPU) with the quantized filter."""
+    return F.convolution_2d(x, Wq, b, **kwargs).array
+
+
+def conv_gradients(x, Wq, b, gy, **kwargs):
+    """Gradients of Chainer's convolution with respect to x, q(W) and b."""
+    xv, Wqv, bv = [chainer.Variable(a) for a in (x, Wq, b)]
+    y = F.convolution_2d(xv, Wqv, bv, **kwargs)
+    y.grad = gy
+    y.backward()
+    return xv.grad, Wqv.grad, bv.grad
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+    'stride_pad': STRIDES_PADS,
+    'nobias': [True, False],
+    'bits': [1, 2, 32],
+    'quantizer': ['linear', 'log'],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedConvolution2DForward(testing.FunctionTestCase):
+
+    # W's gradient is the straight-through estimate, which a numerical
+    # gradient cannot see: see TestQuantizedConvolution2DGradients.
+    skip_backward_test = True
+    skip_double_backward_test = True
+
+    def setUp(self):
+        self.stride, self.pad = self.stride_pad
+        self.check_forward_options = tolerance(self.dtype)
+
+    def generate_inputs(self):
+        x = numpy.random.uniform(-1, 1, X_SHAPE).astype(self.dtype)
+        W = make_weight(W_SHAPE, self.dtype) * 2  # some beyond [-1, 1]
+        if self.nobias:
+            return x, W
+        return x, W, numpy.random.uniform(-1, 1, W_SHAPE[0]).astype(
+            self.dtype)
+
+    def forward(self, inputs, device):
+        x, W = inputs[:2]
+        b = inputs[2] if len(inputs) == 3 else None
+        return quantized_convolution_2d(
+            x, W, b, self.stride, self.pad, bits=self.bits,
+            quantizer=self.quantizer),
+
+    def forward_expected(self, inputs):
+        x, W = inputs[:2]
+        b = inputs[2] if len(inputs) == 3 else None
+        Wq = quantize_reference(W, self.bits, self.quantizer)
+        return reference(x, Wq, b, stride=self.stride,
+                         pad=self.pad).astype(self.dtype),
+
+
+@testing.parameterize(
+    {'kwargs': {'dilate': 2}, 'w_shape': (4, 3, 2, 2)},
+    {'kwargs': {'groups': 3}, 'w_shape': (6, 1, 3, 3)},
+    {'kwargs': {'cover_all': True, 'stride': 2}, 'w_shape': (4, 3, 2, 2)},
+)
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedConvolution2DOptions(testing.FunctionTestCase):
+
+    # Chainer's other convolution options pass through to its arithmetic.
+    # Each case has an output shape (dilate, cover_all) or a valid filter
+    # shape (groups) that differs without its option, so a lost option
+    # fails the test.
+    skip_backward_test = True
+    skip_double_backward_test = True
+
+    def generate_inputs(self):
+        x = numpy.random.uniform(-1, 1, X_SHAPE).astype(numpy.float32)
+        return x, make_weight(self.w_shape, numpy.float32)
+
+    def forward(self, inputs, device):
+        return quantized_convolution_2d(*inputs, **self.kwargs),
+
+    def forward_expected(self, inputs):
+        x, W = inputs
+        return reference(x, sign(W), **self.kwargs),
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+    'stride_pad': STRIDES_PADS,
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedConvolution2DGradXB(testing.FunctionTestCase):
+
+    # With W held fixed the function is linear in x and b, so Chainer's
+    # numerical gradient checks (first and second order) apply.
+
+    def setUp(self):
+        self.stride, self.pad = self.stride_pad
+        self.W = make_weight(W_SHAPE, self.dtype)
+        if self.dtype == numpy.float16:
+            self.check_backward_options = {'atol': 5e-2, 'rtol': 5e-2}
+            self.check_double_backward_options = {'atol': 5e-2, 'rtol': 5e-2}
+        self.check_forward_options = tolerance(self.dtype)
+
+    def generate_inputs(self):
+        x = numpy.random.uniform(-1, 1, X_SHAPE).astype(self.dtype)
+        b = numpy.random.uniform(-1, 1, W_SHAPE[0]).astype(self.dtype)
+        return x, b
+
+    def forward(self, inputs, device):
+        x, b = inputs
+        return quantized_convolution_2d(
+            x, device.send(self.W), b, self.stride, self.pad),
+
+    def forward_expected(self, inputs):
+        x, b = inputs
+        return reference(x, sign(self.W), b, stride=self.stride,
+                         pad=self.pad).astype(self.dtype),
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+    'stride_pad': STRIDES_PADS,
+    'bits': [1, 3],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedConvolution2DGradients(unittest.TestCase):
+
+    def test_straight_through_gradients(self, backend_config):
+        stride, pad = self.stride_pad
+        x = numpy.random.uniform(-1, 1, X_SHAPE).astype(self.dtype)
+        # weights beyond [-1, 1] too: W's gradient is not masked
+        W = make_weight(W_SHAPE, self.dtype) * 3
+        b = numpy.random.uniform(-1, 1, W_SHAPE[0]).astype(self.dtype)
+        xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
+                      for a in (x, W, b)]
+        y = quantized_convolution_2d(xv, Wv, bv, stride, pad, bits=self.bits)
+        gy = numpy.random.uniform(-1, 1, y.shape).astype(self.dtype)
+        y.grad = backend_config.get_array(gy)
+        y.backward()
+        # Chainer's convolution with q(W) as its own (leaf) weight
+        Wq = quantize_reference(W, self.bits, 'linear')
+        expected = conv_gradients(x, Wq, b, gy, stride=stride, pad=pad)
+        cpu = chainer.backend.CpuDevice()
+        tol = tolerance(self.dtype)
+        for name, got, want in zip(('gx', 'gW', 'gb'),
+                                   (xv.grad, Wv.grad, bv.grad), expected):
+            got = cpu.send(got)
+            assert got.dtype == self.dtype, name
+            numpy.testing.assert_allclose(got, want, err_msg=name, **tol)
+        # nothing masked where |W| > 1
+        gW = cpu.send(Wv.grad)
+        assert (gW[numpy.abs(W) > 1] != 0).any()
+
+    def test_real_weight_is_not_modified(self, backend_config):
+        W = make_weight(W_SHAPE, self.dtype)
+        Wv = chainer.Variable(backend_config.get_array(W.copy()))
+        x = backend_config.get_array(numpy.ones(X_SHAPE, self.dtype))
+        quantized_convolution_2d(x, Wv, bits=self.bits)
+        numpy.testing.assert_array_equal(
+            chainer.backend.CpuDevice().send(Wv.array), W)
+
+
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float16, numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS)
+class TestQuantizedConvolution2DQuantizedGradients(unittest.TestCase):
+
+    def test_gradient_and_error_bits(self, backend_config):
+        x = numpy.random.uniform(-1, 1, (4, 3, 6, 6)).astype(self.dtype)
+        W = make_weight((5, 3, 3, 3), self.dtype)
+        xv, Wv = [chainer.Variable(backend_config.get_array(a))
+                  for a in (x, W)]
+        y = quantized_convolution_2d(xv, Wv, pad=1, gradient_bits=6,
+                                     error_bits=4)
+        gy = numpy.random.uniform(-1, 1, y.shape).astype(self.dtype)
+        y.grad = backend_config.get_array(gy)
+        y.backward()
+        cpu = chainer.backend.CpuDevice()
+        gx, gW, _ = conv_gradients(
+            x.astype(numpy.float64), sign(W).astype(numpy.float64),
+            numpy.zeros(len(W)), gy.astype(numpy.float64), pad=1)
+        check_quantized(cpu.send(Wv.grad), gW, 6)
+        check_quantized(cpu.send(xv.grad), gx, 4)
+
+    def test_stochastic_weight_only_in_training(self, backend_config):
+        # a 1x1 filter applied to one-hot channels reads q(W) back
+        W = make_weight((6, 20, 1, 1), self.dtype)
+        x = numpy.eye(20, dtype=self.dtype)[:, :, None, None]
+        x, W = backend_config.get_array(x), backend_config.get_array(W)
+        cpu = chainer.backend.CpuDevice()
+        deterministic = cpu.send(quantized_convolution_2d(x, W, bits=2).array)
+        with chainer.using_config('train', False):
+            y = quantized_convolution_2d(x, W, bits=2, stochastic=True).array
+        numpy.testing.assert_array_equal(cpu.send(y), deterministic)
+        y = cpu.send(
+            quantized_convolution_2d(x, W, bits=2, stochastic=True).array)
+        assert (y != deterministic).any()
+        assert set(numpy.unique(y)) <= set(
+            numpy.array([-1, -1 / 3, 1 / 3, 1], self.dtype))
+
+
+@testing.parameterize(*testing.product({
+    'bits': [1, 2, 32],
+    'quantizer': ['linear', 'log'],
+    'gradient_error_bits': [(None, None), (6, 4)],
+}))
+class TestSameAsDenseLayer(unittest.TestCase):
+
+    def test_1x1_convolution_is_the_dense_layer(self):
+        # A 1x1 convolution of a 1x1 image is quantized_linear: forward and
+        # all gradients must agree, the stochastic gradient rounding
+        # included (same draws from the same seed).
+        gradient_bits, error_bits = self.gradient_error_bits
+        options = {'bits': self.bits, 'quantizer': self.quantizer,
+                   'gradient_bits': gradient_bits, 'error_bits': error_bits}
+        x = numpy.random.uniform(-1, 1, (8, 20))
+        W = make_weight((6, 20), numpy.float64) * 2
+        b = numpy.random.uniform(-1, 1, 6)
+        gy = numpy.random.uniform(-1, 1, (8, 6))
+        results = []
+        for f, shape in ((quantized_linear, lambda a: a),
+                         (quantized_convolution_2d,
+                          lambda a: a.reshape(a.shape + (1, 1)))):
+            xv, Wv, bv = [chainer.Variable(a) for a in (shape(x), shape(W),
+                                                        b)]
+            y = f(xv, Wv, bv, **options)
+            y.grad = shape(gy)
+            numpy.random.seed(1)
+            y.backward()
+            results.append([a.reshape(len(a), -1) for a in (
+                y.array, xv.grad, Wv.grad)] + [bv.grad])
+        for name, dense, conv in zip(('y', 'gx', 'gW', 'gb'), *results):
+            numpy.testing.assert_allclose(conv, dense, rtol=1e-12,
+                                          atol=1e-12, err_msg=name)
+
+
+class TestQuantizedConvolution2DTypeErrors(unittest.TestCase):
+
+    def check(self, x, W, b=None):
+        with pytest.raises(type_check.InvalidType):
+            quantized_convolution_2d(x, W, b)
+
+    def test_integer_input(self):
+        self.check(numpy.zeros(X_SHAPE, numpy.int32),
+                   numpy.zeros(W_SHAPE, numpy.int32))
+
+    def test_dtype_mismatch(self):
+        self.check(numpy.zeros(X_SHAPE, numpy.float32),
+                   numpy.zeros(W_SHAPE, numpy.float64))
+
+    def test_channel_mismatch(self):
+        self.check(numpy.zeros((2, 2, 5, 5), 'f'), numpy.zeros(W_SHAPE, 'f'))
+
+    def test_not_4d(self):
+        self.check(numpy.zeros(X_SHAPE[1:], 'f'), numpy.zeros(W_SHAPE, 'f'))
+        self.check(numpy.zeros(X_SHAPE, 'f'), numpy.zeros(W_SHAPE[:3], 'f'))
+
+    def test_bad_bias(self):
+        self.check(numpy.zeros(X_SHAPE, 'f'), numpy.zeros(W_SHAPE, 'f'),
+                   numpy.zeros((W_SHAPE[0] + 1,), 'f'))
+        self.check(numpy.zeros(X_SHAPE, 'f'), numpy.zeros(W_SHAPE, 'f'),
+                   numpy.zeros((W_SHAPE[0],), 'd'))
+
+
+class TestQuantizedConvolution2DOptionErrors(unittest.TestCase):
+
+    def test_bad_quantization_options(self):
+        x = numpy.zeros(X_SHAPE, 'f')
+        W = numpy.zeros(W_SHAPE, 'f')
+        for kwargs in ({'bits': 0}, {'bits': 33}, {'gradient_bits': 1},
+                       {'error_bits': 40}, {'quantizer': 'ternary'}):
+            with pytest.raises(ValueError):
+                quantized_convolution_2d(x, W, **kwargs)
+        with pytest.raises(TypeError):
+            quantized_convolution_2d(x, W, bits=1.5)
+
+    def test_unknown_keyword(self):
+        with pytest.raises(TypeError):
+            quantized_convolution_2d(numpy.zeros(X_SHAPE, 'f'),
+                                     numpy.zeros(W_SHAPE, 'f'), dilation=2)
+
+
+testing.run_module(__name__, __file__)

@@ -44,7 +44,12 @@ def make_output_dir(path):
 def print_header(args, device, comm=None):
     """The lines before the report: what is trained, on what, and how."""
     print('Device: {}'.format(device))
-    print('# unit: {}'.format(args.unit))
+    if args.dataset != 'mnist':
+        print('# dataset: {}'.format(args.dataset))
+    if args.arch == 'cnn':
+        print('# network: BinaryConvNet {}'.format(args.cnn_size))
+    else:
+        print('# unit: {}'.format(args.unit))
     print('# Minibatch-size: {}'.format(args.batchsize))
     if comm is not None:
         print('# processes: {} ({} communicator), global minibatch {}'

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Train a binarized MLP on MNIST (Hubara et al. 2016) with Chainer.
+"""Train a binarized network on MNIST (Hubara et al. 2016) with Chainer.
 
 Mirrors Chainer's examples/mnist/train_mnist.py, read top to bottom:
 arguments, data, model, optimizer, trainer and its extensions, run. The
-network is :class:`net.MnistMLP`; the optimizer Adam with an exponentially
-decaying step size and :class:`weight_clip.WeightClip`. Option checks, device
+network is :class:`net.MnistMLP` (or :class:`net.BinaryConvNet`, and
+Fashion-MNIST or CIFAR-10 instead of MNIST); the optimizer Adam with an
+exponentially decaying step size and :class:`weight_clip.WeightClip`. Option checks, device
 diagnosis, one-line errors and the run's outputs live in the modules named
 for them (``train_options``, ``devices``, ``errors``, ``run_output``).
 """
@@ -33,9 +34,9 @@ from chainer import training
 from chainer.training import extensions
 
 import cpu_threads
+import datasets
 import devices
 import errors
-import mnist_data
 import multi_node
 import model_selection
 import net
@@ -59,14 +60,21 @@ OPTIMIZERS = {'adam': InplaceAdam, 'shift_adamax': ShiftAdaMax}
 
 def build_model(args):
     """The classifier that main() trains (bench/speed.py times the same)."""
-    return L.Classifier(net.MnistMLP(
-        784, args.unit, 10, weight_bits=args.weight_bits,
-        activation_bits=args.activation_bits, quantizer=args.quantizer,
-        stochastic=args.stochastic, gradient_bits=args.gradient_bits,
-        error_bits=args.error_bits, n_layers=args.layers,
-        input_dropout=args.input_dropout, hidden_dropout=args.hidden_dropout,
-        bn=args.bn, bn_eps=args.bn_eps, bn_decay=args.bn_decay),
-        lossfun=LOSSES[args.loss])
+    info = datasets.get_info(args.dataset)
+    bits = dict(weight_bits=args.weight_bits,
+                activation_bits=args.activation_bits, quantizer=args.quantizer,
+                stochastic=args.stochastic, gradient_bits=args.gradient_bits,
+                error_bits=args.error_bits)
+    if args.arch == 'cnn':
+        predictor = net.BinaryConvNet(info.n_classes, args.cnn_size,
+                                      in_shape=info.shape, **bits)
+    else:
+        predictor = net.MnistMLP(
+            info.in_size, args.unit, info.n_classes, n_layers=args.layers,
+            input_dropout=args.input_dropout,
+            hidden_dropout=args.hidden_dropout, bn=args.bn,
+            bn_eps=args.bn_eps, bn_decay=args.bn_decay, **bits)
+    return L.Classifier(predictor, lossfun=LOSSES[args.loss])
 
 
 def build_optimizer(args, model, comm=None):
@@ -90,8 +98,9 @@ def load_data(args, comm=None):
     with multi_node.all_or_none(comm):
         if multi_node.is_root(comm):
             try:
-                train, test = mnist_data.get_mnist(data_dir=args.data_dir)
-            except mnist_data.MnistDataError as e:
+                train, test = datasets.get_dataset(args.dataset,
+                                                   args.data_dir)
+            except datasets.DatasetError as e:
                 fail(e)
             if args.validation:
                 if args.validation >= len(train):

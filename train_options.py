@@ -5,6 +5,7 @@ ends the program with argparse's one line and exit status 2.
 """
 import argparse
 
+import datasets
 import errors
 import multi_node
 import option_types
@@ -12,6 +13,9 @@ import qst
 import recipes
 
 LOSSES = ('softmax_cross_entropy', 'squared_hinge')
+# options of net.MnistMLP that net.BinaryConvNet does not have
+MLP_ONLY = ('unit', 'layers', 'input_dropout', 'hidden_dropout', 'bn',
+            'bn_eps', 'bn_decay')
 RECIPE_HELP = 'recipes (--recipe NAME sets these; explicit options win):\n' + \
     '\n'.join('  ' + recipes.describe(name)
               for name in sorted(recipes.RECIPES))
@@ -25,6 +29,13 @@ def parse_args(argv=None):
     parser.set_defaults(**recipes.get_recipe(known.recipe))
     args = parser.parse_args(argv)
     args.device = str(args.device)
+    if args.arch == 'cnn':
+        plain = build_parser()
+        mlp_only = [name for name in MLP_ONLY
+                    if getattr(args, name) != plain.get_default(name)]
+        if mlp_only:
+            parser.error('--arch cnn: {} set the MLP only'.format(', '.join(
+                '--' + name.replace('_', '-') for name in mlp_only)))
     if args.communicator in multi_node.GPU_COMMUNICATORS and \
             args.device != '-1':
         parser.error('--communicator {} gives each process the GPU of its '
@@ -64,6 +75,19 @@ def build_parser():
                         help='Resume the training from a snapshot file, or '
                              '"auto": from the newest complete snapshot in '
                              '--out (starting afresh if there is none)')
+    parser.add_argument('--arch', choices=('mlp', 'cnn'), default='mlp',
+                        help='mlp: net.MnistMLP; cnn: net.BinaryConvNet '
+                             '(convolution, max pooling, BN, sign)')
+    parser.add_argument('--cnn-size', choices=('small', 'paper'),
+                        default='small',
+                        help='BinaryConvNet setting: small (CPU-sized, '
+                             '16C3-MP2-32C3-MP2-64C3-MP2-2x512FC) or paper '
+                             '(2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC)')
+    parser.add_argument('--dataset', choices=datasets.NAMES,
+                        default='mnist',
+                        help='fashion-mnist: Debian\'s dataset-fashion-mnist '
+                             'or --data-dir; cifar10: --data-dir holding '
+                             'cifar-10-batches-py')
     parser.add_argument('--unit', '-u', type=option_types.positive_int, default=1000,
                         help='Number of units in each hidden layer')
     parser.add_argument('--noplot', dest='plot', action='store_false',
@@ -71,8 +95,9 @@ def build_parser():
     parser.add_argument('--seed', type=option_types.seed, default=0,
                         help='Random seed (weights and minibatch order)')
     parser.add_argument('--data-dir', default=None,
-                        help='Directory with the four MNIST IDX files '
-                             '(default: the copy in data/mnist)')
+                        help='Directory with the data set\'s files '
+                             '(default: MNIST: the copy in data/mnist; '
+                             'Fashion-MNIST: Debian\'s; docs/data.md)')
     parser.add_argument('--lr', type=option_types.positive_float, default=1e-3,
                         help='Adam step size (alpha) of the first epoch')
     parser.add_argument('--lr-final', type=option_types.positive_float, default=1e-5,

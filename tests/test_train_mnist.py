@@ -833,3 +833,58 @@ def test_torch_recipe_pieces_train(tmp_path):
                              '--noplot', '--out', str(out)] + SMALL) == 0
     log = read_log(out)
     assert log[-1]['main/loss'] < log[1]['main/loss']
+
+
+# Convolutional networks and other data sets (--arch, --dataset)
+
+def test_binarized_cnn_trains(tmp_path):
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--arch', 'cnn', '--epoch', '2', '--noplot',
+                             '--out', str(out), '--train-subset', '300',
+                             '--test-subset', '100', '--batchsize', '50',
+                             '--lr', '0.01', '--lr-schedule',
+                             'constant']) == 0
+    log = read_log(out)
+    assert log[-1]['main/loss'] < log[1]['main/loss']
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    assert (config['arch'], config['cnn_size']) == ('cnn', 'small')
+    # the snapshot holds convolution filters
+    with numpy.load(str(out / 'snapshot_iter_12')) as snapshot:
+        assert snapshot['updater/model:main/predictor/conv1_1/W'].ndim == 4
+
+
+def test_fashion_mnist_mlp_trains(tmp_path, capsys):
+    import fashion_mnist_data
+    if not fashion_mnist_data.available():
+        if os.environ.get('QNN_REQUIRE_FASHION_MNIST') == '1':
+            pytest.fail('Fashion-MNIST is not installed (make fashion-mnist)')
+        pytest.skip('Fashion-MNIST is not installed (make fashion-mnist)')
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--dataset', 'fashion-mnist', '--epoch', '1',
+                             '--noplot', '--out', str(out)] + SMALL) == 0
+    assert '# dataset: fashion-mnist' in capsys.readouterr().out
+    assert read_log(out)[-1]['validation/main/accuracy'] > 0.3
+
+
+@pytest.mark.parametrize('args, reason', [
+    (['--arch', 'transformer'], "argument --arch: invalid choice"),
+    (['--dataset', 'svhn'], "argument --dataset: invalid choice"),
+    (['--arch', 'cnn', '--unit', '50'], '--arch cnn: --unit set the MLP'),
+    (['--arch', 'cnn', '--recipe', 'binarynet-theano'], '--arch cnn: '),
+])
+def test_bad_arch_or_dataset_exit_2(capsys, args, reason):
+    with pytest.raises(SystemExit) as e:
+        train_options.parse_args(args)
+    assert e.value.code == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_cifar10_without_data_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--dataset', 'cifar10', '--data-dir',
+                          str(tmp_path), '--out', str(tmp_path / 'r')])
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert 'cifar-10' in err.lower() and str(tmp_path) in err
+    assert not (tmp_path / 'r').exists()

@@ -20,7 +20,7 @@ def read(path):
 def named(pattern):
     found = set()
     for path in DOCS:
-        found.update(re.findall(pattern, read(path)))
+        found.update(re.findall(pattern, read(path), re.M))
     return sorted(found)
 
 
@@ -29,8 +29,9 @@ def makefile_targets():
         os.path.join(ROOT, 'Makefile')), re.M))
 
 
-# `make train`, `make gpu-check WHEELS=...`: the word after make
-MAKE_TARGETS = named(r'\bmake ([a-z][\w-]*)')
+# `make train`, `make gpu-check WHEELS=...`: the word after make, in code
+# (backticks or an indented block), not in prose
+MAKE_TARGETS = named(r'(?:`|^    (?:.*; )?)make ([a-z][\w-]*)')
 # `.venv/bin/python bench/speed.py`, `./train_mnist.py`, `python export.py`
 SCRIPTS = named(r'(?:\.venv/bin/python |\./|python )((?:bench/)?[a-z_]+\.py)')
 LINKS = [(os.path.relpath(path, ROOT), link) for path in DOCS

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Time of a BinaryConvNet training step and evaluation batch on random data.
+
+Builds ``L.Classifier(net.BinaryConvNet(10, SIZE, in_shape))`` with
+``InplaceAdam`` and ``WeightClip`` as train_mnist.py does, makes one
+warm-up update (lazy initialization), then times ``--steps`` updates and
+``--steps`` test-mode forward passes with ``time.perf_counter`` and prints
+their medians, and the epoch they extrapolate to (``--epoch-images``
+training images, ``--eval-images`` evaluation images). Random images: the
+cost does not depend on the pixels, and the paper's CIFAR-10 network can be
+timed without CIFAR-10.
+
+    .venv/bin/python bench/cnn_step.py                           # small, MNIST-sized
+    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 100 --steps 2
+
+A benchmark, not a test: it asserts nothing.
+"""
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')  # as train_mnist.py
+
+import numpy  # NOQA: E402
+
+import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
+import chainer  # NOQA: E402
+import chainer.links as L  # NOQA: E402
+
+import net  # NOQA: E402
+import reference  # NOQA: E402
+from inplace_adam import InplaceAdam  # NOQA: E402
+from weight_clip import WeightClip  # NOQA: E402
+
+
+def timed(function, steps):
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = reference.bench_parser(__doc__)
+    parser.add_argument('--size', choices=sorted(net.ARCHITECTURES),
+                        default='small')
+    parser.add_argument('--shape', type=int, nargs=3, default=[1, 28, 28],
+                        metavar=('C', 'H', 'W'))
+    parser.add_argument('--batch', type=int, default=100)
+    parser.add_argument('--steps', type=int, default=10)
+    parser.add_argument('--epoch-images', type=int, default=60000)
+    parser.add_argument('--eval-images', type=int, default=10000)
+    args = parser.parse_args()
+    numpy.random.seed(0)
+    shape = tuple(args.shape)
+    model = L.Classifier(net.BinaryConvNet(10, args.size, in_shape=shape))
+    optimizer = InplaceAdam()
+    optimizer.setup(model)
+    optimizer.add_hook(WeightClip())
+    x = numpy.random.rand(args.batch, *shape).astype(numpy.float32)
+    t = numpy.random.randint(0, 10, args.batch).astype(numpy.int32)
+    optimizer.update(model, x, t)
+    train = timed(lambda: optimizer.update(model, x, t), args.steps)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        evaluate = timed(lambda: model(x, t), args.steps)
+    steps = args.epoch_images / args.batch
+    batches = args.eval_images / args.batch
+    print('# BinaryConvNet {} on {} images, batch {}, {} cores; {}'.format(
+        args.size, 'x'.join(map(str, shape)), args.batch,
+        os.cpu_count(), reference.cpu_model()))
+    print('train step {:.3f} s, eval batch {:.3f} s (medians of {}); '
+          'epoch of {} + {} images: {:.0f} s'.format(
+              train, evaluate, args.steps, args.epoch_images,
+              args.eval_images, steps * train + batches * evaluate))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

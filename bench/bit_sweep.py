@@ -18,7 +18,6 @@ configuration: differences below about 0.002 are within the spread of seeds
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 
@@ -141,17 +140,14 @@ def main():
             if label in results else '-'), file=sys.stderr, flush=True)
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
 
-    import chainer
-    import numpy
     text = '\n'.join([
         '# bit sweep: {} epochs, seed {}{}'.format(
             args.epoch, args.seed,
             ', ' + ' '.join(train_args) if train_args else ''),
         '# {}; {} cores; {} run(s) at a time, {} BLAS thread(s) each; '
-        'Python {}, NumPy {}, Chainer {}; {:.1f} min in all'.format(
+        '{}; {:.1f} min in all'.format(
             reference.cpu_model(), cores, args.jobs, threads,
-            platform.python_version(), numpy.__version__,
-            chainer.__version__, minutes),
+            reference.stack(), minutes),
         '',
         'Final (best) validation accuracy, linear quantizer:',
         '',

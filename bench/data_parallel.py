@@ -23,7 +23,6 @@ nothing.
 """
 import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -124,15 +123,13 @@ def main():
             max(1, cores // args.processes), args, mpiexec),
     ]
 
-    import chainer
-    import numpy
     text = '\n'.join([
         '# train_mnist.py {} (epochs {}, seed {}, global batch {})'.format(
             ' '.join(train_args) or '(defaults)', args.epoch, args.seed,
             args.global_batch),
-        '# {}; {} cores; Python {}, NumPy {}, Chainer {}, {}'.format(
-            reference.cpu_model(), cores, platform.python_version(),
-            numpy.__version__, chainer.__version__, mpi_version(mpiexec)),
+        '# {}; {} cores; {}, {}'.format(
+            reference.cpu_model(), cores, reference.stack(),
+            mpi_version(mpiexec)),
         '',
         table(rows),
     ])

@@ -41,6 +41,16 @@ def cpu_model():
     return platform.processor() or 'unknown CPU'
 
 
+def stack():
+    """``'Python X, NumPy Y, Chainer Z'`` of this interpreter."""
+    sys.path.insert(0, ROOT)
+    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    import chainer
+    import numpy
+    return 'Python {}, NumPy {}, Chainer {}'.format(
+        platform.python_version(), numpy.__version__, chainer.__version__)
+
+
 def bench_parser(doc):
     """An argument parser for a benchmark script documented by ``doc``."""
     return argparse.ArgumentParser(
@@ -151,6 +161,9 @@ def main():
     parser.add_argument('--out', default=os.path.join(ROOT, 'result',
                                                       'bench-reference'),
                         help='directory for the runs and table.md')
+    parser.add_argument('--summarize', action='store_true',
+                        help='train nothing: print the table of the runs '
+                             'already in --out (peak RSS unknown, NaN)')
     args = parse_bench_args(parser)
     train_args = args.train_args
     if args.jobs < 1 or args.epoch < 1:
@@ -159,9 +172,17 @@ def main():
     threads = args.threads or max(1, cores // args.jobs)
 
     started = datetime.datetime.now()
-    pending = list(args.seeds)
+    pending = [] if args.summarize else list(args.seeds)
     running = []
     results = []
+    if args.summarize:
+        for seed in args.seeds:
+            out = os.path.join(args.out, 'seed{}'.format(seed))
+            try:
+                results.append(summarize(seed, out, float('nan'), 0))
+            except (OSError, ValueError) as e:
+                sys.stderr.write('seed {}: no usable log ({})\n'.format(
+                    seed, e))
     while pending or running:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
@@ -182,17 +203,13 @@ def main():
     results.sort(key=lambda row: row['seed'])
     minutes = (datetime.datetime.now() - started).total_seconds() / 60
 
-    import chainer
-    import numpy
     text = '\n'.join([
         '# train_mnist.py {} (epochs {}, seeds {})'.format(
             ' '.join(train_args) or '(defaults)', args.epoch,
             ' '.join(map(str, args.seeds))),
         '# {}; {} cores; {} run(s) at a time, {} BLAS thread(s) each; '
-        'Python {}, NumPy {}, Chainer {}; {:.1f} min in all'.format(
-            cpu_model(), cores, args.jobs, threads,
-            platform.python_version(), numpy.__version__,
-            chainer.__version__, minutes),
+        '{}; {:.1f} min in all'.format(
+            cpu_model(), cores, args.jobs, threads, stack(), minutes),
         '',
         table(results, args.epoch),
     ])

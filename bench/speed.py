@@ -30,7 +30,6 @@ by up to 2x over minutes; only ratios within one run mean anything.
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -247,14 +246,11 @@ def main():
                 project)]
     if peer:
         rows.append(row('peer (PyTorch 2.13.0)', peer))
-    import chainer
-    import numpy
     lines = [
         '# {}; {} cores; {} thread(s) per process; {} round(s), medians; '
-        'Python {}, NumPy {}, Chainer {}; {:.1f} min'.format(
+        '{}; {:.1f} min'.format(
             reference.cpu_model(), os.cpu_count(), args.threads, args.rounds,
-            platform.python_version(), numpy.__version__,
-            chainer.__version__, minutes),
+            reference.stack(), minutes),
         '# project: {} timed iterations scaled to 600, evaluation batch {}; '
         'peer: one epoch, evaluation batch 100; CPU seconds and RSS are '
         'of the whole process'.format(args.iterations,

@@ -19,19 +19,15 @@ What it does, each for one line of Chainer's:
 
 ``pkg_resources`` cannot be supplied this way (Chainer calls its
 ``require``/``WorkingSet``); it comes with setuptools < 81, which the
-Makefile installs. :data:`MISSING_PKG_RESOURCES` names the fix.
+Makefile installs; :mod:`environment_check` names the fix when it is
+missing.
 """
 import importlib
-import importlib.util
 import os
 import sys
 import types
 
 import numpy
-
-MISSING_PKG_RESOURCES = (
-    'pkg_resources is missing (Chainer 7.8.1 imports it): '
-    "pip install 'setuptools<81' into this Python, or run make setup")
 
 # Names NumPy 2 removed that Chainer reads, and where it reads them.
 _NUMPY_1_SCTYPES = {
@@ -74,11 +70,6 @@ def _quiet_cupy_version_warning():
     # chainer/_environment_check.py:53 checks cupy against 'cupy>=7.7.0,<8'
     # unless CHAINER_WARN_VERSION_MISMATCH is '0'.
     os.environ.setdefault('CHAINER_WARN_VERSION_MISMATCH', '0')
-
-
-def has_pkg_resources():
-    """True where ``import pkg_resources`` (needed by Chainer) can work."""
-    return importlib.util.find_spec('pkg_resources') is not None
 
 
 def install():

@@ -14,7 +14,10 @@ import json
 import os
 import sys
 
-import numpy
+import environment_check
+environment_check.require('export.py')
+
+import numpy  # NOQA: E402
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import errors

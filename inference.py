@@ -18,7 +18,10 @@ import argparse
 import sys
 import time
 
-import numpy
+import environment_check
+environment_check.require('inference.py', ('numpy',))
+
+import numpy  # NOQA: E402
 
 import errors
 import mnist_data

@@ -14,6 +14,8 @@ import os
 import sys
 import warnings
 
+import environment_check
+environment_check.require('train_mnist.py')
 # OpenBLAS's idle threads spin for about 2^28 cycles after each matrix
 # product before they sleep; between the products of a training step that
 # spinning took one core from the elementwise work (and showed as system

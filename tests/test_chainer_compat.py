@@ -92,7 +92,3 @@ def test_as_strided_works_through_the_compat():
     y.grad = numpy.ones(3, dtype=numpy.float32)
     y.backward()
     numpy.testing.assert_array_equal(x.grad, [1, 0, 1, 0, 1, 0])
-
-
-def test_pkg_resources_is_found():
-    assert chainer_compat.has_pkg_resources()

@@ -33,6 +33,9 @@ import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import numpy
 
+import cpu_threads
+from errors import fail
+
 COMMUNICATORS = ('naive', 'flat', 'pure_nccl')
 # flat and pure_nccl reduce on the GPU; naive works on CPU and GPU arrays
 GPU_COMMUNICATORS = ('flat', 'pure_nccl')
@@ -104,7 +107,7 @@ def create_communicator(name):
 @contextlib.contextmanager
 def all_or_none(comm):
     """Runs the block on every rank; if it exits on any (``SystemExit``, as
-    from ``train_mnist.fail``), every rank exits.
+    from ``errors.fail``), every rank exits.
 
     All ranks exit with the status of the lowest rank that failed, and rank
     0 alone writes that rank's standard error, so the reason appears once.
@@ -280,3 +283,24 @@ def extend(trainer, comm, priority=None):
     ``trainer`` (nothing without ``comm``)."""
     if comm is not None:
         trainer.extend(MeanOverRanks(comm), priority=priority)
+
+
+def connect(args):
+    """The ChainerMN communicator of ``--communicator`` (``None`` for a
+    single process), or one line saying what is missing."""
+    if args.communicator is None:
+        if launched_size() > 1:
+            fail('started by mpiexec as one of {} processes without '
+                 '--communicator: each would train alone on the same output '
+                 'directory; add --communicator naive'.format(
+                     launched_size()))
+        return None
+    try:
+        comm = create_communicator(args.communicator)
+    except MultiNodeError as e:
+        fail(e)
+    silence_non_root(comm)
+    exit_on_signals(comm)
+    # the ranks on a machine share its cores
+    cpu_threads.set_threads((os.cpu_count() or 1) // comm.intra_size)
+    return comm

@@ -25,6 +25,8 @@ import numpy
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 
+import errors
+
 CONFIG_NAME = 'config.json'
 
 # options that change only what is written, kept or shown, not what is
@@ -85,6 +87,23 @@ def differences(record, args, processes, defaults):
         if old != new:
             found.append((name, old, new))
     return found
+
+
+def check_recipe(record, args, snapshot_path, processes, defaults):
+    """Fails with one line unless this run trains what the snapshot's run
+    (``record``) trained, the same way."""
+    if record is None:
+        errors.fail('cannot resume from {}: there is no config.json beside '
+                    'it, so its recipe cannot be checked; put the '
+                    'config.json of the run that wrote it next to it'.format(
+                        snapshot_path))
+    found = differences(record, args, processes, defaults)
+    if found:
+        errors.fail(
+            'cannot resume from {}: it was trained with another recipe: {} '
+            '(only --epoch, --frequency, --snapshot-keep, --eval-batchsize, '
+            '--noplot, --out, --device, --data-dir may change)'.format(
+                snapshot_path, describe(found)))
 
 
 def describe(found):

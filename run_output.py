@@ -1,6 +1,6 @@
-"""What a training run writes: its output directory, the header it prints
-before the report, and the plain report stream (``config.json``:
-:mod:`run_history`).
+"""What a training run writes: its output directory (locked, with
+``config.json``: :mod:`output_lock`, :mod:`run_history`), the header it
+prints before the report, and the plain report stream.
 
 Nothing goes to ``--out`` before every input has been checked:
 :func:`check_output_dir` only probes, :func:`make_output_dir` creates.
@@ -9,8 +9,10 @@ import os
 import sys
 import tempfile
 
+import output_lock
 import qst
 import recipes
+import run_history
 from errors import fail
 from errors import warn
 
@@ -39,6 +41,21 @@ def make_output_dir(path):
     except OSError as e:
         fail('cannot write to the output directory {}: {}'.format(
             path, e.strerror or e))
+
+
+def open_output(args, device, processes, record, resumed_from, iteration):
+    """Creates ``args.out``, takes its lock (:mod:`output_lock`) and writes
+    ``config.json`` (:mod:`run_history`); returns the lock, or fails with
+    one line if another run holds the directory."""
+    make_output_dir(args.out)
+    lock = output_lock.OutputLock(args.out)
+    try:
+        lock.acquire()
+    except output_lock.OutputBusy as e:
+        fail(e)
+    run_history.write_config(args, device, processes, record, resumed_from,
+                             iteration)
+    return lock
 
 
 def print_header(args, device, comm=None):

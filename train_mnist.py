@@ -5,9 +5,10 @@ Mirrors Chainer's examples/mnist/train_mnist.py, read top to bottom:
 arguments, data, model, optimizer, trainer and its extensions, run. The
 network is :class:`net.MnistMLP` (or :class:`net.BinaryConvNet`, and
 Fashion-MNIST or CIFAR-10 instead of MNIST); the optimizer Adam with an
-exponentially decaying step size and :class:`weight_clip.WeightClip`. Option checks, device
-diagnosis, one-line errors and the run's outputs live in the modules named
-for them (``train_options``, ``devices``, ``errors``, ``run_output``).
+exponentially decaying step size and :class:`weight_clip.WeightClip`.
+Option checks, device diagnosis, one-line errors and the run's outputs
+live in the modules named for them (``train_options``, ``devices``,
+``errors``, ``run_output``, ``run_history``).
 """
 import contextlib
 import os
@@ -35,14 +36,12 @@ import chainer.links as L
 from chainer import training
 from chainer.training import extensions
 
-import cpu_threads
 import datasets
 import devices
 import errors
 import multi_node
 import model_selection
 import net
-import output_lock
 import run_guards
 import run_history
 import run_output
@@ -140,8 +139,8 @@ def run_training(args, snapshot, interrupts, comm=None):
     """Sets up and runs the trainer; returns when training has finished."""
     # a rank that fails here ends every rank, with one line from rank 0
     with multi_node.all_or_none(comm):
-        device = devices.get_device(multi_node.device_spec(comm, args.communicator,
-                                                   args.device))
+        device = devices.get_device(multi_node.device_spec(
+            comm, args.communicator, args.device))
         if multi_node.is_root(comm):
             run_output.check_output_dir(args.out)
     run_output.print_header(args, device, comm)
@@ -234,24 +233,19 @@ def run_training(args, snapshot, interrupts, comm=None):
             resumed_from = snapshots.resume(trainer, args.resume, args.out,
                                             snapshot)
             if resumed_from is not None:
-                check_recipe(args, record, resumed_from, comm)
+                run_history.check_recipe(record, args, resumed_from,
+                                         multi_node.size(comm),
+                                         train_options.parse_args([]))
     print('')
 
     # Run: only now, with every input checked, does anything go to --out
     lock = None
     with multi_node.all_or_none(comm):
         if multi_node.is_root(comm):
-            run_output.make_output_dir(args.out)
-            lock = output_lock.OutputLock(args.out)
-            try:
-                lock.acquire()
-            except output_lock.OutputBusy as e:
-                fail(e)
-            run_history.write_config(
-                args, device, processes=multi_node.size(comm),
-                record=record if resumed_from else None,
-                resumed_from=resumed_from,
-                iteration=trainer.updater.iteration)
+            lock = run_output.open_output(
+                args, device, multi_node.size(comm),
+                record if resumed_from else None, resumed_from,
+                trainer.updater.iteration)
     try:
         trainer.run(show_loop_exception_msg=False)
     finally:
@@ -261,47 +255,10 @@ def run_training(args, snapshot, interrupts, comm=None):
         print(best.summary())
 
 
-def check_recipe(args, record, snapshot_path, comm=None):
-    """Fails unless this run trains what the snapshot's run trained, the
-    same way (:mod:`run_history`)."""
-    if record is None:
-        fail('cannot resume from {}: there is no config.json beside it, so '
-             'its recipe cannot be checked; put the config.json of the run '
-             'that wrote it next to it'.format(snapshot_path))
-    found = run_history.differences(record, args, multi_node.size(comm),
-                                    train_options.parse_args([]))
-    if found:
-        fail('cannot resume from {}: it was trained with another recipe: {} '
-             '(only --epoch, --frequency, --snapshot-keep, --eval-batchsize, '
-             '--noplot, --out, --device, --data-dir may change)'.format(
-                 snapshot_path, run_history.describe(found)))
-
-
-def connect(args):
-    """The ChainerMN communicator of ``--communicator`` (``None`` for a
-    single process), or one line saying what is missing."""
-    if args.communicator is None:
-        if multi_node.launched_size() > 1:
-            fail('started by mpiexec as one of {} processes without '
-                 '--communicator: each would train alone on the same output '
-                 'directory; add --communicator naive'.format(
-                     multi_node.launched_size()))
-        return None
-    try:
-        comm = multi_node.create_communicator(args.communicator)
-    except multi_node.MultiNodeError as e:
-        fail(e)
-    multi_node.silence_non_root(comm)
-    multi_node.exit_on_signals(comm)
-    # the ranks on a machine share its cores
-    cpu_threads.set_threads((os.cpu_count() or 1) // comm.intra_size)
-    return comm
-
-
 def main(argv=None):
     errors.program = 'train_mnist.py'
     args = train_options.parse_args(argv)
-    comm = connect(args)
+    comm = multi_node.connect(args)
     snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
     # under mpiexec signals end every rank at once (multi_node.exit_on_signals)
     interrupts = run_guards.InterruptGuard(snapshot) if comm is None \

@@ -9,6 +9,9 @@ import os
 import sys
 import tempfile
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from chainer.training import extensions
+
 import output_lock
 import qst
 import recipes
@@ -122,12 +125,35 @@ class PlainOutput(object):
         self._stream.flush()
 
 
-def report_stream():
-    """stdout as PrintReport should write it."""
-    return sys.stdout if sys.stdout.isatty() else PlainOutput(sys.stdout)
+def extend_report(trainer, plot=True, test_columns=False):
+    """The log, the plots and the printed report of Chainer's example;
+    ``test_columns``: also the test accuracy and the best-validation epoch
+    (:mod:`model_selection`)."""
+    trainer.extend(extensions.LogReport(), call_before_training=True)
+    if plot and extensions.PlotReport.available():
+        trainer.extend(
+            extensions.PlotReport(['main/loss', 'validation/main/loss'],
+                                  'epoch', file_name='loss.png',
+                                  postprocess=_log_scale),
+            call_before_training=True)
+        trainer.extend(
+            extensions.PlotReport(
+                ['main/accuracy', 'validation/main/accuracy'],
+                'epoch', file_name='accuracy.png'),
+            call_before_training=True)
+    columns = ['epoch', 'main/loss', 'validation/main/loss',
+               'main/accuracy', 'validation/main/accuracy']
+    if test_columns:
+        columns += ['test/main/accuracy', 'best/epoch']
+    interactive = sys.stdout.isatty()
+    trainer.extend(extensions.PrintReport(
+        columns + ['elapsed_time'],
+        out=sys.stdout if interactive else PlainOutput(sys.stdout)),
+        call_before_training=True)
+    if interactive:
+        trainer.extend(extensions.ProgressBar())
 
 
-def log_scale(figure, axes, summary):
-    """PlotReport postprocess: the loss before training (epoch 0) is some
-    100x that after epoch 1."""
+def _log_scale(figure, axes, summary):
+    # the loss before training (epoch 0) is some 100x that after epoch 1
     axes.set_yscale('log')

@@ -204,27 +204,8 @@ def run_training(args, snapshot, interrupts, comm=None):
                                                           args.epoch))
         if interrupts is not None:
             trainer.extend(interrupts, name='interrupts')
-        trainer.extend(extensions.LogReport(), call_before_training=True)
-        if args.plot and extensions.PlotReport.available():
-            trainer.extend(
-                extensions.PlotReport(['main/loss', 'validation/main/loss'],
-                                      'epoch', file_name='loss.png',
-                                      postprocess=run_output.log_scale),
-                call_before_training=True)
-            trainer.extend(
-                extensions.PlotReport(
-                    ['main/accuracy', 'validation/main/accuracy'],
-                    'epoch', file_name='accuracy.png'),
-                call_before_training=True)
-        columns = ['epoch', 'main/loss', 'validation/main/loss',
-                   'main/accuracy', 'validation/main/accuracy']
-        if best is not None:
-            columns += ['test/main/accuracy', 'best/epoch']
-        trainer.extend(extensions.PrintReport(
-            columns + ['elapsed_time'], out=run_output.report_stream()),
-            call_before_training=True)
-        if sys.stdout.isatty():
-            trainer.extend(extensions.ProgressBar())
+        run_output.extend_report(trainer, args.plot,
+                                 test_columns=best is not None)
 
     resumed_from = None
     if args.resume is not None:

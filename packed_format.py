@@ -42,11 +42,11 @@ float32, that order).
 """
 import hashlib
 import json
-import os
 import struct
-import tempfile
 
 import numpy
+
+import atomic_files
 
 MAGIC = b'\x89BNN\r\n\x1a\n'
 VERSION = 1
@@ -314,21 +314,5 @@ def save(path, network):
     """Writes ``network`` to ``path`` all or nothing (a temporary file in
     the same directory renamed over it); raises ``OSError``."""
     data = encode(network)
-    directory = os.path.dirname(path) or '.'
-    fd, temporary = tempfile.mkstemp(
-        dir=directory, prefix='.{}.'.format(os.path.basename(path)),
-        suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.remove(temporary)
-        except OSError:
-            pass
-        raise
+    atomic_files.write_atomically(path, lambda f: f.write(data))
     return len(data)

@@ -18,13 +18,13 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 
 import numpy
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 
+import atomic_files
 import errors
 
 CONFIG_NAME = 'config.json'
@@ -150,9 +150,6 @@ def write_config(args, device, processes=1, record=None, resumed_from=None,
             'at': now, 'snapshot': resumed_from, 'iteration': iteration,
             'changed': changed, 'device': str(device),
             'versions': _versions(device)}]
-    path = os.path.join(args.out, CONFIG_NAME)
-    with tempfile.NamedTemporaryFile(
-            'w', dir=args.out, prefix='.config.json.', delete=False) as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write('\n')
-    os.replace(f.name, path)
+    text = json.dumps(config, indent=2, sort_keys=True) + '\n'
+    atomic_files.write_atomically(os.path.join(args.out, CONFIG_NAME),
+                                  lambda f: f.write(text.encode('utf-8')))

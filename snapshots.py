@@ -16,7 +16,6 @@ complete snapshot that fits a given trainer, and says why not.
 """
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy
@@ -26,6 +25,7 @@ import chainer
 from chainer.serializers import npz
 from chainer.training import extension
 
+import atomic_files
 import errors
 
 # the writer's save function; a name of this module so that a test can slow
@@ -62,55 +62,11 @@ def snapshot_name(iteration):
 
 
 def write_atomically(path, obj):
-    """Serializes ``obj`` into the NPZ file ``path``, all or nothing.
-
-    The data go to a temporary file in the directory of ``path`` (a rename is
-    atomic only within one file system), which is flushed and ``fsync``-ed
-    and then renamed to ``path`` with :func:`os.replace`; the directory is
-    ``fsync``-ed too, so that the rename outlives a power failure. If
-    writing fails or is interrupted (``KeyboardInterrupt`` included) the
-    temporary file is removed; if the process is killed it stays behind
-    under a hidden name (``.snapshot_iter_N.*.tmp``) that
-    :func:`remove_temporaries` deletes later. The file gets the permissions
-    a plain ``open`` would give it.
-    """
-    directory = os.path.dirname(path) or '.'
-    fd, temporary = tempfile.mkstemp(
-        dir=directory, prefix='.{}.'.format(os.path.basename(path)),
-        suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            save_npz(f, obj)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.remove(temporary)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. a platform that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Serializes ``obj`` into the NPZ file ``path``, all or nothing
+    (:func:`atomic_files.write_atomically`); the temporary file of a killed
+    write, ``.snapshot_iter_N.*.tmp``, is deleted by
+    :func:`remove_temporaries`."""
+    atomic_files.write_atomically(path, lambda f: save_npz(f, obj))
 
 
 def find_snapshots(directory):

@@ -5,7 +5,9 @@ import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer.optimizers
 from chainer.optimizers import adam
 
+import cpu_kernels
 import cpu_threads
+import weight_clip
 
 
 class InplaceAdamRule(adam.AdamRule):
@@ -26,8 +28,15 @@ class InplaceAdamRule(adam.AdamRule):
         \\theta &\\leftarrow (1 - \\eta\\lambda)\\,\\theta
             - \\eta \\, \\frac{\\alpha_t}{\\sqrt{v} + \\epsilon} \\, m
 
-    A large parameter is updated in pieces on several cores at once
+    With numba (:mod:`cpu_kernels`) the whole update is one pass over the
+    arrays on all cores, bit for bit the same; without it, NumPy's passes run
+    on pieces of a large parameter on several cores at once
     (:mod:`cpu_threads`), which leaves every element's arithmetic unchanged.
+
+    ``fused_clip``, set by :class:`InplaceAdam` for one update, appends the
+    clip of the parameter to ``[lower, upper]`` to that update (in the same
+    pass with numba) and records it in ``clipped``, so that
+    :class:`weight_clip.WeightClip` does not clip the parameter again.
 
     AMSGrad, AdaBound and float16 parameters (computed in float32) take
     Chainer's own path; so does the GPU, whose update is one fused kernel.
@@ -35,6 +44,13 @@ class InplaceAdamRule(adam.AdamRule):
 
     _scratch = None  # not state: never saved, rebuilt on demand
     threads = None  # None: cpu_threads' default
+    fused_clip = None  # (lower, upper, optimizer step) or None
+    clipped = None  # fused_clip of the last update that clipped
+
+    def update_core(self, param):
+        clip, self.fused_clip = self.fused_clip, None  # one update only
+        self._clip = clip
+        super(InplaceAdamRule, self).update_core(param)
 
     def update_core_cpu(self, param):
         grad = param.grad
@@ -45,11 +61,27 @@ class InplaceAdamRule(adam.AdamRule):
             return super(InplaceAdamRule, self).update_core_cpu(param)
         self._check_eps(param.dtype.type)
         m, v = self.state['m'], self.state['v']
-        if self._scratch is None or self._scratch.shape != m.shape:
-            self._scratch = numpy.empty_like(m)
-        cpu_threads.run(self._update,
-                        (param.array, grad, m, v, self._scratch),
-                        self.threads)
+        arrays = (param.array, grad, m, v)
+        clip = self._clip
+        if cpu_kernels.available() and all(
+                isinstance(a, numpy.ndarray) and a.flags.c_contiguous
+                for a in arrays):
+            cpu_kernels.adam(*arrays, c1=1.0 - hp.beta1, c2=1.0 - hp.beta2,
+                             alpha_t=self.alpha_t, eps=hp.eps, eta=hp.eta,
+                             weight_decay_rate=hp.weight_decay_rate,
+                             clip=None if clip is None else clip[:2])
+        else:
+            if self._scratch is None or self._scratch.shape != m.shape:
+                self._scratch = numpy.empty_like(m)
+            cpu_threads.run(self._update, arrays + (self._scratch,),
+                            self.threads)
+            if clip is not None:
+                lower, upper = clip[:2]
+                cpu_threads.run(
+                    lambda a: numpy.clip(a, lower, upper, out=a),
+                    (param.array,), self.threads)
+        if clip is not None:
+            self.clipped = clip
 
     def _update(self, param, grad, m, v, t):
         hp = self.hyperparam
@@ -89,3 +121,25 @@ class InplaceAdam(chainer.optimizers.Adam):
         rule = InplaceAdamRule(self.hyperparam)
         rule.threads = self.threads
         return rule
+
+    def update(self, lossfun=None, *args, **kwds):
+        self._arm_fused_clip()
+        super(InplaceAdam, self).update(lossfun, *args, **kwds)
+
+    def _arm_fused_clip(self):
+        """Hands the clip of a :class:`weight_clip.WeightClip` hook to the
+        update rules of the quantized weights, for the coming update.
+
+        Only when that hook is the first post-update hook (no other hook may
+        see the weights between update and clip) and a rule has no
+        post-update hook of its own; otherwise the hook clips as usual.
+        """
+        hooks = list(self._hookable._post_update_hooks.values())
+        if not hooks or not isinstance(hooks[0], weight_clip.WeightClip):
+            return
+        clip = (hooks[0].lower, hooks[0].upper, self.t + 1)
+        for param in weight_clip.quantized_params(self.target):
+            rule = param.update_rule
+            if isinstance(rule, InplaceAdamRule) and \
+                    not rule._hookable._post_update_hooks:
+                rule.fused_clip = clip

@@ -6,6 +6,17 @@ import chainerx
 import cpu_threads
 
 
+def quantized_params(target):
+    """The parameters yielded by the ``quantized_params()`` method of the
+    links of ``target`` (e.g. the weights ``W`` of
+    :class:`link_quantized_linear.QuantizedLinear`)."""
+    for link in target.links():
+        params = getattr(link, 'quantized_params', None)
+        if params is not None:
+            for param in params():
+                yield param
+
+
 class WeightClip(object):
 
     """Optimizer hook: clip quantized weights to [lower, upper] after updates.
@@ -46,13 +57,15 @@ class WeightClip(object):
         self.upper = upper
 
     def __call__(self, optimizer):
-        for link in optimizer.target.links():
-            quantized_params = getattr(link, 'quantized_params', None)
-            if quantized_params is None:
+        done = (self.lower, self.upper, optimizer.t)
+        for param in quantized_params(optimizer.target):
+            if param.array is None:
                 continue
-            for param in quantized_params():
-                if param.array is not None:
-                    self._clip(param.array)
+            # an update rule of inplace_adam may have clipped already, in
+            # the same pass as its update
+            if getattr(param.update_rule, 'clipped', None) == done:
+                continue
+            self._clip(param.array)
 
     def _clip(self, array):
         if isinstance(array, chainerx.ndarray):

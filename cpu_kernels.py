@@ -1,0 +1,131 @@
+"""Fused loops of the training step on the CPU (numba), with their NumPy
+references.
+
+NumPy runs one elementwise operation per pass over memory: Adam's update
+of the 1.8 M weights of the MNIST MLP is a dozen passes, the clip to
+[-1, 1] one more, the sign of a weight matrix three. Here each is one
+pass, on all cores (``numba.prange``), doing for every element the same
+float operations in the same order as the NumPy reference, so results are
+bit for bit the reference's (``fastmath`` off: no reassociation, no fused
+multiply-add):
+
+* :func:`adam`: Chainer's Adam step (as :mod:`inplace_adam` writes it),
+  then, optionally, the clip to ``[lower, upper]``;
+* :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
+  +1`, NaN kept (the deterministic binarization of :mod:`qst`).
+
+:func:`available` says whether numba is there; without it (or with
+``QNN_CPU_KERNELS=numpy`` in the environment) the callers use their NumPy
+code, which is also what the tests compare these kernels with. The
+kernels compile on first use (about a second each; numba's cache keeps
+them between runs).
+"""
+import os
+
+import numpy
+
+# Below this many elements a parallel loop costs more to start than it
+# saves.
+PARALLEL_MIN = 1 << 15
+
+_kernels = None
+
+
+def available():
+    """Whether the numba kernels can be used (numba importable and not
+    turned off with ``QNN_CPU_KERNELS=numpy``)."""
+    if os.environ.get('QNN_CPU_KERNELS', 'numba') == 'numpy':
+        return False
+    try:
+        _get_kernels()
+    except ImportError:
+        return False
+    return True
+
+
+def _build():
+    import numba
+
+    def adam_loop(param, grad, m, v, c1, c2, alpha_t, eps, decay, neg_eta,
+                  lower, upper, clip, n):
+        for i in numba.prange(n):
+            g = grad[i]
+            mi = m[i] + (g - m[i]) * c1
+            m[i] = mi
+            vi = v[i] + (g * g - v[i]) * c2
+            v[i] = vi
+            t = alpha_t / (numpy.sqrt(vi) + eps) * mi
+            p = param[i]
+            if decay != 1:
+                p = p * decay
+            p = p + t * neg_eta
+            # NaN fails both tests and stays NaN, as in numpy.clip
+            if clip:
+                if p < lower:
+                    p = lower
+                elif p > upper:
+                    p = upper
+            param[i] = p
+
+    def sign_loop(x, y, n):
+        for i in numba.prange(n):
+            xi = x[i]
+            if xi >= 0:
+                y[i] = 1.0
+            elif xi < 0:
+                y[i] = -1.0
+            else:
+                y[i] = xi  # NaN
+
+    return {
+        'adam': numba.njit(parallel=True, cache=True)(adam_loop),
+        'adam_serial': numba.njit(cache=True)(adam_loop),
+        'sign': numba.njit(parallel=True, cache=True)(sign_loop),
+        'sign_serial': numba.njit(cache=True)(sign_loop),
+    }
+
+
+def _get_kernels():
+    global _kernels
+    if _kernels is None:
+        _kernels = _build()
+    return _kernels
+
+
+def _pick(name, n):
+    kernels = _get_kernels()
+    return kernels[name if n >= PARALLEL_MIN else name + '_serial']
+
+
+def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
+         clip=None):
+    """One Adam step on flat C-contiguous arrays of one float dtype, in
+    place, then the clip of ``param`` to ``clip = (lower, upper)``:
+
+    .. math::
+
+        m &\\mathrel{+}= c_1 (g - m), \\qquad
+        v \\mathrel{+}= c_2 (g^2 - v), \\\\
+        \\theta &\\leftarrow (1 - \\eta\\lambda)\\,\\theta
+            + \\frac{\\alpha_t}{\\sqrt{v} + \\epsilon} \\, m \\, (-\\eta),
+        \\qquad \\theta \\leftarrow \\min(\\max(\\theta, l), u)
+
+    with :math:`c_1 = 1 - \\beta_1`, :math:`c_2 = 1 - \\beta_2` and every
+    constant rounded to the arrays' dtype first, as NumPy does with a
+    Python scalar.
+    """
+    dtype = param.dtype.type
+    decay = 1.0 - eta * weight_decay_rate
+    lower, upper = clip if clip is not None else (0.0, 0.0)
+    n = param.size
+    _pick('adam', n)(
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        dtype(c1), dtype(c2), dtype(alpha_t), dtype(eps), dtype(decay),
+        dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
+
+
+def sign(x, y):
+    """``y[...] = sign(x)`` with sign(0) = +1 and NaN kept, for C-contiguous
+    ``x`` and ``y`` of one float dtype."""
+    n = x.size
+    _pick('sign', n)(x.reshape(-1), y.reshape(-1), n)

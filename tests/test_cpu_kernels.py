@@ -1,0 +1,194 @@
+"""The numba kernels of cpu_kernels against their NumPy references, bit for
+bit, and their use by InplaceAdam + WeightClip and qst."""
+import numpy
+import pytest
+
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import chainer
+
+import cpu_kernels
+import qst
+from inplace_adam import InplaceAdam
+from inplace_adam import InplaceAdamRule
+from link_quantized_linear import QuantizedLinear
+from weight_clip import WeightClip
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels.available(), reason='numba kernels not available')
+
+# one size below and one above the parallel threshold, not a round number
+SIZES = [1000, cpu_kernels.PARALLEL_MIN * 3 + 5]
+
+
+def reference_adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, wd, clip):
+    # inplace_adam's NumPy passes, then the clip
+    t = numpy.empty_like(param)
+    numpy.subtract(grad, m, out=t)
+    t *= c1
+    m += t
+    numpy.multiply(grad, grad, out=t)
+    t -= v
+    t *= c2
+    v += t
+    numpy.sqrt(v, out=t)
+    t += eps
+    numpy.divide(alpha_t, t, out=t)
+    t *= m
+    decay = 1.0 - eta * wd
+    if decay != 1:
+        param *= decay
+    t *= -eta
+    param += t
+    if clip is not None:
+        numpy.clip(param, clip[0], clip[1], out=param)
+
+
+def adam_arrays(n, dtype, seed=0):
+    rng = numpy.random.default_rng(seed)
+    param = rng.uniform(-1.3, 1.3, n).astype(dtype)
+    param[n // 2] = numpy.nan  # kept by the clip
+    param[n // 3] = -0.0
+    grad = rng.normal(0, 1e-2, n).astype(dtype)
+    m = rng.normal(0, 1e-3, n).astype(dtype)
+    v = rng.uniform(0, 1e-4, n).astype(dtype)
+    return [param, grad, m, v]
+
+
+@pytest.mark.parametrize('n', SIZES)
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('hyper', [
+    (0.1, 0.001, 1e-3, 1e-8, 1.0, 0.0),
+    (0.2, 0.01, 0.0371, 1e-6, 0.037, 0.1),  # Glorot eta, weight decay
+])
+@pytest.mark.parametrize('clip', [None, (-1.0, 1.0), (-0.5, 0.25)])
+def test_adam_equals_reference(n, dtype, hyper, clip):
+    expected = adam_arrays(n, dtype)
+    got = [a.copy() for a in expected]
+    reference_adam(*expected, *hyper, clip)
+    c1, c2, alpha_t, eps, eta, wd = hyper
+    cpu_kernels.adam(*got, c1=c1, c2=c2, alpha_t=alpha_t, eps=eps, eta=eta,
+                     weight_decay_rate=wd, clip=clip)
+    for name, a, b in zip(('param', 'grad', 'm', 'v'), got, expected):
+        numpy.testing.assert_array_equal(a, b, name)
+    if clip is not None:
+        inside = ~numpy.isnan(got[0])
+        assert (got[0][inside] >= clip[0]).all()
+        assert (got[0][inside] <= clip[1]).all()
+        assert numpy.isnan(got[0][n // 2])
+
+
+@pytest.mark.parametrize('n', SIZES)
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_sign_equals_reference(n, dtype):
+    x = numpy.random.default_rng(1).normal(0, 1, n).astype(dtype)
+    x[:4] = [0.0, -0.0, numpy.nan, numpy.inf]
+    y = numpy.full_like(x, 7)
+    cpu_kernels.sign(x, y)
+    expected = numpy.sign(x)
+    expected += expected == 0
+    numpy.testing.assert_array_equal(y, expected)
+    assert y[0] == 1 and y[1] == 1 and numpy.isnan(y[2])
+
+
+def test_qst_sign_uses_kernel_and_matches_numpy_path(monkeypatch):
+    x = numpy.random.default_rng(2).normal(0, 1, (300, 200)).astype('f')
+    x[0, :2] = [0.0, numpy.nan]
+    calls = []
+    kernel = cpu_kernels.sign
+    monkeypatch.setattr(cpu_kernels, 'sign',
+                        lambda x, y: calls.append(1) or kernel(x, y))
+    got = qst.quantize(x, 1)
+    assert calls == [1]
+    monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
+    expected = qst.quantize(x, 1)
+    assert calls == [1]  # the NumPy path this time
+    numpy.testing.assert_array_equal(got, expected)
+
+
+class Model(chainer.Chain):
+
+    def __init__(self):
+        super(Model, self).__init__()
+        with self.init_scope():
+            # the first large enough for the parallel kernel
+            self.l1 = QuantizedLinear(300, 400)
+            self.l2 = QuantizedLinear(400, 10)
+            self.b = chainer.links.Bias(shape=(10,))  # not clipped
+
+    def forward(self, x):
+        return self.b(self.l2(self.l1(x)))
+
+
+def train(optimizer, steps=4, clip=True):
+    numpy.random.seed(3)
+    model = Model()
+    optimizer.setup(model)
+    if clip:
+        optimizer.add_hook(WeightClip(-1.0, 1.0))
+    x = numpy.random.uniform(-1, 1, (20, 300)).astype('f')
+    for _ in range(steps):
+        optimizer.update(lambda: chainer.functions.sum(model(x) ** 2))
+    return model
+
+
+def params(model):
+    return {name: p.array.copy() for name, p in model.namedparams()}
+
+
+@pytest.mark.parametrize('kernels', ['numba', 'numpy'])
+def test_fused_clip_bit_for_bit_chainer_adam_and_hook(kernels, monkeypatch):
+    # a large step pushes weights past the bounds: the clip must act
+    expected = params(train(chainer.optimizers.Adam(alpha=0.3)))
+    monkeypatch.setenv('QNN_CPU_KERNELS', kernels)
+    got = train(InplaceAdam(alpha=0.3))
+    for name, array in params(got).items():
+        numpy.testing.assert_array_equal(array, expected[name], name)
+    W = got.l1.W.array
+    assert W.max() == 1 and W.min() == -1
+    assert abs(got.b.b.array).max() > 1  # the bias is not clipped
+    # the rules clipped, so the hook skipped those weights
+    for link in (got.l1, got.l2):
+        assert link.W.update_rule.clipped[2] == 4
+    assert got.b.b.update_rule.clipped is None
+
+
+def test_hook_clips_when_rule_did_not(monkeypatch):
+    clipped_by_hook = []
+    clip = WeightClip._clip
+    monkeypatch.setattr(WeightClip, '_clip',
+                        lambda self, a: clipped_by_hook.append(a.shape) or
+                        clip(self, a))
+    train(InplaceAdam(alpha=0.3), steps=2)
+    assert clipped_by_hook == []  # fused every time
+    # another post-update hook first: the hook clips, nothing is fused
+    optimizer = InplaceAdam(alpha=0.3)
+    numpy.random.seed(3)
+    model = Model()
+    optimizer.setup(model)
+    seen = []
+    optimizer.add_hook(lambda opt: seen.append(opt.target.l1.W.array.max()),
+                       name='probe', timing='post')
+    optimizer.add_hook(WeightClip(-1.0, 1.0))
+    x = numpy.random.uniform(-1, 1, (20, 300)).astype('f')
+    for _ in range(4):
+        optimizer.update(lambda: chainer.functions.sum(model(x) ** 2))
+    assert max(seen) > 1  # the probe saw the unclipped updates
+    assert sorted(clipped_by_hook) == [(10, 400)] * 4 + [(400, 300)] * 4
+    assert model.l1.W.array.max() <= 1
+
+
+def test_no_hook_no_clip():
+    model = train(InplaceAdam(alpha=0.3), clip=False)
+    assert abs(model.l1.W.array).max() > 1
+    assert model.l1.W.update_rule.clipped is None
+
+
+def test_fused_clip_lasts_one_update():
+    optimizer = InplaceAdam(alpha=0.3)
+    model = train(optimizer, steps=1)
+    optimizer.remove_hook('WeightClip')
+    x = numpy.random.uniform(-1, 1, (20, 300)).astype('f')
+    for _ in range(3):
+        optimizer.update(lambda: chainer.functions.sum(model(x) ** 2))
+    assert abs(model.l1.W.array).max() > 1
+    assert isinstance(model.l1.W.update_rule, InplaceAdamRule)

@@ -48,6 +48,8 @@ import run_output
 import snapshots
 import step_sizes
 import train_options
+from array_iterator import ArrayIterator
+from array_iterator import concat_batch
 from errors import fail
 from inplace_adam import InplaceAdam
 from shift_adamax import ShiftAdaMax
@@ -91,6 +93,15 @@ def build_optimizer(args, model, comm=None):
     return optimizer
 
 
+def build_updater(args, train, optimizer, device):
+    """StandardUpdater over minibatches gathered from the arrays by index
+    (SerialIterator's order and snapshot state, without per-example
+    tuples)."""
+    return training.updaters.StandardUpdater(
+        ArrayIterator(train, args.batchsize), optimizer,
+        converter=concat_batch, device=device)
+
+
 def load_data(args, comm=None):
     """Training, validation (``None`` without ``--validation``) and test
     sets, each rank's part under mpiexec."""
@@ -126,10 +137,11 @@ def evaluators(args, model, device, validation, test, comm=None):
     example), or with ``--validation`` the held-out images as
     ``validation`` and the test set as ``test``."""
     def evaluator(dataset):
-        iterator = chainer.iterators.SerialIterator(
-            dataset, args.eval_batchsize, repeat=False, shuffle=False)
+        iterator = ArrayIterator(dataset, args.eval_batchsize, repeat=False,
+                                 shuffle=False)
         return multi_node.data_parallel_evaluator(
-            extensions.Evaluator(iterator, model, device=device), comm)
+            extensions.Evaluator(iterator, model, converter=concat_batch,
+                                 device=device), comm)
     if validation is None:
         return [('validation', evaluator(test))]
     return [('validation', evaluator(validation)), ('test', evaluator(test))]
@@ -159,7 +171,6 @@ def run_training(args, snapshot, interrupts, comm=None):
 
     # Data
     train, validation, test = load_data(args, comm)
-    train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
 
     # Model and optimizer
     model = multi_node.synchronize_batch_normalization(build_model(args),
@@ -168,8 +179,7 @@ def run_training(args, snapshot, interrupts, comm=None):
     optimizer = build_optimizer(args, model, comm)
 
     # Trainer
-    updater = training.updaters.StandardUpdater(
-        train_iter, optimizer, device=device)
+    updater = build_updater(args, train, optimizer, device)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
 
     # the loss and accuracy of the global minibatch, before anything reads

@@ -5,10 +5,10 @@ Alternates, ``--rounds`` times, two processes on the reference
 configuration (784-1000-1000-10 binarized MLP with BN, batch 100, Adam,
 weights clipped):
 
-* project: train_mnist.py's model and optimizer (``build_model``,
-  ``build_optimizer``) driven by Chainer's StandardUpdater over MNIST for
-  ``--iterations`` steps (scaled to the 600 steps of an epoch), then
-  Chainer's Evaluator over the 10k test images at train_mnist.py's
+* project: train_mnist.py's model, optimizer and updater
+  (``build_model``, ``build_optimizer``, ``build_updater``) over MNIST for
+  ``--iterations`` steps (scaled to the 600 steps of an epoch), then its
+  Evaluator (``evaluators``) over the 10k test images at train_mnist.py's
   evaluation batch size;
 * peer: ``../shared/bench/peer_torch_bnn.py --epochs 1`` (one epoch, then
   evaluation at batch 100), in a virtual environment of its own with
@@ -53,7 +53,6 @@ def child(args):
     import train_options
 
     import chainer
-    from chainer.training import extensions
     import numpy
 
     import devices
@@ -66,9 +65,7 @@ def child(args):
     model = train_mnist.build_model(options)
     model.to_device(device)
     optimizer = train_mnist.build_optimizer(options, model)
-    iterator = chainer.iterators.SerialIterator(train, options.batchsize)
-    updater = chainer.training.updaters.StandardUpdater(
-        iterator, optimizer, device=device)
+    updater = train_mnist.build_updater(options, train, optimizer, device)
 
     def synchronize():
         if device.xp is not numpy:
@@ -92,9 +89,8 @@ def child(args):
     synchronize()
     train_seconds = time.perf_counter() - start
 
-    test_iter = chainer.iterators.SerialIterator(
-        test, options.eval_batchsize, repeat=False, shuffle=False)
-    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    (_, evaluator), = train_mnist.evaluators(options, model, device, None,
+                                             test)
     start = time.perf_counter()
     with reporter.scope({}):
         result = evaluator.evaluate()

@@ -125,6 +125,31 @@ class TestQuantizedLinearGradients(unittest.TestCase):
             numpy.testing.assert_allclose(
                 got, expected.astype(self.dtype), err_msg=name, **tol)
 
+    def test_first_order_backward_equals_graph_backward(self, backend_config):
+        # the plain-array backward (no double backprop) must give exactly
+        # the gradients of the graph-building one, quantized gradients and
+        # errors included
+        x = numpy.random.uniform(-1, 1, (6, 5)).astype(self.dtype)
+        W = make_weight((3, 5), self.dtype)
+        b = numpy.random.uniform(-1, 1, 3).astype(self.dtype)
+        gy = numpy.random.uniform(-1, 1, (6, 3)).astype(self.dtype)
+        grads = []
+        for double in (False, True):
+            for error_bits, gradient_bits in ((None, None), (4, 6)):
+                numpy.random.seed(7)  # the stochastic gradient rounding
+                xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
+                              for a in (x, W, b)]
+                y = quantized_linear(xv, Wv, bv, error_bits=error_bits,
+                                     gradient_bits=gradient_bits)
+                y.grad = backend_config.get_array(gy)
+                y.backward(enable_double_backprop=double)
+                grads.append([chainer.backend.CpuDevice().send(v.grad)
+                              for v in (xv, Wv, bv)])
+        for got, expected in zip(grads[:2], grads[2:]):
+            for g, e in zip(got, expected):
+                assert g.dtype == e.dtype == self.dtype
+                numpy.testing.assert_array_equal(g, e)
+
     def test_real_weight_is_not_modified(self, backend_config):
         W = make_weight((3, 5), self.dtype)
         Wv = chainer.Variable(backend_config.get_array(W.copy()))

@@ -43,8 +43,20 @@ def available():
     return True
 
 
-def _build():
+def import_numba():
+    """numba, with its parallel loops on its own thread pool ('workqueue')
+    unless ``NUMBA_THREADING_LAYER`` says otherwise: the default OpenMP
+    pool spins after each loop, and on a 2-core machine with anything else
+    running (OpenBLAS's threads, another process) a step took twice as
+    long."""
     import numba
+    if 'NUMBA_THREADING_LAYER' not in os.environ:
+        numba.config.THREADING_LAYER = 'workqueue'
+    return numba
+
+
+def _build():
+    numba = import_numba()
 
     def adam_loop(param, grad, m, v, c1, c2, alpha_t, eps, decay, neg_eta,
                   lower, upper, clip, n):

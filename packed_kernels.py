@@ -46,6 +46,8 @@ Three implementations of the same arithmetic:
 """
 import numpy
 
+import cpu_kernels
+
 WORD_BITS = 64
 PIXEL_BITS = 8
 
@@ -142,7 +144,7 @@ _numba = None
 def _build_numba():
     """Compiles the numba kernels (once, on first use: numba is imported
     only by a user of this path)."""
-    import numba
+    numba = cpu_kernels.import_numba()
     from numba import types
     from numba.extending import intrinsic
 

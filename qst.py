@@ -327,7 +327,14 @@ class QuantizeSTE(function_node.FunctionNode):
         gy, = grad_outputs
         # The mask is a constant of the backward graph: the derivative of
         # the hard tanh is zero almost everywhere.
-        return gy * ste_mask(x.array),
+        mask = ste_mask(x.array)
+        if not chainer.config.enable_backprop and \
+                isinstance(mask, numpy.ndarray):
+            # first-order backward on the CPU: the product on the arrays,
+            # without the Python work of a multiplication node
+            return chainer.Variable(utils.force_array(gy.array * mask),
+                                    requires_grad=False),
+        return gy * mask,
 
 
 def qst(x, bits=1, quantizer='linear', stochastic=False):

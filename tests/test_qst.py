@@ -114,6 +114,20 @@ class TestQST(testing.FunctionTestCase):
         assert gx.dtype == self.dtype
         numpy.testing.assert_array_equal(gx, gy_cpu * mask_reference(x_cpu))
 
+    def test_ste_backward_same_with_double_backprop(self, backend_config):
+        # the plain-array first-order backward and the graph-building one
+        x_cpu = make_input(self.shape, self.dtype)
+        gy_cpu = numpy.random.uniform(-1, 1, self.shape).astype(self.dtype)
+        grads = []
+        for double in (False, True):
+            x = chainer.Variable(backend_config.get_array(x_cpu))
+            y = qst.qst(x, self.bits, self.quantizer)
+            y.grad = backend_config.get_array(gy_cpu)
+            y.backward(enable_double_backprop=double)
+            grads.append(chainer.backend.CpuDevice().send(x.grad))
+        assert grads[0].dtype == grads[1].dtype == self.dtype
+        numpy.testing.assert_array_equal(grads[0], grads[1])
+
 
 class TestQSTEdges(unittest.TestCase):
 

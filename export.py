@@ -151,8 +151,8 @@ def fold(params, config, snapshot):
     source = {'snapshot': os.path.basename(snapshot),
               'config': {k: config.get(k) for k in (
                   'unit', 'layers', 'epoch', 'seed', 'weight_bits',
-                  'activation_bits',
-                  'quantizer', 'stochastic', 'versions')}}
+                  'activation_bits', 'quantizer', 'stochastic_activations',
+                  'stochastic_weights', 'versions')}}
     return packed_format.PackedNetwork(
         layers, {'size': N_IN, 'pixel_bits': 8, 'scale': PIXEL_SCALE},
         source)

@@ -706,6 +706,36 @@ def test_resume_with_more_epochs_is_recorded(tmp_path, capsys):
     assert alphas[1] == pytest.approx(1e-3 * (1e-5 / 1e-3) ** 1)
 
 
+def test_resume_of_a_run_older_than_the_two_stochastic_options(
+        tmp_path, capsys, good_snapshot):
+    # its config.json has one `stochastic`, for weights and activations
+    out = tmp_path / 'result'
+    out.mkdir()
+    shutil.copy(str(good_snapshot), str(out))
+    config = json.loads((good_snapshot.parent / 'config.json').read_text())
+    del config['stochastic_activations'], config['stochastic_weights']
+    config['stochastic'] = True
+    (out / 'config.json').write_text(json.dumps(config))
+    args = ['--epoch', '2', '--noplot', '--out', str(out), '--resume',
+            'auto'] + SMALL
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(args)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert ("--stochastic-activations true in the snapshot's run, false "
+            "now; --stochastic-weights true in the snapshot's run, false "
+            "now") in err
+    assert train_mnist.main(args + ['--stochastic-activations',
+                                    '--stochastic-weights']) == 0
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    assert 'stochastic' not in config
+    assert config['stochastic_activations'] and config['stochastic_weights']
+    [entry] = config['resumed']
+    assert entry['iteration'] == 10
+
+
 def test_resume_without_config_beside_the_snapshot(tmp_path, capsys,
                                                    good_snapshot):
     snapshot = tmp_path / 'snapshot_iter_10'

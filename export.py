@@ -25,6 +25,7 @@ import folding
 import packed_format
 import packed_kernels
 import packed_summary
+import run_history
 from errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
@@ -48,7 +49,8 @@ def parse_args(argv=None):
 
 
 def read_config(snapshot):
-    """The options of the run that wrote ``snapshot`` (its config.json)."""
+    """The options of the run that wrote ``snapshot`` (its config.json, in
+    today's option names: :func:`run_history.upgrade`)."""
     path = os.path.join(os.path.dirname(snapshot) or '.', 'config.json')
     try:
         with open(path) as f:
@@ -61,6 +63,7 @@ def read_config(snapshot):
         raise ExportError('{}: unreadable ({})'.format(path, e))
     if not isinstance(config, dict):
         raise ExportError('{}: not a config of train_mnist.py'.format(path))
+    run_history.upgrade(config)
     weight_bits = config.get('weight_bits', 1)
     activation_bits = config.get('activation_bits', 1)
     if weight_bits != 1 or activation_bits != 1:
@@ -151,8 +154,8 @@ def fold(params, config, snapshot):
     source = {'snapshot': os.path.basename(snapshot),
               'config': {k: config.get(k) for k in (
                   'unit', 'layers', 'epoch', 'seed', 'weight_bits',
-                  'activation_bits',
-                  'quantizer', 'stochastic', 'versions')}}
+                  'activation_bits', 'quantizer', 'stochastic_activations',
+                  'stochastic_weights', 'versions')}}
     return packed_format.PackedNetwork(
         layers, {'size': N_IN, 'pixel_bits': 8, 'scale': PIXEL_SCALE},
         source)

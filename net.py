@@ -54,7 +54,15 @@ class MnistMLP(chainer.Chain):
         weight_bits (int): Bit width of the weights (32: full precision).
         activation_bits (int): Bit width of the hidden activations.
         quantizer (str): ``'linear'`` or ``'log'``, for both.
-        stochastic (bool): Stochastic quantization of both in training.
+        stochastic_activations (bool): Quantize the hidden activations
+            stochastically in training (:func:`qst.qst` with
+            ``stochastic=True``; the stochastic binarization of the paper's
+            Torch7 MNIST recipe).
+        stochastic_weights (bool): Quantize the weights stochastically in
+            training (``QuantizedLinear(stochastic=True)``). A weight
+            :math:`w` binarizes to +1 with probability :math:`(w + 1) / 2`,
+            nearly 1/2 for the small initial weights, so this trains only
+            with large steps (e.g. Glorot step sizes).
         gradient_bits (int or None): Bit width of the weight gradients
             (``None``: not quantized).
         error_bits (int or None): Bit width of the errors propagated
@@ -77,14 +85,16 @@ class MnistMLP(chainer.Chain):
     """
 
     def __init__(self, n_in=784, n_units=1000, n_out=10, weight_bits=1,
-                 activation_bits=1, quantizer='linear', stochastic=False,
+                 activation_bits=1, quantizer='linear',
+                 stochastic_activations=False, stochastic_weights=False,
                  gradient_bits=None, error_bits=None, n_layers=2,
                  input_dropout=0.0, hidden_dropout=0.0, bn='standard',
                  bn_eps=2e-5, bn_decay=0.9):
         super(MnistMLP, self).__init__()
         self.activation_bits = qst.check_bits(activation_bits)
         self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic = bool(stochastic)
+        self.stochastic_activations = bool(stochastic_activations)
+        self.stochastic_weights = bool(stochastic_weights)
         if int(n_layers) != n_layers or n_layers < 1:
             raise ValueError('n_layers must be a positive integer, got '
                              '{!r}'.format(n_layers))
@@ -110,7 +120,7 @@ class MnistMLP(chainer.Chain):
         def linear(n_in, n_out):
             return QuantizedLinear(
                 n_in, n_out, nobias=True, bits=weight_bits,
-                quantizer=quantizer, stochastic=stochastic,
+                quantizer=quantizer, stochastic=stochastic_weights,
                 gradient_bits=gradient_bits, error_bits=error_bits)
 
         def normalization(size):
@@ -129,7 +139,7 @@ class MnistMLP(chainer.Chain):
 
     def _activation(self, h):
         return qst.qst(h, self.activation_bits, self.quantizer,
-                       self.stochastic)
+                       self.stochastic_activations)
 
     def _dropout(self, h, ratio):
         # F.dropout is the identity outside training; ratio 0 is skipped so
@@ -203,12 +213,14 @@ class BinaryConvNet(chainer.Chain):
         in_shape (tuple or None): Shape of one image, to which a 2-D input
             ``(n, c * h * w)`` (flat MNIST) is reshaped; ``None``: the
             architecture's. A 4-D input is used as it is.
-        weight_bits, activation_bits, quantizer, stochastic, gradient_bits,
-        error_bits: As in :class:`MnistMLP`.
+        weight_bits, activation_bits, quantizer, stochastic_activations,
+        stochastic_weights, gradient_bits, error_bits: As in
+        :class:`MnistMLP`.
     """
 
     def __init__(self, n_out=10, arch='small', in_shape=None, weight_bits=1,
-                 activation_bits=1, quantizer='linear', stochastic=False,
+                 activation_bits=1, quantizer='linear',
+                 stochastic_activations=False, stochastic_weights=False,
                  gradient_bits=None, error_bits=None):
         super(BinaryConvNet, self).__init__()
         if not isinstance(arch, dict):
@@ -219,10 +231,11 @@ class BinaryConvNet(chainer.Chain):
         self.in_shape = tuple(in_shape or arch['in_shape'])
         self.activation_bits = qst.check_bits(activation_bits)
         self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic = bool(stochastic)
+        self.stochastic_activations = bool(stochastic_activations)
+        self.stochastic_weights = bool(stochastic_weights)
         options = {'nobias': True, 'bits': weight_bits, 'quantizer': quantizer,
-                   'stochastic': stochastic, 'gradient_bits': gradient_bits,
-                   'error_bits': error_bits}
+                   'stochastic': self.stochastic_weights,
+                   'gradient_bits': gradient_bits, 'error_bits': error_bits}
         # (convolution or dense layer, its BN, pool after it) in order
         self._blocks = []
         with self.init_scope():
@@ -244,7 +257,7 @@ class BinaryConvNet(chainer.Chain):
 
     def _activation(self, h):
         return qst.qst(h, self.activation_bits, self.quantizer,
-                       self.stochastic)
+                       self.stochastic_activations)
 
     def forward(self, x):
         if x.ndim == 2:

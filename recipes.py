@@ -54,7 +54,8 @@ RECIPES = {
         'loss': 'softmax_cross_entropy',
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'standard', 'bn_eps': 2e-5, 'bn_decay': 0.9,
-        'stochastic': False, 'validation': 0,
+        'stochastic_activations': False, 'stochastic_weights': False,
+        'validation': 0,
     },
     # Courbariaux, Hubara et al. 2016, Theano/Lasagne MLP: 0.96 % test error
     # at the epoch of best validation error
@@ -65,11 +66,13 @@ RECIPES = {
         'loss': 'squared_hinge',
         'input_dropout': 0.2, 'hidden_dropout': 0.5,
         'bn': 'standard', 'bn_eps': 1e-4, 'bn_decay': 0.9,
-        'stochastic': False, 'validation': 10000,
+        'stochastic_activations': False, 'stochastic_weights': False,
+        'validation': 10000,
     },
     # the Torch7 MLP: 1.40 % test error. unit, layers, optimizer, bn and
-    # stochastic are the paper's; the other values are assumptions of this
-    # project (see docs/recipes.md)
+    # the stochastic binarization of the activations (not of the weights)
+    # are the paper's; the other values are assumptions of this project
+    # (see docs/recipes.md)
     'binarynet-torch': {
         'unit': 2048, 'layers': 3, 'epoch': 1000, 'batchsize': 100,
         'lr': 2.0 ** -7, 'lr_final': 2.0 ** -17,
@@ -78,7 +81,8 @@ RECIPES = {
         'loss': 'squared_hinge',
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'shift', 'bn_eps': 1e-4, 'bn_decay': 0.9,
-        'stochastic': True, 'validation': 10000,
+        'stochastic_activations': True, 'stochastic_weights': False,
+        'validation': 10000,
     },
 }
 
@@ -86,7 +90,9 @@ RECIPES = {
 NET_ARGUMENTS = {
     'layers': 'n_layers', 'input_dropout': 'input_dropout',
     'hidden_dropout': 'hidden_dropout', 'bn': 'bn', 'bn_eps': 'bn_eps',
-    'bn_decay': 'bn_decay', 'stochastic': 'stochastic',
+    'bn_decay': 'bn_decay',
+    'stochastic_activations': 'stochastic_activations',
+    'stochastic_weights': 'stochastic_weights',
 }
 
 

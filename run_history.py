@@ -13,6 +13,11 @@ exponential step-size schedule belongs to the recipe too: its rate is fixed
 by the first run's ``--epoch`` (:func:`schedule_epochs`), so a run resumed
 with a larger ``--epoch`` keeps decaying at the same rate past ``--lr-final``
 instead of changing the step sizes of the epochs that remain.
+
+A record older than an option that replaced another is read in today's
+names (:data:`REPLACED`): ``--stochastic``, which made weights and
+activations stochastic both, is read as ``--stochastic-activations`` and
+``--stochastic-weights`` with its value.
 """
 import datetime
 import json
@@ -37,6 +42,11 @@ BOOKKEEPING = frozenset([
     'resume', 'device', 'data_dir', 'divergence_check'])
 # recorded beside the options, not options themselves
 _RECORD_KEYS = frozenset(['device', 'versions', 'resumed', 'started'])
+# an option that is no more -> the options that took its place with its
+# value
+REPLACED = {
+    'stochastic': ('stochastic_activations', 'stochastic_weights'),
+}
 
 
 class RunHistoryError(Exception):
@@ -44,7 +54,8 @@ class RunHistoryError(Exception):
 
 
 def read_config(directory):
-    """The record in ``directory``, or ``None`` if it has none."""
+    """The record in ``directory`` (in today's option names:
+    :func:`upgrade`), or ``None`` if it has none."""
     path = os.path.join(directory, CONFIG_NAME)
     try:
         with open(path) as f:
@@ -55,6 +66,17 @@ def read_config(directory):
         raise RunHistoryError('cannot read {}: {}'.format(path, e))
     if not isinstance(config, dict):
         raise RunHistoryError('{} is not a run record'.format(path))
+    return upgrade(config)
+
+
+def upgrade(config):
+    """``config`` (a record, changed in place) with each option of
+    :data:`REPLACED` it has, and none of whose successors it has, replaced
+    by its successors with its value."""
+    for old, new in REPLACED.items():
+        if old in config and not any(name in config for name in new):
+            value = config.pop(old)
+            config.update((name, value) for name in new)
     return config
 
 

@@ -84,10 +84,13 @@ def print_header(args, device, comm=None):
     else:
         print('# {} alpha: {:g} (constant)'.format(optimizer, args.lr))
     print('# seed: {}'.format(args.seed))
+    stochastic = ' and '.join(name for name, on in (
+        ('weights', args.stochastic_weights),
+        ('activations', args.stochastic_activations)) if on)
     print('# bits: weights {}, activations {}, gradients {}, errors {} '
           '({}{})'.format(args.weight_bits, args.activation_bits,
                           args.gradient_bits, args.error_bits, args.quantizer,
-                          ', stochastic' if args.stochastic else ''))
+                          ', stochastic ' + stochastic if stochastic else ''))
     changed = recipe_changes(args)
     if changed:
         print('# recipe: {}{}'.format(args.recipe, ''.join(
@@ -104,7 +107,7 @@ def recipe_changes(args):
     header shows anyway) that differ from the default recipe."""
     default = recipes.get_recipe('default')
     shown = ('unit', 'epoch', 'batchsize', 'lr', 'lr_final', 'lr_schedule',
-             'stochastic')
+             'stochastic_activations', 'stochastic_weights')
     return [(name, getattr(args, name)) for name in sorted(default)
             if name not in shown and getattr(args, name) != default[name]]
 

@@ -66,8 +66,9 @@ def build_model(args):
     info = datasets.get_info(args.dataset)
     bits = dict(weight_bits=args.weight_bits,
                 activation_bits=args.activation_bits, quantizer=args.quantizer,
-                stochastic=args.stochastic, gradient_bits=args.gradient_bits,
-                error_bits=args.error_bits)
+                stochastic_activations=args.stochastic_activations,
+                stochastic_weights=args.stochastic_weights,
+                gradient_bits=args.gradient_bits, error_bits=args.error_bits)
     if args.arch == 'cnn':
         predictor = net.BinaryConvNet(info.n_classes, args.cnn_size,
                                       in_shape=info.shape, **bits)

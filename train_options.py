@@ -146,10 +146,17 @@ def build_parser():
                        default='linear',
                        help='linear: 2^K evenly spaced levels in [-1, 1]; '
                             'log: sign and power of two (LogQuant)')
-    group.add_argument('--stochastic', action=argparse.BooleanOptionalAction,
-                       default=False,
-                       help='Stochastic rounding of weights and activations '
-                            'while training (deterministic at evaluation)')
+    group.add_argument('--stochastic-activations',
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help='Stochastic rounding of the hidden activations '
+                            'while training (deterministic at evaluation); '
+                            'the paper\'s stochastic binarization')
+    group.add_argument('--stochastic-weights',
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help='Stochastic rounding of the weights while '
+                            'training (deterministic at evaluation); small '
+                            'weights then binarize almost at random, so it '
+                            'needs large steps, e.g. --glorot-step-sizes')
     group.add_argument('--gradient-bits', type=option_types.gradient_bits, default=32,
                        metavar='K',
                        help='Bit width of the weight gradients (the paper '

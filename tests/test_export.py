@@ -132,6 +132,25 @@ def test_more_than_one_bit_is_refused(trained, tmp_path, capsys, option):
     assert_one_line(code, out, err, snapshot, '2-bit')
 
 
+def test_source_records_the_stochastic_options(trained, tmp_path):
+    network = export.export(trained, str(tmp_path / 'new.bnn'))
+    assert network.source['config']['stochastic_activations'] is False
+    assert network.source['config']['stochastic_weights'] is False
+    # a config.json older than the two options has one `stochastic`
+    snapshot = copy_run(trained, tmp_path)
+    path = os.path.join(os.path.dirname(snapshot), 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    del config['stochastic_activations'], config['stochastic_weights']
+    config['stochastic'] = True
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    network = export.export(snapshot, str(tmp_path / 'old.bnn'))
+    assert 'stochastic' not in network.source['config']
+    assert network.source['config']['stochastic_activations'] is True
+    assert network.source['config']['stochastic_weights'] is True
+
+
 def test_unwritable_output(trained, tmp_path, capsys):
     output = str(tmp_path / 'no-such-directory' / 'x.bnn')
     code, out, err = run_export(capsys, trained, '-o', output)

@@ -260,7 +260,7 @@ class TestBinaryConvNetStructure(unittest.TestCase):
 
     def test_options_reach_every_layer(self):
         model = net.BinaryConvNet(3, TINY, weight_bits=2, activation_bits=3,
-                                  quantizer='log', stochastic=True,
+                                  quantizer='log', stochastic_weights=True,
                                   gradient_bits=6, error_bits=8)
         layers = [link for link in model.links()
                   if hasattr(link, 'quantized_params')]
@@ -271,7 +271,8 @@ class TestBinaryConvNetStructure(unittest.TestCase):
                 'bits': 2, 'quantizer': 'log', 'stochastic': True,
                 'gradient_bits': 6, 'error_bits': 8}
         assert (model.activation_bits, model.quantizer,
-                model.stochastic) == (3, 'log', True)
+                model.stochastic_activations,
+                model.stochastic_weights) == (3, 'log', False, True)
 
     def test_bad_arguments(self):
         with pytest.raises(ValueError):
@@ -344,10 +345,13 @@ class TestRecipeOptions(unittest.TestCase):
             numpy.random.seed(3)
             today = TodaysMLP(30, 20, 5, stochastic)
             numpy.random.seed(3)
-            model = net.MnistMLP(30, 20, 5, stochastic=stochastic)
+            model = net.MnistMLP(30, 20, 5,
+                                 stochastic_activations=stochastic,
+                                 stochastic_weights=stochastic)
             numpy.random.seed(3)
             explicit = net.MnistMLP(
-                30, 20, 5, stochastic=stochastic, n_layers=2,
+                30, 20, 5, stochastic_activations=stochastic,
+                stochastic_weights=stochastic, n_layers=2,
                 input_dropout=0.0, hidden_dropout=0.0, bn='standard',
                 bn_eps=2e-5, bn_decay=0.9)
             expected = run(today, self.x)
@@ -428,3 +432,49 @@ class TestRecipeOptions(unittest.TestCase):
                        {'bn_eps': 0}, {'bn_decay': 1.0}):
             with self.assertRaises(ValueError):
                 net.MnistMLP(30, 20, 5, **kwargs)
+
+
+def quantizations(monkeypatch, model, x):
+    """``[(of a weight, stochastic, same as the deterministic quantizer)]``
+    for every :func:`qst.quantize` of one forward pass of ``model``."""
+    original = qst.quantize
+    calls = []
+
+    def spy(v, bits=1, quantizer='linear', stochastic=False):
+        # (the weights of lazy links exist only from their first call)
+        weight = any(v is param.array for name, param in model.namedparams()
+                     if name.endswith('/W'))
+        y = original(v, bits, quantizer, stochastic)
+        calls.append((weight, stochastic, bool(
+            (y == original(v, bits, quantizer)).all())))
+        return y
+    monkeypatch.setattr(qst, 'quantize', spy)
+    numpy.random.seed(0)
+    model(x)
+    return calls
+
+
+@pytest.mark.parametrize('activations, weights', [
+    (False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('make, shape', [
+    (lambda **kw: net.MnistMLP(30, 20, 5, **kw), (16, 30)),
+    (lambda **kw: net.BinaryConvNet(3, TINY, **kw), TINY_X_SHAPE)])
+def test_stochastic_activations_and_weights_are_separate(
+        monkeypatch, make, shape, train, activations, weights):
+    model = make(stochastic_activations=activations,
+                 stochastic_weights=weights)
+    x = numpy.random.RandomState(5).uniform(0, 1, shape).astype('f')
+    with chainer.using_config('train', train):
+        calls = quantizations(monkeypatch, model, x)
+    n_weights = len([link for link in model.links()
+                     if hasattr(link, 'quantized_params')])
+    assert sum(weight for weight, _, _ in calls) == n_weights
+    # every hidden layer's activations, not the logits
+    assert len(calls) == 2 * n_weights - 1
+    for weight, stochastic, deterministic in calls:
+        expected = (weights if weight else activations) and train
+        assert stochastic == expected
+        # stochastic rounding changes some of the hidden values and of the
+        # small initial weights (probabilities near 1/2)
+        assert deterministic != expected

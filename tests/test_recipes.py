@@ -21,7 +21,8 @@ def test_default_is_todays_trainer():
     existing = {k for k in default if k in args}
     # the options the trainer has today take today's defaults
     assert existing >= {'unit', 'epoch', 'batchsize', 'lr', 'lr_final',
-                        'lr_schedule', 'stochastic'}
+                        'lr_schedule', 'stochastic_activations',
+                        'stochastic_weights'}
     for key in existing:
         assert default[key] == args[key], key
     # every other key is a new option, whose default is the default recipe's
@@ -67,9 +68,14 @@ def test_paper_values():
     assert (theano['input_dropout'], theano['hidden_dropout']) == (0.2, 0.5)
     assert (theano['bn_eps'], 1 - theano['bn_decay']) == (1e-4,
                                                           pytest.approx(0.1))
+    assert not theano['stochastic_activations']
+    assert not theano['stochastic_weights']
     torch = recipes.RECIPES['binarynet-torch']
-    assert (torch['unit'], torch['optimizer'], torch['bn'],
-            torch['stochastic']) == (2048, 'shift_adamax', 'shift', True)
+    assert (torch['unit'], torch['optimizer'], torch['bn']) == (
+        2048, 'shift_adamax', 'shift')
+    # stochastic binarization of the activations, deterministic weights
+    assert torch['stochastic_activations']
+    assert not torch['stochastic_weights']
 
 
 def test_get_recipe_copies_and_checks():

@@ -1,4 +1,5 @@
 import argparse
+import json
 import os
 
 import pytest
@@ -50,6 +51,40 @@ def test_an_option_newer_than_the_record_counts_as_its_default():
     assert run_history.differences(old, options(), 1, DEFAULTS) == []
     assert run_history.differences(old, options(unit=50), 1, DEFAULTS) == [
         ('unit', 1000, 50)]
+
+
+@pytest.mark.parametrize('stochastic', [False, True])
+def test_a_record_older_than_the_two_stochastic_options(tmp_path,
+                                                        stochastic):
+    # before --stochastic-activations and --stochastic-weights, one
+    # --stochastic made both stochastic
+    old = record()
+    old['stochastic'] = stochastic
+    (tmp_path / 'config.json').write_text(json.dumps(old))
+    config = run_history.read_config(str(tmp_path))
+    assert 'stochastic' not in config
+    assert config['stochastic_activations'] is stochastic
+    assert config['stochastic_weights'] is stochastic
+    defaults = options(stochastic_activations=False,
+                       stochastic_weights=False)
+    same = options(stochastic_activations=stochastic,
+                   stochastic_weights=stochastic)
+    assert run_history.differences(config, same, 1, defaults) == []
+    found = run_history.differences(
+        config, options(stochastic_activations=True,
+                        stochastic_weights=False), 1, defaults)
+    assert found == ([('stochastic_weights', True, False)] if stochastic
+                     else [('stochastic_activations', False, True)])
+    assert run_history.describe(found) == (
+        "--stochastic-weights true in the snapshot's run, false now"
+        if stochastic else
+        "--stochastic-activations false in the snapshot's run, true now")
+
+
+def test_a_record_with_the_new_options_keeps_them():
+    config = dict(record(), stochastic=True, stochastic_activations=False,
+                  stochastic_weights=False)
+    assert run_history.upgrade(dict(config)) == config
 
 
 def test_schedule_follows_the_first_run():

@@ -13,6 +13,7 @@ import pytest
 import errors
 import mnist_data
 import output_lock
+import run_output
 import snapshots
 import train_mnist
 import train_options
@@ -407,13 +408,15 @@ def test_divergence_check_can_be_turned_off(tmp_path, monkeypatch):
 def test_quantization_options_end_to_end(tmp_path, capsys):
     out = tmp_path / 'result'
     options = ['--weight-bits', '2', '--activation-bits', '4',
-               '--quantizer', 'log', '--stochastic', '--gradient-bits', '2',
+               '--quantizer', 'log', '--stochastic-activations',
+               '--stochastic-weights', '--gradient-bits', '2',
                '--error-bits', '8']
     assert train_mnist.main(['--epoch', '1', '--out', str(out), '--noplot',
                              '--lr', '0.01'] + options + SMALL) == 0
     captured = capsys.readouterr()
     assert ('# bits: weights 2, activations 4, gradients 2, errors 8 '
-            '(log, stochastic)') in captured.out.splitlines()
+            '(log, stochastic weights and activations)') in \
+        captured.out.splitlines()
     # 2-bit gradients for 2-bit weights: warned, not refused
     assert captured.err.startswith(
         'train_mnist.py: warning: --gradient-bits 2 is not larger than '
@@ -421,9 +424,9 @@ def test_quantization_options_end_to_end(tmp_path, capsys):
     with open(str(out / 'config.json')) as f:
         config = json.load(f)
     assert (config['weight_bits'], config['activation_bits'],
-            config['quantizer'], config['stochastic'],
-            config['gradient_bits'], config['error_bits']) == (
-                2, 4, 'log', True, 2, 8)
+            config['quantizer'], config['stochastic_activations'],
+            config['stochastic_weights'], config['gradient_bits'],
+            config['error_bits']) == (2, 4, 'log', True, True, 2, 8)
     assert config['versions']['chainer'] == '7.8.1'
     assert read_log(out)[-1]['validation/main/accuracy'] > 0.3
     # no temporary file left next to it
@@ -703,6 +706,36 @@ def test_resume_with_more_epochs_is_recorded(tmp_path, capsys):
     assert alphas[1] == pytest.approx(1e-3 * (1e-5 / 1e-3) ** 1)
 
 
+def test_resume_of_a_run_older_than_the_two_stochastic_options(
+        tmp_path, capsys, good_snapshot):
+    # its config.json has one `stochastic`, for weights and activations
+    out = tmp_path / 'result'
+    out.mkdir()
+    shutil.copy(str(good_snapshot), str(out))
+    config = json.loads((good_snapshot.parent / 'config.json').read_text())
+    del config['stochastic_activations'], config['stochastic_weights']
+    config['stochastic'] = True
+    (out / 'config.json').write_text(json.dumps(config))
+    args = ['--epoch', '2', '--noplot', '--out', str(out), '--resume',
+            'auto'] + SMALL
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(args)
+    assert e.value.code == 1
+    err = one_error_line(capsys)
+    assert ("--stochastic-activations true in the snapshot's run, false "
+            "now; --stochastic-weights true in the snapshot's run, false "
+            "now") in err
+    assert train_mnist.main(args + ['--stochastic-activations',
+                                    '--stochastic-weights']) == 0
+    with open(str(out / 'config.json')) as f:
+        config = json.load(f)
+    assert 'stochastic' not in config
+    assert config['stochastic_activations'] and config['stochastic_weights']
+    [entry] = config['resumed']
+    assert entry['iteration'] == 10
+
+
 def test_resume_without_config_beside_the_snapshot(tmp_path, capsys,
                                                    good_snapshot):
     snapshot = tmp_path / 'snapshot_iter_10'
@@ -770,9 +803,13 @@ def test_recipe_values_are_defaults_that_options_override():
     assert (args.unit, args.layers, args.loss) == (64, 3, 'squared_hinge')
     assert (args.input_dropout, args.hidden_dropout) == (0.0, 0.5)
     assert args.glorot_step_sizes and args.validation == 10000
+    args = train_options.parse_args(['--recipe', 'binarynet-torch'])
+    assert args.stochastic_activations and not args.stochastic_weights
     args = train_options.parse_args(['--recipe', 'binarynet-torch',
-                                     '--no-stochastic'])
-    assert not args.stochastic and args.optimizer == 'shift_adamax'
+                                     '--no-stochastic-activations',
+                                     '--stochastic-weights'])
+    assert not args.stochastic_activations and args.stochastic_weights
+    assert args.optimizer == 'shift_adamax'
     assert vars(train_options.parse_args([])) == vars(
         train_options.parse_args(['--recipe', 'default']))
 
@@ -784,6 +821,35 @@ def test_help_lists_what_each_recipe_sets(capsys):
     for name in ('default', 'binarynet-theano', 'binarynet-torch'):
         assert '  {}: '.format(name) in out
     assert 'hidden_dropout=0.5' in out
+    torch, = [line for line in out.splitlines()
+              if line.startswith('  binarynet-torch: ')]
+    assert 'stochastic_activations=True, stochastic_weights=False' in torch
+
+
+@pytest.mark.parametrize('option', ['--stochastic', '--no-stochastic'])
+def test_one_stochastic_switch_for_both_is_gone(option, capsys):
+    # weights and activations have one switch each: the old option is an
+    # ambiguous prefix of both
+    with pytest.raises(SystemExit) as e:
+        train_options.parse_args([option])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert 'ambiguous option: {} could match'.format(option) in err
+    assert '{}-activations'.format(option) in err
+    assert '{}-weights'.format(option) in err
+
+
+@pytest.mark.parametrize('options, shown', [
+    ([], '(linear)'),
+    (['--stochastic-activations'], '(linear, stochastic activations)'),
+    (['--stochastic-weights'], '(linear, stochastic weights)'),
+    (['--stochastic-weights', '--stochastic-activations'],
+     '(linear, stochastic weights and activations)'),
+])
+def test_header_says_what_is_stochastic(options, shown, capsys):
+    run_output.print_header(train_options.parse_args(options), '@numpy')
+    assert '# bits: weights 1, activations 1, gradients 32, errors 32 ' + \
+        shown in capsys.readouterr().out.splitlines()
 
 
 def test_validation_split_reports_test_and_best_epoch(tmp_path, capsys):

@@ -31,9 +31,11 @@ GROUPS = [
     ('matrix products (BLAS)', lambda f, n: n in (
         "<method 'dot' of 'numpy.ndarray' objects>", '_matmul',
         '_backward_arrays')),
-    ('optimizer update (Adam + clip)', lambda f, n: n == 'adam_loop' or (
+    ('optimizer update (Adam + clip)', lambda f, n: (
+        f.endswith('cpu_kernels.py') and 'adam' in n) or (
         f.endswith('inplace_adam.py') and n == '_update')),
-    ('sign (weights and activations)', lambda f, n: n == 'sign_loop' or (
+    ('sign (weights and activations)', lambda f, n: (
+        f.endswith('cpu_kernels.py') and 'sign' in n) or (
         f.endswith('qst.py') and n == 'sign')),
     ('batch normalization', lambda f, n: 'batch_normalization' in f),
     ('minibatch (iterator, converter)', lambda f, n: 'iterator' in f or

@@ -16,8 +16,8 @@ from weight_clip import WeightClip
 pytestmark = pytest.mark.skipif(
     not cpu_kernels.available(), reason='numba kernels not available')
 
-# one size below and one above the parallel threshold, not a round number
-SIZES = [1000, cpu_kernels.PARALLEL_MIN * 3 + 5]
+# a small and a large size, not round numbers
+SIZES = [1000, 3 * (1 << 15) + 5]
 
 
 def reference_adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, wd, clip):

@@ -4,15 +4,16 @@ references.
 NumPy runs one elementwise operation per pass over memory: Adam's update
 of the 1.8 M weights of the MNIST MLP is a dozen passes, the clip to
 [-1, 1] one more, the sign of a weight matrix three. Here each is one
-pass, on all cores (``numba.prange``), doing for every element the same
-float operations in the same order as the NumPy reference, so results are
-bit for bit the reference's (``fastmath`` off: no reassociation, no fused
-multiply-add):
+pass (Adam's on all cores, ``numba.prange``, for large arrays), doing for
+every element the same float operations in the same order as the NumPy
+reference, so results are bit for bit the reference's (``fastmath`` off:
+no reassociation, no fused multiply-add):
 
 * :func:`adam`: Chainer's Adam step (as :mod:`inplace_adam` writes it),
   then, optionally, the clip to ``[lower, upper]``;
 * :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
-  +1`, NaN kept (the deterministic binarization of :mod:`qst`).
+  +1`, NaN kept (the deterministic binarization of :mod:`qst`);
+* :func:`ste`: the straight-through gradient of :mod:`qst`.
 
 :func:`available` says whether numba is there; without it (or with
 ``QNN_CPU_KERNELS=numpy`` in the environment) the callers use their NumPy
@@ -88,6 +89,10 @@ def _build():
             else:
                 y[i] = xi  # NaN
 
+    def ste_loop(x, gy, gx, n):
+        for i in range(n):
+            gx[i] = gy[i] if abs(x[i]) <= 1 else gy[i] * 0
+
     # Measured here (2 cores): starting a parallel loop costs about 0.1 ms;
     # Adam's loop in parallel is vectorized and runs 0.5 ms per million
     # elements against 4 ms on one core, so it pays from about 30,000
@@ -100,6 +105,7 @@ def _build():
         'adam': numba.njit(parallel=True, cache=True)(adam_loop),
         'adam_small': numba.njit(cache=True)(adam_small),
         'sign': numba.njit(cache=True)(sign_loop),
+        'ste': numba.njit(cache=True)(ste_loop),
     }
 
 
@@ -149,8 +155,31 @@ def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
         dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
 
 
+KERNEL_DTYPES = (numpy.float32, numpy.float64)
+
+
+def usable(*arrays):
+    """Whether the kernels take these arrays: NumPy, C-contiguous, all of
+    one dtype, float32 or float64, and the kernels available."""
+    dtype = arrays[0].dtype
+    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous and
+               a.dtype == dtype for a in arrays) and \
+        dtype in KERNEL_DTYPES and available()
+
+
 def sign(x, y):
     """``y[...] = sign(x)`` with sign(0) = +1 and NaN kept, for C-contiguous
     ``x`` and ``y`` of one float dtype."""
     n = x.size
     _get_kernels()['sign'](x.reshape(-1), y.reshape(-1), n)
+
+
+def ste(x, gy):
+    """The straight-through gradient :math:`g_y \cdot 1_{|x| \le 1}` (as
+    :func:`qst.ste_mask` times ``gy``: 0 times ``gy`` outside, so NaN and
+    the sign of zero are those of the product), for C-contiguous ``x`` and
+    ``gy`` of one float dtype."""
+    gx = numpy.empty_like(gy)
+    _get_kernels()['ste'](x.reshape(-1), gy.reshape(-1), gx.reshape(-1),
+                          x.size)
+    return gx

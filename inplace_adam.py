@@ -63,9 +63,7 @@ class InplaceAdamRule(adam.AdamRule):
         m, v = self.state['m'], self.state['v']
         arrays = (param.array, grad, m, v)
         clip = self._clip
-        if cpu_kernels.available() and all(
-                isinstance(a, numpy.ndarray) and a.flags.c_contiguous
-                for a in arrays):
+        if cpu_kernels.usable(*arrays):
             cpu_kernels.adam(*arrays, c1=1.0 - hp.beta1, c2=1.0 - hp.beta2,
                              alpha_t=self.alpha_t, eps=hp.eps, eta=hp.eta,
                              weight_decay_rate=hp.weight_decay_rate,

@@ -58,8 +58,6 @@ import cpu_threads
 
 FULL_PRECISION = 32
 QUANTIZERS = ('linear', 'log')
-# dtypes of the numba sign kernel (float16 takes the NumPy path)
-_KERNEL_DTYPES = (numpy.float32, numpy.float64)
 
 
 def check_bits(bits):
@@ -133,9 +131,8 @@ def _sign(x):
     cannot hide behind a valid level)."""
     xp = backend.get_array_module(x)
     y = xp.empty_like(x)
-    if xp is numpy and x.dtype in _KERNEL_DTYPES and \
-            x.flags.c_contiguous and cpu_kernels.available():
-        cpu_kernels.sign(x, y)  # one pass on all cores; same values
+    if cpu_kernels.usable(x, y):
+        cpu_kernels.sign(x, y)  # one pass; the same values
         return y
 
     def sign(x, y):
@@ -327,14 +324,16 @@ class QuantizeSTE(function_node.FunctionNode):
         gy, = grad_outputs
         # The mask is a constant of the backward graph: the derivative of
         # the hard tanh is zero almost everywhere.
-        mask = ste_mask(x.array)
         if not chainer.config.enable_backprop and \
-                isinstance(mask, numpy.ndarray):
+                isinstance(x.array, numpy.ndarray):
             # first-order backward on the CPU: the product on the arrays,
             # without the Python work of a multiplication node
-            return chainer.Variable(utils.force_array(gy.array * mask),
-                                    requires_grad=False),
-        return gy * mask,
+            if cpu_kernels.usable(x.array, gy.array):
+                gx = cpu_kernels.ste(x.array, gy.array)  # one pass
+            else:
+                gx = utils.force_array(gy.array * ste_mask(x.array))
+            return chainer.Variable(gx, requires_grad=False),
+        return gy * ste_mask(x.array),
 
 
 def qst(x, bits=1, quantizer='linear', stochastic=False):

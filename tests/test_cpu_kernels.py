@@ -192,3 +192,28 @@ def test_fused_clip_lasts_one_update():
         optimizer.update(lambda: chainer.functions.sum(model(x) ** 2))
     assert abs(model.l1.W.array).max() > 1
     assert isinstance(model.l1.W.update_rule, InplaceAdamRule)
+
+
+@pytest.mark.parametrize('n', SIZES)
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_ste_equals_reference(n, dtype):
+    rng = numpy.random.default_rng(4)
+    x = rng.uniform(-2, 2, n).astype(dtype)
+    gy = rng.normal(0, 1, n).astype(dtype)
+    x[:6] = [1.0, -1.0, numpy.nan, 0.0, 3.0, -3.0]
+    gy[4:8] = [numpy.nan, -0.5, numpy.inf, -0.0]
+    got = cpu_kernels.ste(x, gy)
+    expected = gy * qst.ste_mask(x)
+    assert got.dtype == dtype
+    numpy.testing.assert_array_equal(got, expected)
+    # the sign of the zeros too (0 * -0.5 is -0.0)
+    numpy.testing.assert_array_equal(numpy.signbit(got),
+                                     numpy.signbit(expected))
+
+
+def test_usable():
+    a = numpy.zeros(10, numpy.float32)
+    assert cpu_kernels.usable(a, a)
+    assert not cpu_kernels.usable(a, a.astype(numpy.float64))
+    assert not cpu_kernels.usable(a.astype(numpy.float16))
+    assert not cpu_kernels.usable(numpy.zeros((4, 4), numpy.float32).T[:2])

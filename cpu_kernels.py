@@ -175,7 +175,7 @@ def sign(x, y):
 
 
 def ste(x, gy):
-    """The straight-through gradient :math:`g_y \cdot 1_{|x| \le 1}` (as
+    """The straight-through gradient :math:`g_y \\cdot 1_{|x| \\le 1}` (as
     :func:`qst.ste_mask` times ``gy``: 0 times ``gy`` outside, so NaN and
     the sign of zero are those of the product), for C-contiguous ``x`` and
     ``gy`` of one float dtype."""

@@ -38,7 +38,9 @@ def test_runs_once_on_the_whole_arrays(array):
     assert len(calls) == 1 and calls[0] is array
 
 
-def test_sign_and_clip_of_a_large_array_are_exact():
+def test_sign_and_clip_of_a_large_array_are_exact(monkeypatch):
+    # the threaded NumPy path (the numba one is tested in test_cpu_kernels)
+    monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
     size = 3 * cpu_threads.MIN_CHUNK + 7
     x = numpy.random.uniform(-2, 2, size).astype(numpy.float32)
     x[::1000] = 0
@@ -47,13 +49,13 @@ def test_sign_and_clip_of_a_large_array_are_exact():
 
     class Link(object):
         def __init__(self, W):
-            self.W = type('P', (), {'array': W})()
+            self.W = type('P', (), {'array': W, 'update_rule': None})()
 
         def quantized_params(self):
             yield self.W
 
     link = Link(x.copy())
-    optimizer = type('O', (), {})()
+    optimizer = type('O', (), {'t': 1})()
     optimizer.target = type('T', (), {'links': lambda self: [link]})()
     WeightClip()(optimizer)
     numpy.testing.assert_array_equal(link.W.array, numpy.clip(x, -1, 1))

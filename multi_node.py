@@ -27,6 +27,8 @@ import io
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
@@ -152,7 +154,12 @@ def exit_on_signals(comm):
     that of the last finished epoch (one being written is a temporary file,
     removed by the next run). A signal that was ignored stays ignored.
     """
-    def stop(signum, frame):
+    stopping = threading.Lock()
+
+    def stop(signum, frame=None):
+        if not stopping.acquire(blocking=False):
+            while True:  # the other path is ending the process
+                time.sleep(1)
         if is_root(comm):
             sys.stderr.write(
                 'train_mnist.py: stopped by {} under mpiexec: every rank '
@@ -161,9 +168,28 @@ def exit_on_signals(comm):
             sys.stderr.flush()
         os._exit(128 + signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, stop)
+    handled = [signum for signum in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(signum) is not signal.SIG_IGN]
+    for signum in handled:
+        signal.signal(signum, stop)
+    if not handled:
+        return
+    # A Python handler runs in the main thread between bytecodes; a rank
+    # blocked in a collective call whose partner has already left would
+    # never get there. The C-level handler also writes the signal's number
+    # to a pipe, and a thread waiting on it (the collective calls release
+    # the GIL) ends the rank.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+
+    def watch():
+        while True:
+            data = os.read(read_end, 1)
+            if data and data[0] in handled:
+                stop(data[0])
+
+    threading.Thread(target=watch, name='signals', daemon=True).start()
 
 
 def size(comm):

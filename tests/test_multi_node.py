@@ -354,3 +354,43 @@ def test_single_process_is_untouched():
     dataset = [1, 2, 3]
     assert multi_node.scatter(dataset, None, shuffle=True, seed=0) is dataset
     assert multi_node.device_spec(None, 'pure_nccl', '-1') == '-1'
+
+
+SPIN_FOREVER = '''
+import sys
+sys.path.insert(0, {root!r})
+import numba
+import multi_node
+
+@numba.njit(nogil=True)
+def spin(n):
+    # a C loop that holds no GIL and never returns, like a rank waiting in
+    # a collective call for a partner that has left
+    i = 0
+    while n > 0:
+        i += 1
+    return i
+
+spin(0)  # compiled before the signal
+multi_node.exit_on_signals(None)
+print('ready', flush=True)
+spin(1)
+'''
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_a_rank_blocked_outside_python(signum):
+    proc = subprocess.Popen(
+        [sys.executable, '-c', SPIN_FOREVER.format(root=ROOT)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert proc.stdout.readline() == 'ready\n'
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert err.startswith('train_mnist.py: stopped by {} under mpiexec'
+                          .format(signal.Signals(signum).name)), err
+    assert err.count('\n') == 1, err

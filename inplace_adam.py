@@ -29,7 +29,7 @@ class InplaceAdamRule(adam.AdamRule):
             - \\eta \\, \\frac{\\alpha_t}{\\sqrt{v} + \\epsilon} \\, m
 
     With numba (:mod:`cpu_kernels`) the whole update is one pass over the
-    arrays on all cores, bit for bit the same; without it, NumPy's passes run
+    arrays (on all cores for a large parameter), bit for bit the same; without it, NumPy's passes run
     on pieces of a large parameter on several cores at once
     (:mod:`cpu_threads`), which leaves every element's arithmetic unchanged.
 
@@ -46,6 +46,7 @@ class InplaceAdamRule(adam.AdamRule):
     threads = None  # None: cpu_threads' default
     fused_clip = None  # (lower, upper, optimizer step) or None
     clipped = None  # fused_clip of the last update that clipped
+    _clip = None  # fused_clip of the update in progress
 
     def update_core(self, param):
         clip, self.fused_clip = self.fused_clip, None  # one update only

@@ -23,8 +23,9 @@ from chainer import backend
 from chainer import utils
 
 
-
-def _sqrt_half(dtype):
+def sqrt_half(dtype):
+    """The least value of ``dtype`` at or above sqrt(1/2): AP2 rounds a
+    mantissa below it down (shared with :func:`cpu_kernels.shift_adamax`)."""
     # log2(m) >= 1/2 for a mantissa m in [1/2, 1) iff m >= sqrt(1/2); no
     # float is sqrt(1/2), so m < sqrt(1/2) iff m < the least float of the
     # dtype above it (sqrt(1/2) rounded to nearest may be below it: float16)
@@ -50,7 +51,7 @@ def ap2(x):
     mantissa, exponent = xp.frexp(x)
     # x = mantissa * 2^exponent with 1/2 <= |mantissa| < 1: round(log2|x|)
     # is exponent if |mantissa| >= sqrt(1/2), else exponent - 1
-    exponent -= xp.abs(mantissa) < _sqrt_half(x.dtype)
+    exponent -= xp.abs(mantissa) < sqrt_half(x.dtype)
     one = xp.ones_like(x)
     y = xp.ldexp(xp.copysign(one, x), exponent)
     y = xp.where(x == 0, xp.zeros_like(x), y)

@@ -11,6 +11,8 @@ no reassociation, no fused multiply-add):
 
 * :func:`adam`: Chainer's Adam step (as :mod:`inplace_adam` writes it),
   then, optionally, the clip to ``[lower, upper]``;
+* :func:`shift_adamax`: the shift-based AdaMax step of
+  :mod:`shift_adamax`, with the AP2 rounding of :mod:`ap2` inside;
 * :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
   +1`, NaN kept (the deterministic binarization of :mod:`qst`);
 * :func:`ste`: the straight-through gradient of :mod:`qst`.
@@ -56,7 +58,10 @@ def import_numba():
 
 
 def _build():
+    import math
+
     numba = import_numba()
+    import numba.extending
 
     def adam_loop(param, grad, m, v, c1, c2, alpha_t, eps, decay, neg_eta,
                   lower, upper, clip, n):
@@ -78,6 +83,65 @@ def _build():
                 elif p > upper:
                     p = upper
             param[i] = p
+
+    @numba.extending.intrinsic
+    def to_bits(typingctx, x):
+        # the bits of a float as the unsigned integer of its width
+        uint = numba.types.uint32 if x.bitwidth == 32 else numba.types.uint64
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(uint))
+        return uint(x), codegen
+
+    @numba.extending.intrinsic
+    def from_bits(typingctx, b, like):
+        # the float of like's type with the low bits of the integer b
+        # (numba widens integer arithmetic to 64 bits)
+        def codegen(context, builder, signature, args):
+            low = builder.trunc(args[0], context.get_value_type(
+                numba.types.Integer.from_bitwidth(like.bitwidth, False))) \
+                if b.bitwidth > like.bitwidth else args[0]
+            return builder.bitcast(low, context.get_value_type(like))
+        return like(b, like), codegen
+
+    def shift_adamax_loop(param, grad, m, u, c1, beta2, eps, step,
+                          sqrt_half, exponent_mask, fraction_mask,
+                          exponent_one, sqrt_half_fraction, n):
+        for i in numba.prange(n):
+            g = grad[i]
+            mi = m[i] + c1 * (g - m[i])
+            m[i] = mi
+            # numpy.maximum: NaN from either side wins
+            bu = beta2 * u[i]
+            ag = abs(g)
+            if bu != bu or ag <= bu:
+                ui = bu
+            else:
+                ui = ag  # larger, or NaN
+            u[i] = ui
+            # AP2(u + eps) as ap2.ap2 computes it. For a normal float
+            # (1 + f) 2^e it is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2):
+            # the exponent bits, plus one when the fraction bits reach
+            # those of sqrt(1/2) (integer operations, vectorized; frexp
+            # and ldexp are calls into libm, 4x slower). Zero, subnormals,
+            # inf and NaN take frexp's way.
+            x = ui + eps
+            b = to_bits(x)
+            exponent = b & exponent_mask
+            if exponent != 0 and exponent != exponent_mask:
+                r = (b & ~(exponent_mask | fraction_mask)) | exponent
+                if b & fraction_mask >= sqrt_half_fraction:
+                    r += exponent_one
+                divisor = from_bits(r, x)
+            else:
+                mantissa, e = math.frexp(x)
+                if abs(mantissa) < sqrt_half:
+                    e -= 1
+                divisor = from_bits(to_bits(param.dtype.type(
+                    math.ldexp(math.copysign(1.0, x), e))), x)
+                if x == 0:
+                    divisor = x * 0
+            param[i] -= step * mi / divisor
 
     def sign_loop(x, y, n):
         for i in range(n):
@@ -101,7 +165,11 @@ def _build():
     # types, not by the parallel flag, hence the copy of adam_loop under
     # another name.
     adam_small = _renamed(adam_loop, 'adam_small')
+    shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
     return {
+        'shift_adamax': numba.njit(parallel=True, cache=True)(
+            shift_adamax_loop),
+        'shift_adamax_small': numba.njit(cache=True)(shift_adamax_small),
         'adam': numba.njit(parallel=True, cache=True)(adam_loop),
         'adam_small': numba.njit(cache=True)(adam_small),
         'sign': numba.njit(cache=True)(sign_loop),
@@ -153,6 +221,39 @@ def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
         dtype(c1), dtype(c2), dtype(alpha_t), dtype(eps), dtype(decay),
         dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
+
+
+def shift_adamax(param, grad, m, u, beta1, beta2, eps, step):
+    """One shift-based AdaMax step (:class:`shift_adamax.ShiftAdaMaxRule`)
+    on C-contiguous arrays of one float dtype, in place:
+
+    .. math::
+
+        m \\mathrel{+}= (1 - \\beta_1)(g - m), \\qquad
+        u \\leftarrow \\max(\\beta_2 u, |g|), \\qquad
+        \\theta \\mathrel{-}= \\frac{s \\, m}{\\mathrm{AP2}(u + \\epsilon)}
+
+    with ``step`` :math:`s` a power of two and every constant rounded to
+    the arrays' dtype first, as NumPy does with a Python scalar.
+    """
+    from ap2 import sqrt_half
+    dtype = param.dtype.type
+    n = param.size
+    # the IEEE 754 fields of the dtype, for AP2 on the bits
+    uint = numpy.dtype('u{}'.format(param.itemsize)).type
+    fraction_bits = numpy.finfo(param.dtype).nmant
+    exponent_one = uint(1) << uint(fraction_bits)
+    fraction_mask = exponent_one - uint(1)
+    exponent_mask = ((uint(1) << uint(8 * param.itemsize - 1)) - uint(1)) \
+        & ~fraction_mask
+    threshold = numpy.asarray(sqrt_half(param.dtype), param.dtype)
+    kernel = 'shift_adamax' if n >= PARALLEL_MIN else 'shift_adamax_small'
+    _get_kernels()[kernel](
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), u.reshape(-1),
+        dtype(1.0 - beta1), dtype(beta2), dtype(eps), dtype(step),
+        threshold[()], exponent_mask,
+        fraction_mask, exponent_one,
+        threshold.view(uint)[()] & fraction_mask, n)
 
 
 KERNEL_DTYPES = (numpy.float32, numpy.float64)

@@ -9,6 +9,7 @@ from chainer import backend
 from chainer import optimizer
 
 from ap2 import ap2
+import cpu_kernels
 
 _default_hyperparam = optimizer.Hyperparameter()
 # the paper's "good default settings": alpha = 2^-10, 1 - beta1 = 2^-3,
@@ -89,8 +90,13 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
         if grad is None:
             return
         hp = self.hyperparam
-        xp = backend.get_array_module(param.array)
         m, u = self.state['m'], self.state['u']
+        if cpu_kernels.usable(param.array, grad, m, u):
+            # the same operations in one pass (bit for bit)
+            cpu_kernels.shift_adamax(param.array, grad, m, u, hp.beta1,
+                                     hp.beta2, hp.eps, self.step_size)
+            return
+        xp = backend.get_array_module(param.array)
         m += (1.0 - hp.beta1) * (grad - m)
         xp.maximum(hp.beta2 * u, xp.abs(grad), out=u)
         divisor = ap2(u + u.dtype.type(hp.eps))

@@ -58,6 +58,9 @@ def main():
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--top', type=int, default=0, metavar='N',
+                        help='also list the N functions of most exclusive '
+                             'time')
     parser.add_argument('train_options', nargs='*',
                         help='train_mnist.py options (after --)')
     args = parser.parse_args()
@@ -109,6 +112,15 @@ def main():
         profiled_ms))
     for group, seconds in totals.most_common():
         print('  {:>6.2f} ms  {}'.format(seconds * 1e3 / args.steps, group))
+    if args.top:
+        print('the {} functions of most exclusive time, per step:'.format(
+            args.top))
+        top = sorted(stats.items(), key=lambda item: -item[1][2])
+        for (filename, line, name), (_, calls, tottime, _, _) in \
+                top[:args.top]:
+            print('  {:>6.2f} ms  {:>5.1f} calls  {}:{}({})'.format(
+                tottime * 1e3 / args.steps, calls / args.steps,
+                os.path.basename(filename), line, name))
 
 
 if __name__ == '__main__':

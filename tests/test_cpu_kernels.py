@@ -11,6 +11,7 @@ import qst
 from inplace_adam import InplaceAdam
 from inplace_adam import InplaceAdamRule
 from link_quantized_linear import QuantizedLinear
+from shift_adamax import ShiftAdaMax
 from weight_clip import WeightClip
 
 pytestmark = pytest.mark.skipif(
@@ -210,6 +211,63 @@ def test_ste_equals_reference(n, dtype):
     # the sign of the zeros too (0 * -0.5 is -0.0)
     numpy.testing.assert_array_equal(numpy.signbit(got),
                                      numpy.signbit(expected))
+
+
+def shift_adamax_model(n, dtype):
+    model = chainer.Link()
+    with model.init_scope():
+        model.w = chainer.Parameter(
+            numpy.random.default_rng(5).uniform(-1, 1, n).astype(dtype))
+    return model
+
+
+@pytest.mark.parametrize('n', SIZES)
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('kwargs', [{}, {'alpha': 0.01, 'eta': 3.0}])
+def test_shift_adamax_kernel_equals_numpy_path(n, dtype, kwargs,
+                                               monkeypatch):
+    # four steps of ShiftAdaMax with and without the kernel, gradients of
+    # magnitudes 1e-40 to 1e2 (AP2 of subnormals and of many exponents),
+    # zeros, NaN and inf: the same parameters and states, bit for bit
+    rng = numpy.random.default_rng(6)
+    grads = []
+    for t in range(4):
+        g = rng.normal(0, 1, n) * 10.0 ** rng.integers(-40, 3, n)
+        g = g.astype(dtype)
+        g[t:t + 3] = [0.0, -0.0, numpy.nan] if t == 2 else [0.0, -0.0, 1.0]
+        if t == 3:
+            g[7] = numpy.inf
+        grads.append(g)
+    results = []
+    for kernels in ('numba', 'numpy'):
+        monkeypatch.setenv('QNN_CPU_KERNELS', kernels)
+        model = shift_adamax_model(n, dtype)
+        optimizer = ShiftAdaMax(**kwargs)
+        optimizer.setup(model)
+        for g in grads:
+            model.w.grad = g.copy()
+            optimizer.update()
+        state = model.w.update_rule.state
+        results.append([model.w.array, state['m'], state['u']])
+    for name, got, expected in zip(('param', 'm', 'u'), *results):
+        assert got.dtype == dtype
+        numpy.testing.assert_array_equal(got, expected, name)
+        numpy.testing.assert_array_equal(numpy.signbit(got),
+                                         numpy.signbit(expected), name)
+    assert numpy.isnan(results[0][0]).any()  # the NaN went through
+
+
+def test_shift_adamax_uses_kernel(monkeypatch):
+    calls = []
+    kernel = cpu_kernels.shift_adamax
+    monkeypatch.setattr(cpu_kernels, 'shift_adamax',
+                        lambda *a: calls.append(1) or kernel(*a))
+    model = shift_adamax_model(100, numpy.float32)
+    optimizer = ShiftAdaMax()
+    optimizer.setup(model)
+    model.w.grad = numpy.ones(100, numpy.float32)
+    optimizer.update()
+    assert calls == [1]
 
 
 def test_usable():

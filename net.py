@@ -3,6 +3,7 @@ import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 import chainer.functions as F
 import chainer.links as L
+from chainer.utils import conv
 
 from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
@@ -238,20 +239,30 @@ class BinaryConvNet(chainer.Chain):
                    'gradient_bits': gradient_bits, 'error_bits': error_bits}
         # (convolution or dense layer, its BN, pool after it) in order
         self._blocks = []
+        # every input size is known from in_shape, so that the weights exist
+        # before the first forward pass (step_sizes.scale_step_sizes needs
+        # their shapes)
+        channels_in, height, width = self.in_shape
         with self.init_scope():
             for i, stage in enumerate(arch['conv'], 1):
                 for j, channels in enumerate(stage, 1):
                     name = 'conv{}_{}'.format(i, j)
                     setattr(self, name, QuantizedConvolution2D(
-                        None, channels, 3, pad=1, **options))
+                        channels_in, channels, 3, pad=1, **options))
                     setattr(self, 'bn' + name[4:], L.BatchNormalization(
                         channels))
                     self._blocks.append(
                         (name, 'bn' + name[4:], j == len(stage)))
+                    channels_in = channels
+                height, width = (
+                    conv.get_conv_outsize(size, 2, 2, 0, cover_all=True)
+                    for size in (height, width))
+            size_in = channels_in * height * width
             units = tuple(arch['fc']) + (n_out,)
             for i, n in enumerate(units, 1):
                 name = 'fc{}'.format(i)
-                setattr(self, name, QuantizedLinear(None, n, **options))
+                setattr(self, name, QuantizedLinear(size_in, n, **options))
+                size_in = n
                 setattr(self, 'bn_' + name, L.BatchNormalization(n))
                 self._blocks.append((name, 'bn_' + name, False))
 

@@ -27,9 +27,12 @@ def scale_step_sizes(model, optimizer):
 
     The quantized weights are those yielded by the ``quantized_params()``
     method of the links of ``model`` (the ``W`` of each
-    :class:`link_quantized_linear.QuantizedLinear`); for a weight of shape
-    ``(fan_out, fan_in, ...)``, ``fan_in`` is the product of all axes but the
-    first. Every other parameter (batch normalization's :math:`\\gamma` and
+    :class:`link_quantized_linear.QuantizedLinear` and
+    :class:`link_quantized_convolution_2d.QuantizedConvolution2D`). A dense
+    weight of shape ``(out, in)`` has ``fan_in = in``, ``fan_out = out``; a
+    convolution's ``(out, in, kh, kw)`` has ``fan_in = in * kh * kw`` and
+    ``fan_out = out * kh * kw``, as in BinaryNet's Theano code. Every
+    other parameter (batch normalization's :math:`\\gamma` and
     :math:`\\beta`) keeps the optimizer's step size, as in the Theano recipe.
 
     It sets the hyperparameter ``eta`` of each weight's own update rule.
@@ -81,8 +84,11 @@ def scale_step_sizes(model, optimizer):
                 raise ValueError('{} has no update rule: set up the '
                                  'optimizer with this model first'
                                  .format(name))
-            fan_out = param.shape[0]
-            fan_in = param.size // fan_out
+            # BinaryNet's (and Lasagne's) fans: the kernel's area times the
+            # input, and times the output channels
+            area = param.size // (param.shape[0] * param.shape[1])
+            fan_in = param.shape[1] * area
+            fan_out = param.shape[0] * area
             scale = glorot_scale(fan_in, fan_out)
             param.update_rule.hyperparam.eta = scale
             scales[name] = scale

@@ -217,6 +217,9 @@ class TestBinaryConvNet(unittest.TestCase):
 class TestBinaryConvNetStructure(unittest.TestCase):
 
     def check_layers(self, model, arch, x_shape, n_out):
+        # every weight exists before the first forward pass, so that
+        # step_sizes.scale_step_sizes can read its shape
+        assert all(param.array is not None for param in model.params())
         y = model(numpy.random.uniform(0, 1, x_shape).astype('f'))
         assert y.shape == (x_shape[0], n_out)
         channels = x_shape[1]

@@ -49,6 +49,23 @@ def test_scales_quantized_weights_only():
     assert mlp.l1.W.update_rule.hyperparam.alpha == 5e-4
 
 
+def test_scales_a_convnet_as_built():
+    # BinaryConvNet's weights exist before any forward pass; a convolution's
+    # fans count the kernel's area on both sides
+    arch = {'conv': ((4,), (6,)), 'fc': (5,), 'in_shape': (2, 8, 8)}
+    model = L.Classifier(net.BinaryConvNet(3, arch))
+    opt = InplaceAdam(alpha=1e-3)
+    opt.setup(model)
+    scales = step_sizes.scale_step_sizes(model, opt)
+    assert scales == {
+        '/predictor/conv1_1/W': pytest.approx(1 / math.sqrt(1.5 / (18 + 36))),
+        '/predictor/conv2_1/W': pytest.approx(1 / math.sqrt(1.5 / (36 + 54))),
+        '/predictor/fc1/W': pytest.approx(1 / math.sqrt(1.5 / (6 * 2 * 2 + 5))),
+        '/predictor/fc2/W': pytest.approx(1 / math.sqrt(1.5 / (5 + 3)))}
+    assert model.predictor.conv2_1.W.update_rule.hyperparam.eta == \
+        scales['/predictor/conv2_1/W']
+
+
 def fake_trainer(opt):
     return types.SimpleNamespace(
         updater=types.SimpleNamespace(get_optimizer=lambda name: opt))

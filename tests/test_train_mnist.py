@@ -920,6 +920,17 @@ def test_binarized_cnn_trains(tmp_path):
         assert snapshot['updater/model:main/predictor/conv1_1/W'].ndim == 4
 
 
+def test_binarized_cnn_with_glorot_step_sizes_and_shift_adamax(tmp_path):
+    # the convolutions' weights must exist before the step sizes are scaled
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--arch', 'cnn', '--glorot-step-sizes',
+                             '--optimizer', 'shift_adamax', '--epoch', '1',
+                             '--noplot', '--out', str(out),
+                             '--train-subset', '100', '--test-subset',
+                             '100', '--batchsize', '50']) == 0
+    assert read_log(out)[-1]['epoch'] == 1
+
+
 def test_fashion_mnist_mlp_trains(tmp_path, capsys):
     import fashion_mnist_data
     if not fashion_mnist_data.available():

@@ -8,6 +8,9 @@ what the time is spent on (exclusive time of each function, per step):
 
     .venv/bin/python bench/step_profile.py              # 300 + 300 steps
     .venv/bin/python bench/step_profile.py -- --unit 2048 --layers 3
+    .venv/bin/python bench/step_profile.py --top 10 -- --arch cnn
+
+``--top N`` also lists the N functions of most exclusive time.
 
 Options after ``--`` go to train_mnist.py's option parser. cProfile adds
 its own cost to every Python call, so the Python groups read high next to
@@ -31,9 +34,10 @@ GROUPS = [
     ('matrix products (BLAS)', lambda f, n: n in (
         "<method 'dot' of 'numpy.ndarray' objects>", '_matmul',
         '_backward_arrays')),
-    ('optimizer update (Adam + clip)', lambda f, n: (
+    ('optimizer update (Adam or AdaMax, clip)', lambda f, n: (
         f.endswith('cpu_kernels.py') and 'adam' in n) or (
-        f.endswith('inplace_adam.py') and n == '_update')),
+        f.endswith('inplace_adam.py') and n == '_update') or (
+        f.endswith('shift_adamax.py') and n == 'update_core')),
     ('sign (weights and activations)', lambda f, n: (
         f.endswith('cpu_kernels.py') and 'sign' in n) or (
         f.endswith('qst.py') and n == 'sign')),

@@ -137,10 +137,10 @@ def _build():
                 mantissa, e = math.frexp(x)
                 if abs(mantissa) < sqrt_half:
                     e -= 1
-                divisor = from_bits(to_bits(param.dtype.type(
-                    math.ldexp(math.copysign(1.0, x), e))), x)
+                divisor = param.dtype.type(
+                    math.ldexp(math.copysign(1.0, x), e))
                 if x == 0:
-                    divisor = x * 0
+                    divisor = param.dtype.type(0.0)
             param[i] -= step * mi / divisor
 
     def sign_loop(x, y, n):
@@ -167,9 +167,12 @@ def _build():
     adam_small = _renamed(adam_loop, 'adam_small')
     shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
     return {
-        'shift_adamax': numba.njit(parallel=True, cache=True)(
-            shift_adamax_loop),
-        'shift_adamax_small': numba.njit(cache=True)(shift_adamax_small),
+        # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in
+        # NumPy, instead of raising ZeroDivisionError
+        'shift_adamax': numba.njit(parallel=True, cache=True,
+                                   error_model='numpy')(shift_adamax_loop),
+        'shift_adamax_small': numba.njit(cache=True, error_model='numpy')(
+            shift_adamax_small),
         'adam': numba.njit(parallel=True, cache=True)(adam_loop),
         'adam_small': numba.njit(cache=True)(adam_small),
         'sign': numba.njit(cache=True)(sign_loop),

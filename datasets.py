@@ -2,7 +2,7 @@
 
 :func:`get_dataset` returns MNIST, Fashion-MNIST or CIFAR-10 as
 ``(train, test)`` :class:`~chainer.datasets.TupleDataset` s of float images
-in ``[0, scale]`` and ``int32`` labels, from verified files; :data:`INFO`
+in ``[shift, shift + scale]`` and ``int32`` labels, from verified files; :data:`INFO`
 says what a network needs to know beforehand (image shape, classes). Every
 failure to find or accept the files is a :class:`DatasetError` with a
 one-line message naming the file or directory, what is wrong and the fix.
@@ -69,6 +69,15 @@ INFO = collections.OrderedDict((info.name, info) for info in (
 ))
 NAMES = tuple(INFO)
 
+# get_dataset's pixel range, by train_mnist.py --input-range: Chainer's [0, 1]
+# or BinaryNet's [-1, 1] (its scripts feed 2 p - 1). With input dropout the
+# two differ: a dropped background pixel is 0 in both, so it changes nothing
+# in [0, 1] and moves a -1 to 0 in [-1, 1].
+INPUT_RANGES = collections.OrderedDict((
+    ('unit', {'scale': 1., 'shift': 0.}),
+    ('symmetric', {'scale': 2., 'shift': -1.}),
+))
+
 _GETTERS = {
     'mnist': lambda **kwargs: mnist_data.get_mnist(**kwargs),
     'fashion-mnist':
@@ -86,7 +95,8 @@ def get_info(name):
             name, ', '.join(NAMES)))
 
 
-def get_dataset(name, data_dir=None, ndim=1, scale=1., dtype=None):
+def get_dataset(name, data_dir=None, ndim=1, scale=1., shift=0.,
+                dtype=None):
     """Returns ``(train, test)`` of the data set ``name``.
 
     Args:
@@ -97,7 +107,9 @@ def get_dataset(name, data_dir=None, ndim=1, scale=1., dtype=None):
         ndim (int): 1: flat images of ``in_size`` values; 3:
             ``(channels, height, width)``; 2 (one channel only):
             ``(height, width)``.
-        scale (float): Pixel values are in ``[0, scale]``.
+        scale (float): Width of the pixel range.
+        shift (float): Pixel values are in ``[shift, shift + scale]``:
+            :math:`p \\cdot \\mathrm{scale} / 255 + \\mathrm{shift}`.
         dtype: Image dtype (default: ``chainer.config.dtype``).
 
     Returns:
@@ -111,5 +123,11 @@ def get_dataset(name, data_dir=None, ndim=1, scale=1., dtype=None):
     get_info(name)
     # Looked up in the module at each call, so that a test that replaces
     # mnist_data.get_mnist replaces it here too.
-    return _GETTERS[name](ndim=ndim, scale=scale, dtype=dtype,
-                          label_dtype=numpy.int32, data_dir=data_dir)
+    splits = _GETTERS[name](ndim=ndim, scale=scale, dtype=dtype,
+                            label_dtype=numpy.int32, data_dir=data_dir)
+    if shift:
+        for dataset in splits:
+            # the TupleDataset's own image array, fresh from the getter
+            images = dataset._datasets[0]
+            images += images.dtype.type(shift)
+    return splits

@@ -22,6 +22,7 @@ import numpy  # NOQA: E402
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import errors
 import folding
+import datasets
 import packed_format
 import packed_kernels
 import packed_summary
@@ -106,6 +107,9 @@ def fold(params, config, snapshot):
     units = config.get('unit')
     hidden = config.get('layers', 2)
     eps = config.get('bn_eps', folding.DEFAULT_EPS)
+    # the trainer's images p * range_scale / 255 + shift, as p / scale + shift
+    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
+    scale = PIXEL_SCALE / pixels['scale']
     sizes = [N_IN] + [units] * hidden + [N_OUT]
     expected = {}
     for i in range(1, hidden + 2):
@@ -142,7 +146,7 @@ def fold(params, config, snapshot):
                 continue
             if i == 1:
                 bits, thresholds = folding.fold_sign_from_pixels(
-                    W, *bn(i), eps=eps, scale=PIXEL_SCALE)
+                    W, *bn(i), eps=eps, scale=scale, shift=pixels['shift'])
             else:
                 bits, thresholds = folding.fold_sign_from_signs(
                     W, *bn(i), eps=eps)
@@ -155,10 +159,10 @@ def fold(params, config, snapshot):
               'config': {k: config.get(k) for k in (
                   'unit', 'layers', 'epoch', 'seed', 'weight_bits',
                   'activation_bits', 'quantizer', 'stochastic_activations',
-                  'stochastic_weights', 'versions')}}
+                  'stochastic_weights', 'input_range', 'versions')}}
     return packed_format.PackedNetwork(
-        layers, {'size': N_IN, 'pixel_bits': 8, 'scale': PIXEL_SCALE},
-        source)
+        layers, {'size': N_IN, 'pixel_bits': 8, 'scale': scale,
+                 'shift': pixels['shift']}, source)
 
 
 def export(snapshot, output):

@@ -147,12 +147,17 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
 
 
 def fold_sign_from_pixels(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
-                          scale=255, pixel_max=255):
-    """Folds the first layer, whose input is :math:`p / \\text{scale}` for
-    integer pixels :math:`0 \\le p \\le \\text{pixel_max}`.
+                          scale=255, pixel_max=255, shift=0.):
+    """Folds the first layer, whose input is
+    :math:`x_i = p_i / \\text{scale} + \\text{shift}` for integer pixels
+    :math:`0 \\le p_i \\le \\text{pixel_max}`.
 
     Returns ``(bits, thresholds)`` as :func:`fold_sign_from_signs`, the
-    test being on the integer :math:`\\sum_i p_i w'_i`.
+    test being on the integer :math:`s = \\sum_i p_i w'_i`: with
+    :math:`c = \\sum_i w_i`, the layer's sum is
+    :math:`a = s / \\text{scale} + \\text{shift} \\cdot c`, so
+    :math:`a \\ge t` is :math:`s \\ge \\text{scale}
+    (t - \\text{shift} \\cdot c)`.
     """
     bits = sign_bits(W)
     _check_bn(gamma, beta, mean, var)
@@ -163,8 +168,10 @@ def fold_sign_from_pixels(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
     r = 1 / numpy.sqrt(numpy.asarray(var, numpy.float64) + eps)
     flip = g < 0
     with numpy.errstate(divide='ignore', invalid='ignore', over='ignore'):
-        # threshold on the integer s = scale * a (then on -s if flipped)
-        t = scale * (mu - b / (g * r))
+        # threshold on the integer s = scale * (a - shift * c) (then on -s
+        # if flipped); c is the sum of the unflipped signs
+        c = numpy.where(bits, 1., -1.).sum(axis=1) if shift else 0.
+        t = scale * (mu - b / (g * r) - shift * c)
         t = numpy.where(flip, -t, t)
         T = numpy.ceil(t)
     # gamma = 0 (or so small that t overflows): constant sign(beta)

@@ -20,7 +20,7 @@ Header::
 
     {"format": "qnn-packed-mlp", "file_size": <bytes of the whole file>,
      "word_bits": 64, "bit_order": "little", "padding": "zero",
-     "input": {"size": 784, "pixel_bits": 8, "scale": 255},
+     "input": {"size": 784, "pixel_bits": 8, "scale": 255, "shift": 0},
      "layers": [{"name": "l1", "kind": "planes", "n_in": 784,
                  "n_out": 1000, "output": "sign",
                  "arrays": {"weights": {"dtype": "<u8",
@@ -33,7 +33,8 @@ Weights: one row of :math:`\\lceil n_{in}/64 \\rceil` words per unit; input
 :math:`\\lfloor i/64 \\rfloor`; 1 is :math:`+1`, 0 is :math:`-1`; the
 padding bits are 0 (checked on load). Layer kinds (see
 :mod:`packed_kernels` for the arithmetic): ``planes`` (first layer: 8-bit
-pixels :math:`p`, the network's input being :math:`p / \\text{scale}`) and
+pixels :math:`p`, the network's input being :math:`p / \\text{scale} +
+\\text{shift}`; the thresholds hold both) and
 ``xnor`` (:math:`\\pm 1` inputs). Outputs: ``sign`` (array ``thresholds``,
 ``<i4``: the unit's bit is 1 iff its integer sum :math:`a \\ge T`) and
 ``affine`` (the last layer: arrays ``mean``, ``inv_std``, ``gamma``,

@@ -40,6 +40,9 @@ NEW_OPTIONS = {
     'optimizer': (str, 'adam', ('adam', 'shift_adamax'),
                   'adam: inplace_adam.InplaceAdam; shift_adamax: '
                   'shift_adamax.ShiftAdaMax (alpha = --lr)'),
+    'input_range': (str, 'unit', ('unit', 'symmetric'),
+                    'unit: pixels in [0, 1]; symmetric: in [-1, 1] '
+                    '(datasets.INPUT_RANGES)'),
     'validation': (int, 0, None,
                    'hold out the last N training images for validation '
                    '(0: none)'),
@@ -55,7 +58,7 @@ RECIPES = {
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'standard', 'bn_eps': 2e-5, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
-        'validation': 0,
+        'input_range': 'unit', 'validation': 0,
     },
     # Courbariaux, Hubara et al. 2016, Theano/Lasagne MLP: 0.96 % test error
     # at the epoch of best validation error
@@ -67,7 +70,8 @@ RECIPES = {
         'input_dropout': 0.2, 'hidden_dropout': 0.5,
         'bn': 'standard', 'bn_eps': 1e-4, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
-        'validation': 10000,
+        # Train-time/mnist.py: 2 * X - 1
+        'input_range': 'symmetric', 'validation': 10000,
     },
     # the Torch7 MLP: 1.40 % test error. unit, layers, optimizer, bn and
     # the stochastic binarization of the activations (not of the weights)
@@ -82,7 +86,7 @@ RECIPES = {
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'shift', 'bn_eps': 1e-4, 'bn_decay': 0.9,
         'stochastic_activations': True, 'stochastic_weights': False,
-        'validation': 10000,
+        'input_range': 'unit', 'validation': 10000,
     },
 }
 

@@ -111,8 +111,9 @@ def load_data(args, comm=None):
     with multi_node.all_or_none(comm):
         if multi_node.is_root(comm):
             try:
-                train, test = datasets.get_dataset(args.dataset,
-                                                   args.data_dir)
+                train, test = datasets.get_dataset(
+                    args.dataset, args.data_dir,
+                    **datasets.INPUT_RANGES[args.input_range])
             except datasets.DatasetError as e:
                 fail(e)
             if args.validation:

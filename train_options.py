@@ -201,6 +201,11 @@ def build_parser():
                        default='adam',
                        help='shift_adamax: AdaMax with power-of-two step '
                             'sizes (step size --lr)')
+    group.add_argument('--input-range', choices=tuple(datasets.INPUT_RANGES),
+                       default='unit',
+                       help='unit: pixels in [0, 1] (Chainer\'s get_mnist); '
+                            'symmetric: in [-1, 1], 2 p - 1, as BinaryNet\'s '
+                            'scripts')
     group.add_argument('--validation', type=option_types.non_negative_int,
                        default=0, metavar='N',
                        help='Hold out the last N training images for '

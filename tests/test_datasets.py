@@ -74,6 +74,24 @@ def test_errors_are_dataset_errors(tmp_path):
         datasets.get_dataset('mnist', ndim=2 + 2)
 
 
+@pytest.mark.parametrize('name', ['unit', 'symmetric'])
+def test_input_ranges(name):
+    unit_train, unit_test = datasets.get_dataset('mnist')
+    pixels = datasets.INPUT_RANGES[name]
+    train, test = datasets.get_dataset('mnist', **pixels)
+    for unit, shifted in ((unit_train, train), (unit_test, test)):
+        x, t = shifted._datasets
+        # p * scale / 255 + shift, from the [0, 1] images p / 255
+        numpy.testing.assert_allclose(
+            x, unit._datasets[0] * pixels['scale'] + pixels['shift'],
+            rtol=0, atol=1e-6)
+        assert x.dtype == numpy.float32
+        assert (x.min(), x.max()) == (pixels['shift'],
+                                      pixels['shift'] + pixels['scale'])
+        numpy.testing.assert_array_equal(t, unit._datasets[1])
+    assert datasets.INPUT_RANGES['symmetric'] == {'scale': 2., 'shift': -1.}
+
+
 def test_uses_the_module_functions(monkeypatch):
     # a test that replaces mnist_data.get_mnist replaces what get_dataset
     # calls (tests/test_train_mnist.py and mpi_worker.py do that)

@@ -11,6 +11,7 @@ import pytest
 
 import chainer
 
+import datasets
 import export
 import mnist_data
 import packed_format
@@ -50,8 +51,10 @@ def chainer_predictions(snapshot, images):
     model = train_mnist.build_model(args)
     chainer.serializers.load_npz(snapshot, model,
                                  path='updater/model:main/')
+    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
     x = images.astype(numpy.float32)
-    x *= 1 / 255.  # as mnist_data.get_mnist
+    x *= pixels['scale'] / 255.  # as data_files.to_dataset
+    x += numpy.float32(pixels['shift'])  # as datasets.get_dataset
     with chainer.using_config('train', False), \
             chainer.no_backprop_mode():
         return model.predictor(x).array.argmax(axis=1)
@@ -200,6 +203,32 @@ def test_export_of_a_deeper_network_with_another_bn_eps(tmp_path, capsys):
     logits = packed_kernels.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))
+
+
+def test_export_of_a_network_on_symmetric_pixels(tmp_path):
+    # --input-range symmetric: the first layer sees 2 p / 255 - 1
+    out = str(tmp_path / 'symmetric')
+    assert train_mnist.main([
+        '--epoch', '1', '--unit', '40', '--input-range', 'symmetric',
+        '--train-subset', '500', '--test-subset', '100', '--batchsize',
+        '50', '--noplot', '--out', out]) == 0
+    snapshot = os.path.join(out, 'snapshot_iter_10')
+    output = str(tmp_path / 'symmetric.bnn')
+    assert export.main([snapshot, '-o', output]) == 0
+    network = packed_format.load(output)
+    assert network.input['shift'] == -1.0
+    assert network.input['scale'] == 127.5
+    assert network.source['config']['input_range'] == 'symmetric'
+    images = mnist_data.load_raw()['test'][0][:1000]
+    logits = packed_kernels.forward(network, images, 'numba')
+    numpy.testing.assert_array_equal(logits.argmax(axis=1),
+                                     chainer_predictions(snapshot, images))
+    # read as [0, 1] pixels, the same weights predict something else
+    unit = export.fold(export.read_parameters(snapshot),
+                       dict(network.source['config'], input_range='unit',
+                            bn_eps=2e-5), snapshot)
+    assert (packed_kernels.forward(unit, images, 'numba').argmax(axis=1) !=
+            logits.argmax(axis=1)).any()
 
 
 def test_shift_bn_is_refused(tmp_path, capsys):

@@ -80,27 +80,37 @@ def test_xnor_layer_equals_chainer_float_layer(n_in, n_out, backend):
     assert 0 < expected.mean() < 1
 
 
+# pixels p / 255 in [0, 1], and 2 p / 255 - 1 in [-1, 1] (--input-range)
+PIXEL_RANGES = [(255, 0.), (127.5, -1.)]
+
+
 @pytest.mark.parametrize('n_in,n_out', WIDTHS)
 @pytest.mark.parametrize('backend', ['numpy', 'numba'])
-def test_pixel_layer_equals_float_layer(n_in, n_out, backend):
+@pytest.mark.parametrize('scale,shift', PIXEL_RANGES)
+def test_pixel_layer_equals_float_layer(n_in, n_out, backend, scale, shift):
     rng = numpy.random.default_rng(n_in + n_out)
     pixels = rng.integers(0, 256, size=(40, n_in)).astype(numpy.uint8)
     pixels[0] = 0  # s = 0 for every unit
     W = rng.normal(size=(n_out, n_in))
-    bn = random_bn(rng, n_out, 60 * numpy.sqrt(n_in) / 255)
-    bits, T = folding.fold_sign_from_pixels(W, *bn)
+    # the pre-activation's spread, around shift * sum(w) with a shift
+    bn = random_bn(rng, n_out, 60 * numpy.sqrt(n_in) / scale)
+    w = numpy.where(W >= 0, 1., -1.)
+    bn[2][:] += shift * w.sum(axis=1)
+    bits, T = folding.fold_sign_from_pixels(W, *bn, scale=scale, shift=shift)
     out = packed_kernels.sign_layer(sign_layer('planes', bits, T), pixels,
                                     backend)
     # exact: float64 of the integer sums (below 2^53)
-    s = pixels.astype(numpy.float64) @ numpy.where(W >= 0, 1., -1.).T
+    s = pixels.astype(numpy.float64) @ w.T
+    a = s / scale + shift * w.sum(axis=1)
     gamma, beta, mean, var = bn
-    y = gamma * (s / 255 - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) \
-        + beta
+    y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
     numpy.testing.assert_array_equal(out, y >= 0)
     # Chainer's float32 layer (BLAS's order of summation) agrees but where
     # y is within float32 rounding of 0
-    chainer_out = chainer_sign_layer(pixels / numpy.float32(255), W, bn)
-    near = abs(y) < 1e-4 * (1 + abs(gamma * s / 255))
+    x = pixels / numpy.float32(scale) + numpy.float32(shift)
+    chainer_out = chainer_sign_layer(x, W, bn)
+    near = abs(y) < 1e-4 * (1 + abs(gamma) * (
+        abs(s) / scale + abs(shift * w.sum(axis=1))))
     assert (out == chainer_out)[~near].all()
     assert near.mean() < 0.01
 

@@ -70,6 +70,8 @@ def test_paper_values():
                                                           pytest.approx(0.1))
     assert not theano['stochastic_activations']
     assert not theano['stochastic_weights']
+    # Train-time/mnist.py feeds 2 * X - 1
+    assert theano['input_range'] == 'symmetric'
     torch = recipes.RECIPES['binarynet-torch']
     assert (torch['unit'], torch['optimizer'], torch['bn']) == (
         2048, 'shift_adamax', 'shift')

@@ -10,6 +10,7 @@ import time
 import numpy
 import pytest
 
+import array_iterator
 import errors
 import mnist_data
 import output_lock
@@ -881,6 +882,25 @@ def test_validation_images_are_the_last_and_not_trained_on():
     numpy.testing.assert_array_equal(validation[0][0], full[-500][0])
     numpy.testing.assert_array_equal(train[len(train) - 1][0],
                                      full[len(full) - 501][0])
+
+
+@pytest.mark.parametrize('options, low', [
+    ([], 0.0), (['--recipe', 'binarynet-theano'], -1.0),
+    (['--recipe', 'binarynet-theano', '--input-range', 'unit'], 0.0),
+    (['--input-range', 'symmetric'], -1.0)])
+def test_input_range_reaches_the_data(options, low):
+    args = train_options.parse_args(options + ['--validation', '500'])
+    for dataset in train_mnist.load_data(args):
+        columns, index = array_iterator.dataset_columns(dataset)
+        x = columns[0] if index is None else columns[0][index]
+        assert (x.min(), x.max()) == (low, 1.0)
+
+
+def test_unknown_input_range(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_options.parse_args(['--input-range', 'signed'])
+    assert e.value.code == 2
+    assert "invalid choice: 'signed'" in capsys.readouterr().err
 
 
 def test_validation_larger_than_the_training_set(tmp_path, capsys):

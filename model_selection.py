@@ -4,8 +4,9 @@ of best validation accuracy.
 With ``--validation N`` the trainer evaluates a held-out part of the
 training set (``validation/...``) and the test set (``test/...``) every
 epoch; :class:`BestEpoch` reports, from then on, ``best/epoch`` (the epoch of
-the highest validation accuracy so far; the earliest on ties) and the test
-accuracy of that epoch as ``best/test/main/accuracy``.
+the highest validation accuracy so far; the latest on ties, as BinaryNet's
+training loop, which keeps an epoch whose ``val_err <= best_val_err``) and
+the test accuracy of that epoch as ``best/test/main/accuracy``.
 """
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
@@ -40,7 +41,7 @@ class BestEpoch(extension.Extension):
         if self.validation_key not in observation:
             return
         validation = float(observation[self.validation_key])
-        if validation > self.validation:
+        if validation >= self.validation:  # ties: the later epoch
             self.epoch = trainer.updater.epoch
             self.validation = validation
             self.test = float(observation.get(self.test_key, float('nan')))

@@ -862,7 +862,9 @@ def test_validation_split_reports_test_and_best_epoch(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert 'test/main/accuracy' in printed and 'best/epoch' in printed
     log = read_log(out)
-    best = max(log[1:], key=lambda e: e['validation/main/accuracy'])
+    # the latest of the best on ties
+    best = max(log[1:], key=lambda e: (e['validation/main/accuracy'],
+                                       e['epoch']))
     assert log[-1]['best/epoch'] == best['epoch']
     assert log[-1]['best/test/main/accuracy'] == best['test/main/accuracy']
     assert '# best validation accuracy {:.4f} at epoch {}'.format(

@@ -7,9 +7,11 @@ into a clean stop: the current iteration finishes, a snapshot is written,
 and :class:`Interrupted` carries the exit status a shell would report for
 the signal (128 + its number: 130 for SIGINT, 143 for SIGTERM).
 """
+import contextlib
 import math
 import signal
 import sys
+import warnings
 
 import numpy
 
@@ -17,6 +19,9 @@ import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 from chainer import backend
 from chainer import training
 from chainer.training import extension
+
+import errors
+import snapshots
 
 
 def failing_epoch(updater):
@@ -227,3 +232,41 @@ def interrupted_message(e, snapshot):
         return where + '; there is no snapshot to resume from'
     return '{}; to continue, run the same command with --resume {} (or ' \
         '--resume auto)'.format(where, snapshot.last_path)
+
+
+@contextlib.contextmanager
+def one_line_stops(snapshot, interrupts=None, divergence_check=True,
+                   is_root=True):
+    """Runs a training with the guards on; each way it can stop early ends
+    the program with one line and its exit status (:mod:`errors`).
+
+    A :class:`DivergenceError` exits 3 (only ``is_root`` says so: under
+    mpiexec every rank sees the same loss and stops at the same iteration),
+    an :class:`Interrupted` run exits with its signal's status, and a
+    :class:`snapshots.SnapshotWriteError` exits 1. With
+    ``divergence_check`` NumPy's overflow and invalid-value warnings are
+    silenced, since the guard reports a NaN or infinity in one sentence.
+    ``interrupts`` (an :class:`InterruptGuard`, or ``None`` under mpiexec,
+    where signals end every rank at once) is entered around the run.
+    """
+    try:
+        with interrupts or contextlib.nullcontext(), \
+                warnings.catch_warnings():
+            if divergence_check:
+                warnings.filterwarnings(
+                    'ignore', r'(overflow|invalid value|divide by zero) '
+                    r'encountered', RuntimeWarning)
+            yield
+    except DivergenceError as e:
+        if not is_root:
+            raise SystemExit(errors.EXIT_DIVERGED)
+        errors.fail('{}; stopped without saving anything of it; {} (a lower '
+                    '--lr may help)'.format(e, 'the last good snapshot is {}'
+                                            .format(snapshot.last_path)
+                                            if snapshot.last_path else
+                                            'there is no snapshot of this run'),
+                    errors.EXIT_DIVERGED)
+    except Interrupted as e:
+        errors.stop(interrupted_message(e, snapshot), e.status)
+    except snapshots.SnapshotWriteError as e:
+        errors.fail(e)

@@ -10,7 +10,6 @@ Option checks, device diagnosis, one-line errors and the run's outputs
 live in the modules named for them (``train_options``, ``devices``,
 ``errors``, ``run_output``, ``run_history``).
 """
-import contextlib
 import os
 import sys
 import warnings
@@ -256,28 +255,10 @@ def main(argv=None):
     # under mpiexec signals end every rank at once (multi_node.exit_on_signals)
     interrupts = run_guards.InterruptGuard(snapshot) if comm is None \
         else None
-    try:
-        with interrupts or contextlib.nullcontext(), \
-                warnings.catch_warnings():
-            if args.divergence_check:
-                # the guard reports a NaN or infinity in one sentence
-                warnings.filterwarnings(
-                    'ignore', r'(overflow|invalid value|divide by zero) '
-                    r'encountered', RuntimeWarning)
-            run_training(args, snapshot, interrupts, comm)
-    except run_guards.DivergenceError as e:
-        # every rank sees the same mean loss and the same parameters, so all
-        # stop at the same iteration; rank 0 says so
-        if not multi_node.is_root(comm):
-            raise SystemExit(errors.EXIT_DIVERGED)
-        fail('{}; stopped without saving anything of it; {} (a lower --lr '
-             'may help)'.format(e, 'the last good snapshot is {}'.format(
-                 snapshot.last_path) if snapshot.last_path else
-                 'there is no snapshot of this run'), errors.EXIT_DIVERGED)
-    except run_guards.Interrupted as e:
-        errors.stop(run_guards.interrupted_message(e, snapshot), e.status)
-    except snapshots.SnapshotWriteError as e:
-        fail(e)
+    with run_guards.one_line_stops(snapshot, interrupts,
+                                   args.divergence_check,
+                                   multi_node.is_root(comm)):
+        run_training(args, snapshot, interrupts, comm)
     return 0
 
 

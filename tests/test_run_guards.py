@@ -201,3 +201,41 @@ def test_ignored_signal_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _stop_inside(exception, **kwargs):
+    snapshot = snapshots.AtomicSnapshot()
+    with pytest.raises(SystemExit) as e:
+        with run_guards.one_line_stops(snapshot, **kwargs):
+            raise exception
+    return e.value.code
+
+
+def test_one_line_stops(capsys):
+    diverged = run_guards.DivergenceError('main/loss is nan at epoch 2',
+                                          2, 7)
+    assert _stop_inside(diverged) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert 'main/loss is nan at epoch 2; stopped without saving anything ' \
+        'of it; there is no snapshot of this run' in err
+    # another rank of mpiexec stops with the same status, silently
+    assert _stop_inside(diverged, is_root=False) == 3
+    assert capsys.readouterr().err == ''
+    assert _stop_inside(snapshots.SnapshotWriteError(
+        'result/snapshot_iter_5: no space left')) == 1
+    assert 'snapshot_iter_5: no space left' in capsys.readouterr().err
+    # anything else is not a way of stopping: it goes through
+    with pytest.raises(KeyError):
+        with run_guards.one_line_stops(snapshots.AtomicSnapshot()):
+            raise KeyError('x')
+
+
+def test_one_line_stops_silences_overflow_only_when_checking(recwarn):
+    with run_guards.one_line_stops(snapshots.AtomicSnapshot()):
+        numpy.float32(1e38) * numpy.float32(10)
+    assert not [w for w in recwarn if 'overflow' in str(w.message)]
+    with run_guards.one_line_stops(snapshots.AtomicSnapshot(),
+                                   divergence_check=False):
+        numpy.float32(1e38) * numpy.float32(10)
+    assert [w for w in recwarn if 'overflow' in str(w.message)]

@@ -11,6 +11,21 @@ from link_shift_batch_normalization import ShiftBatchNormalization
 import qst
 
 BATCH_NORMALIZATIONS = ('standard', 'shift')
+# initializers of the quantized weights, by name (train_mnist.py
+# --weight-init): Chainer's default for Linear and Convolution2D, or
+# BinaryNet's (its Theano and Torch7 codes draw every binary weight from
+# U(-1, 1), the clipping range, so that few signs flip in the first steps)
+WEIGHT_INITS = ('lecun-normal', 'uniform')
+
+
+def weight_initializer(name):
+    """The initializer of the quantized weights called ``name`` (one of
+    :data:`WEIGHT_INITS`): ``'lecun-normal'``, :math:`N(0, 1/\\text{fan_in})`
+    (``None``: the links' default); ``'uniform'``, :math:`U(-1, 1)`."""
+    if name not in WEIGHT_INITS:
+        raise ValueError('weight_init must be one of {}, got {!r}'.format(
+            ', '.join(WEIGHT_INITS), name))
+    return chainer.initializers.Uniform(1.0) if name == 'uniform' else None
 
 
 class MnistMLP(chainer.Chain):
@@ -83,6 +98,8 @@ class MnistMLP(chainer.Chain):
             (1 - d) \\mu`. Lasagne's (and Torch's) momentum
             :math:`\\alpha` is :math:`1 - d`: the Theano recipe's
             ``alpha=0.1`` is ``bn_decay=0.9``.
+        weight_init (str): Initializer of the quantized weights, one of
+            :data:`WEIGHT_INITS` (:func:`weight_initializer`).
     """
 
     def __init__(self, n_in=784, n_units=1000, n_out=10, weight_bits=1,
@@ -90,8 +107,9 @@ class MnistMLP(chainer.Chain):
                  stochastic_activations=False, stochastic_weights=False,
                  gradient_bits=None, error_bits=None, n_layers=2,
                  input_dropout=0.0, hidden_dropout=0.0, bn='standard',
-                 bn_eps=2e-5, bn_decay=0.9):
+                 bn_eps=2e-5, bn_decay=0.9, weight_init='lecun-normal'):
         super(MnistMLP, self).__init__()
+        initialW = weight_initializer(weight_init)
         self.activation_bits = qst.check_bits(activation_bits)
         self.quantizer = qst.check_quantizer(quantizer)
         self.stochastic_activations = bool(stochastic_activations)
@@ -120,7 +138,8 @@ class MnistMLP(chainer.Chain):
 
         def linear(n_in, n_out):
             return QuantizedLinear(
-                n_in, n_out, nobias=True, bits=weight_bits,
+                n_in, n_out, nobias=True, initialW=initialW,
+                bits=weight_bits,
                 quantizer=quantizer, stochastic=stochastic_weights,
                 gradient_bits=gradient_bits, error_bits=error_bits)
 
@@ -215,14 +234,15 @@ class BinaryConvNet(chainer.Chain):
             ``(n, c * h * w)`` (flat MNIST) is reshaped; ``None``: the
             architecture's. A 4-D input is used as it is.
         weight_bits, activation_bits, quantizer, stochastic_activations,
-        stochastic_weights, gradient_bits, error_bits: As in
+        stochastic_weights, gradient_bits, error_bits, weight_init: As in
         :class:`MnistMLP`.
     """
 
     def __init__(self, n_out=10, arch='small', in_shape=None, weight_bits=1,
                  activation_bits=1, quantizer='linear',
                  stochastic_activations=False, stochastic_weights=False,
-                 gradient_bits=None, error_bits=None):
+                 gradient_bits=None, error_bits=None,
+                 weight_init='lecun-normal'):
         super(BinaryConvNet, self).__init__()
         if not isinstance(arch, dict):
             if arch not in ARCHITECTURES:
@@ -234,7 +254,8 @@ class BinaryConvNet(chainer.Chain):
         self.quantizer = qst.check_quantizer(quantizer)
         self.stochastic_activations = bool(stochastic_activations)
         self.stochastic_weights = bool(stochastic_weights)
-        options = {'nobias': True, 'bits': weight_bits, 'quantizer': quantizer,
+        options = {'nobias': True, 'initialW': weight_initializer(weight_init),
+                   'bits': weight_bits, 'quantizer': quantizer,
                    'stochastic': self.stochastic_weights,
                    'gradient_bits': gradient_bits, 'error_bits': error_bits}
         # (convolution or dense layer, its BN, pool after it) in order

@@ -40,6 +40,9 @@ NEW_OPTIONS = {
     'optimizer': (str, 'adam', ('adam', 'shift_adamax'),
                   'adam: inplace_adam.InplaceAdam; shift_adamax: '
                   'shift_adamax.ShiftAdaMax (alpha = --lr)'),
+    'weight_init': (str, 'lecun-normal', ('lecun-normal', 'uniform'),
+                    'initializer of the quantized weights '
+                    '(net.weight_initializer)'),
     'input_range': (str, 'unit', ('unit', 'symmetric'),
                     'unit: pixels in [0, 1]; symmetric: in [-1, 1] '
                     '(datasets.INPUT_RANGES)'),
@@ -58,7 +61,8 @@ RECIPES = {
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'standard', 'bn_eps': 2e-5, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
-        'input_range': 'unit', 'validation': 0,
+        'weight_init': 'lecun-normal', 'input_range': 'unit',
+        'validation': 0,
     },
     # Courbariaux, Hubara et al. 2016, Theano/Lasagne MLP: 0.96 % test error
     # at the epoch of best validation error
@@ -70,8 +74,9 @@ RECIPES = {
         'input_dropout': 0.2, 'hidden_dropout': 0.5,
         'bn': 'standard', 'bn_eps': 1e-4, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
-        # Train-time/mnist.py: 2 * X - 1
-        'input_range': 'symmetric', 'validation': 10000,
+        # Train-time/mnist.py: H = 1, so W ~ U(-1, 1); inputs 2 * X - 1
+        'weight_init': 'uniform', 'input_range': 'symmetric',
+        'validation': 10000,
     },
     # the Torch7 MLP: 1.40 % test error. unit, layers, optimizer, bn and
     # the stochastic binarization of the activations (not of the weights)
@@ -86,7 +91,9 @@ RECIPES = {
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
         'bn': 'shift', 'bn_eps': 1e-4, 'bn_decay': 0.9,
         'stochastic_activations': True, 'stochastic_weights': False,
-        'input_range': 'unit', 'validation': 10000,
+        # BinaryLinear.lua: weight:uniform(-1, 1)
+        'weight_init': 'uniform', 'input_range': 'unit',
+        'validation': 10000,
     },
 }
 
@@ -96,7 +103,7 @@ NET_ARGUMENTS = {
     'hidden_dropout': 'hidden_dropout', 'bn': 'bn', 'bn_eps': 'bn_eps',
     'bn_decay': 'bn_decay',
     'stochastic_activations': 'stochastic_activations',
-    'stochastic_weights': 'stochastic_weights',
+    'stochastic_weights': 'stochastic_weights', 'weight_init': 'weight_init',
 }
 
 

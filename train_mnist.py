@@ -67,7 +67,8 @@ def build_model(args):
                 activation_bits=args.activation_bits, quantizer=args.quantizer,
                 stochastic_activations=args.stochastic_activations,
                 stochastic_weights=args.stochastic_weights,
-                gradient_bits=args.gradient_bits, error_bits=args.error_bits)
+                gradient_bits=args.gradient_bits, error_bits=args.error_bits,
+                weight_init=args.weight_init)
     if args.arch == 'cnn':
         predictor = net.BinaryConvNet(info.n_classes, args.cnn_size,
                                       in_shape=info.shape, **bits)

@@ -8,6 +8,7 @@ import argparse
 import datasets
 import errors
 import multi_node
+import net
 import option_types
 import qst
 import recipes
@@ -201,6 +202,11 @@ def build_parser():
                        default='adam',
                        help='shift_adamax: AdaMax with power-of-two step '
                             'sizes (step size --lr)')
+    group.add_argument('--weight-init', choices=net.WEIGHT_INITS,
+                       default='lecun-normal',
+                       help='Initial quantized weights: lecun-normal, '
+                            'N(0, 1/fan_in) (Chainer\'s default); uniform, '
+                            'U(-1, 1) (BinaryNet\'s codes)')
     group.add_argument('--input-range', choices=tuple(datasets.INPUT_RANGES),
                        default='unit',
                        help='unit: pixels in [0, 1] (Chainer\'s get_mnist); '

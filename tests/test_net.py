@@ -481,3 +481,39 @@ def test_stochastic_activations_and_weights_are_separate(
         # stochastic rounding changes some of the hidden values and of the
         # small initial weights (probabilities near 1/2)
         assert deterministic != expected
+
+
+@pytest.mark.parametrize('make', [
+    lambda **kw: net.MnistMLP(784, 256, 10, **kw),
+    lambda **kw: net.BinaryConvNet(10, **kw)])
+def test_weight_init(make):
+    numpy.random.seed(0)
+    uniform = make(weight_init='uniform')
+    numpy.random.seed(0)
+    default = make()
+    for link in uniform.links():
+        if not isinstance(link, (QuantizedLinear, QuantizedConvolution2D)):
+            continue
+        W = link.W.array
+        fan_in = W.size // W.shape[0]
+        # U(-1, 1): the clipping range, mean |w| 1/2
+        assert -1 <= W.min() and W.max() <= 1
+        assert abs(numpy.abs(W).mean() - 0.5) < 0.05
+        assert abs(W.std() - 1 / numpy.sqrt(3)) < 0.05
+        # Chainer's default: N(0, 1/fan_in)
+        W = default[link.name].W.array
+        assert abs(W.std() * numpy.sqrt(fan_in) - 1) < 0.15
+    # batch normalization starts as Chainer's either way
+    numpy.testing.assert_array_equal(
+        [p.array.sum() for n, p in sorted(uniform.namedparams())
+         if '/b' in n or '/bn' in n],
+        [p.array.sum() for n, p in sorted(default.namedparams())
+         if '/b' in n or '/bn' in n])
+
+
+def test_unknown_weight_init():
+    with pytest.raises(ValueError, match='weight_init must be one of '
+                       'lecun-normal, uniform'):
+        net.MnistMLP(weight_init='glorot')
+    with pytest.raises(ValueError, match='weight_init'):
+        net.BinaryConvNet(weight_init='normal')

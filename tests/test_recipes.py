@@ -72,6 +72,9 @@ def test_paper_values():
     assert not theano['stochastic_weights']
     # Train-time/mnist.py feeds 2 * X - 1
     assert theano['input_range'] == 'symmetric'
+    # both codes draw the binary weights from U(-1, 1)
+    assert theano['weight_init'] == 'uniform'
+    assert recipes.RECIPES['binarynet-torch']['weight_init'] == 'uniform'
     torch = recipes.RECIPES['binarynet-torch']
     assert (torch['unit'], torch['optimizer'], torch['bn']) == (
         2048, 'shift_adamax', 'shift')

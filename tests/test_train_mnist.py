@@ -804,6 +804,10 @@ def test_recipe_values_are_defaults_that_options_override():
     assert (args.unit, args.layers, args.loss) == (64, 3, 'squared_hinge')
     assert (args.input_dropout, args.hidden_dropout) == (0.0, 0.5)
     assert args.glorot_step_sizes and args.validation == 10000
+    assert (args.weight_init, args.input_range) == ('uniform', 'symmetric')
+    args = train_options.parse_args(['--recipe', 'binarynet-theano',
+                                     '--weight-init', 'lecun-normal'])
+    assert args.weight_init == 'lecun-normal'
     args = train_options.parse_args(['--recipe', 'binarynet-torch'])
     assert args.stochastic_activations and not args.stochastic_weights
     args = train_options.parse_args(['--recipe', 'binarynet-torch',

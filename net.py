@@ -91,7 +91,8 @@ class MnistMLP(chainer.Chain):
         bn (str): ``'standard'``: :class:`chainer.links.BatchNormalization`;
             ``'shift'``: the shift-based batch normalization of
             :mod:`link_shift_batch_normalization` (scale rounded to a power
-            of two).
+            of two) on the hidden layers, the output's staying standard as
+            in BinaryNet's Torch7 models.
         bn_eps (float): :math:`\\epsilon` of every batch normalization.
         bn_decay (float): Decay of the running statistics of every batch
             normalization, :math:`\\bar{\\mu} \\leftarrow d \\bar{\\mu} +
@@ -143,8 +144,10 @@ class MnistMLP(chainer.Chain):
                 quantizer=quantizer, stochastic=stochastic_weights,
                 gradient_bits=gradient_bits, error_bits=error_bits)
 
-        def normalization(size):
-            if bn == 'shift':
+        def normalization(size, hidden):
+            # the output's BN stays standard: its logits are not binarized
+            # (BinaryNet's Torch7 models end in nn.BatchNormalization too)
+            if bn == 'shift' and hidden:
                 return ShiftBatchNormalization(size, decay=bn_decay,
                                                eps=bn_eps)
             return L.BatchNormalization(size, decay=bn_decay, eps=bn_eps)
@@ -155,7 +158,8 @@ class MnistMLP(chainer.Chain):
         with self.init_scope():
             for i in range(1, self.n_layers + 2):
                 setattr(self, 'l{}'.format(i), linear(sizes[i - 1], sizes[i]))
-                setattr(self, 'b{}'.format(i), normalization(sizes[i]))
+                setattr(self, 'b{}'.format(i),
+                        normalization(sizes[i], i <= self.n_layers))
 
     def _activation(self, h):
         return qst.qst(h, self.activation_bits, self.quantizer,

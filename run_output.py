@@ -81,6 +81,9 @@ def print_header(args, device, comm=None):
     if args.lr_schedule == 'exponential':
         print('# {} alpha: {:g} -> {:g} (exponential decay)'.format(
             optimizer, args.lr, args.lr_final))
+    elif args.lr_schedule == 'halving':
+        print('# {} alpha: {:g}, halved every {} epochs'.format(
+            optimizer, args.lr, args.lr_halving_epochs))
     else:
         print('# {} alpha: {:g} (constant)'.format(optimizer, args.lr))
     print('# seed: {}'.format(args.seed))

@@ -197,6 +197,10 @@ def run_training(args, snapshot, interrupts, comm=None):
         trainer.extend(extensions.ExponentialShift('alpha', rate,
                                                    init=args.lr),
                        trigger=(1, 'epoch'))
+    elif args.lr_schedule == 'halving':
+        trainer.extend(extensions.ExponentialShift('alpha', 0.5,
+                                                   init=args.lr),
+                       trigger=(args.lr_halving_epochs, 'epoch'))
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))

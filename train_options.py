@@ -104,12 +104,19 @@ def build_parser():
     parser.add_argument('--lr-final', type=option_types.positive_float, default=1e-5,
                         help='Step size of the last epoch when '
                              '--lr-schedule=exponential')
-    parser.add_argument('--lr-schedule', choices=('exponential', 'constant'),
+    parser.add_argument('--lr-schedule',
+                        choices=('exponential', 'halving', 'constant'),
                         default='exponential',
                         help='exponential: multiply the step size by a fixed '
                              'factor after every epoch, from --lr to '
                              '--lr-final (the paper decays it '
-                             'exponentially); constant: keep --lr (plain Adam)')
+                             'exponentially); halving: halve it every '
+                             '--lr-halving-epochs epochs (BinaryNet\'s Torch7 '
+                             'script); constant: keep --lr (plain Adam)')
+    parser.add_argument('--lr-halving-epochs', type=option_types.positive_int,
+                        default=20, metavar='N',
+                        help='Epochs between two halvings when '
+                             '--lr-schedule=halving')
     parser.add_argument('--eval-batchsize', type=option_types.positive_int, default=1000,
                         metavar='N',
                         help='Images per evaluation batch (evaluation uses '

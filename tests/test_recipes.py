@@ -81,6 +81,9 @@ def test_paper_values():
     # stochastic binarization of the activations, deterministic weights
     assert torch['stochastic_activations']
     assert not torch['stochastic_weights']
+    # Main_BinaryNet_MNIST.lua and BatchNormalizationShiftPow2's defaults
+    assert (torch['lr'], torch['lr_schedule']) == (2.0 ** -6, 'halving')
+    assert (torch['bn_eps'], 1 - torch['bn_decay']) == (1e-5, 0.125)
 
 
 def test_get_recipe_copies_and_checks():

@@ -324,6 +324,15 @@ def test_learning_rate_schedule(tmp_path, capsys):
     assert alphas == [default, default]
     assert 'Adam alpha: {:g} (constant)'.format(default) in \
         capsys.readouterr().out
+    # halving: --lr for the first N epochs, then half of it for N, ...
+    out = tmp_path / 'halving'
+    assert train_mnist.main(['--epoch', '5', '--out', str(out), '--noplot',
+                             '--lr', '0.01', '--lr-schedule', 'halving',
+                             '--lr-halving-epochs', '2'] + SMALL) == 0
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+    assert 'Adam alpha: 0.01, halved every 2 epochs' in \
+        capsys.readouterr().out
 
 
 def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):

@@ -716,6 +716,17 @@ def test_resume_with_more_epochs_is_recorded(tmp_path, capsys):
     assert alphas[1] == pytest.approx(1e-3 * (1e-5 / 1e-3) ** 1)
 
 
+def test_resumed_halving_schedule_goes_on(tmp_path):
+    out = tmp_path / 'result'
+    args = ['--noplot', '--out', str(out), '--lr', '0.01', '--lr-schedule',
+            'halving', '--lr-halving-epochs', '2'] + SMALL
+    assert train_mnist.main(['--epoch', '3'] + args) == 0
+    assert train_mnist.main(['--epoch', '5', '--resume', 'auto'] + args) \
+        == 0
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
 def test_resume_of_a_run_older_than_the_two_stochastic_options(
         tmp_path, capsys, good_snapshot):
     # its config.json has one `stochastic`, for weights and activations

@@ -104,9 +104,32 @@ def _build():
             return builder.bitcast(low, context.get_value_type(like))
         return like(b, like), codegen
 
+    @numba.njit(inline='always')
+    def ap2_of(x, like, sqrt_half, exponent_mask, fraction_mask,
+               exponent_one, sqrt_half_fraction):
+        # AP2(x) as ap2.ap2 computes it. For a normal float (1 + f) 2^e it
+        # is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2): the exponent bits,
+        # plus one when the fraction bits reach those of sqrt(1/2) (integer
+        # operations, vectorized; frexp and ldexp are calls into libm, 4x
+        # slower). Zero, subnormals, inf and NaN take frexp's way.
+        b = to_bits(x)
+        exponent = b & exponent_mask
+        if exponent != 0 and exponent != exponent_mask:
+            r = (b & ~(exponent_mask | fraction_mask)) | exponent
+            if b & fraction_mask >= sqrt_half_fraction:
+                r += exponent_one
+            return from_bits(r, x)
+        mantissa, e = math.frexp(x)
+        if abs(mantissa) < sqrt_half:
+            e -= 1
+        if x == 0:
+            return like.dtype.type(0.0)
+        return like.dtype.type(math.ldexp(math.copysign(1.0, x), e))
+
     def shift_adamax_loop(param, grad, m, u, c1, beta2, eps, step,
-                          sqrt_half, exponent_mask, fraction_mask,
-                          exponent_one, sqrt_half_fraction, n):
+                          round_norm, sqrt_half, exponent_mask,
+                          fraction_mask, exponent_one, sqrt_half_fraction,
+                          n):
         for i in numba.prange(n):
             g = grad[i]
             mi = m[i] + c1 * (g - m[i])
@@ -118,29 +141,12 @@ def _build():
                 ui = bu
             else:
                 ui = ag  # larger, or NaN
+            if round_norm:
+                ui = ap2_of(ui, param, sqrt_half, exponent_mask,
+                            fraction_mask, exponent_one, sqrt_half_fraction)
             u[i] = ui
-            # AP2(u + eps) as ap2.ap2 computes it. For a normal float
-            # (1 + f) 2^e it is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2):
-            # the exponent bits, plus one when the fraction bits reach
-            # those of sqrt(1/2) (integer operations, vectorized; frexp
-            # and ldexp are calls into libm, 4x slower). Zero, subnormals,
-            # inf and NaN take frexp's way.
-            x = ui + eps
-            b = to_bits(x)
-            exponent = b & exponent_mask
-            if exponent != 0 and exponent != exponent_mask:
-                r = (b & ~(exponent_mask | fraction_mask)) | exponent
-                if b & fraction_mask >= sqrt_half_fraction:
-                    r += exponent_one
-                divisor = from_bits(r, x)
-            else:
-                mantissa, e = math.frexp(x)
-                if abs(mantissa) < sqrt_half:
-                    e -= 1
-                divisor = param.dtype.type(
-                    math.ldexp(math.copysign(1.0, x), e))
-                if x == 0:
-                    divisor = param.dtype.type(0.0)
+            divisor = ap2_of(ui + eps, param, sqrt_half, exponent_mask,
+                             fraction_mask, exponent_one, sqrt_half_fraction)
             param[i] -= step * mi / divisor
 
     def sign_loop(x, y, n):
@@ -226,7 +232,8 @@ def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
         dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
 
 
-def shift_adamax(param, grad, m, u, beta1, beta2, eps, step):
+def shift_adamax(param, grad, m, u, beta1, beta2, eps, step,
+                 round_norm=False):
     """One shift-based AdaMax step (:class:`shift_adamax.ShiftAdaMaxRule`)
     on C-contiguous arrays of one float dtype, in place:
 
@@ -237,7 +244,9 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step):
         \\theta \\mathrel{-}= \\frac{s \\, m}{\\mathrm{AP2}(u + \\epsilon)}
 
     with ``step`` :math:`s` a power of two and every constant rounded to
-    the arrays' dtype first, as NumPy does with a Python scalar.
+    the arrays' dtype first, as NumPy does with a Python scalar. With
+    ``round_norm`` :math:`u` is stored rounded,
+    :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`.
     """
     from ap2 import sqrt_half
     dtype = param.dtype.type
@@ -254,7 +263,7 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step):
     _get_kernels()[kernel](
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), u.reshape(-1),
         dtype(1.0 - beta1), dtype(beta2), dtype(eps), dtype(step),
-        threshold[()], exponent_mask,
+        bool(round_norm), threshold[()], exponent_mask,
         fraction_mask, exponent_one,
         threshold.view(uint)[()] & fraction_mask, n)
 

@@ -46,6 +46,10 @@ NEW_OPTIONS = {
     'input_range': (str, 'unit', ('unit', 'symmetric'),
                     'unit: pixels in [0, 1]; symmetric: in [-1, 1] '
                     '(datasets.INPUT_RANGES)'),
+    'adamax_norm': (str, 'decaying', ('decaying', 'rounded'),
+                    'shift_adamax\'s infinity norm: decaying (the paper) or '
+                    'rounded (stored as a power of two, never decays: '
+                    'BinaryNet\'s Torch7 code)'),
     'validation': (int, 0, None,
                    'hold out the last N training images for validation '
                    '(0: none)'),
@@ -62,7 +66,7 @@ RECIPES = {
         'bn': 'standard', 'bn_eps': 2e-5, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
         'weight_init': 'lecun-normal', 'input_range': 'unit',
-        'validation': 0,
+        'adamax_norm': 'decaying', 'validation': 0,
     },
     # Courbariaux, Hubara et al. 2016, Theano/Lasagne MLP: 0.96 % test error
     # at the epoch of best validation error
@@ -76,7 +80,7 @@ RECIPES = {
         'stochastic_activations': False, 'stochastic_weights': False,
         # Train-time/mnist.py: H = 1, so W ~ U(-1, 1); inputs 2 * X - 1
         'weight_init': 'uniform', 'input_range': 'symmetric',
-        'validation': 10000,
+        'adamax_norm': 'decaying', 'validation': 10000,
     },
     # the Torch7 MLP: 1.40 % test error; the values of BinaryNet's Torch7
     # code (Main_BinaryNet_MNIST.lua, Models/BinaryNet_MNIST_Model.lua),
@@ -91,9 +95,10 @@ RECIPES = {
         # BatchNormalizationShiftPow2's defaults: eps 1e-5, momentum 0.125
         'bn': 'shift', 'bn_eps': 1e-5, 'bn_decay': 0.875,
         'stochastic_activations': True, 'stochastic_weights': False,
-        # BinaryLinear.lua: weight:uniform(-1, 1)
+        # BinaryLinear.lua: weight:uniform(-1, 1); adaMax_binary_clip_shift
+        # stores the norm rounded
         'weight_init': 'uniform', 'input_range': 'unit',
-        'validation': 10000,
+        'adamax_norm': 'rounded', 'validation': 10000,
     },
 }
 

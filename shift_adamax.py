@@ -20,6 +20,7 @@ _default_hyperparam.beta1 = 1.0 - 2.0 ** -3
 _default_hyperparam.beta2 = 1.0 - 2.0 ** -10
 _default_hyperparam.eps = 1e-8
 _default_hyperparam.eta = 1.0
+_default_hyperparam.round_norm = False
 
 
 class ShiftAdaMaxRule(optimizer.UpdateRule):
@@ -46,6 +47,14 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
     :math:`\\beta_2 = 1 - 2^{-10}` would round back to :math:`u` and the
     estimate would never decay. :math:`\\epsilon` only keeps a parameter
     whose gradients have all been 0 (:math:`m = u = 0`) at 0 instead of NaN.
+
+    With ``round_norm`` the state keeps :math:`u` rounded,
+    :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`, as
+    BinaryNet's Torch7 ``adaMax_binary_clip_shift`` does. For any
+    :math:`\\beta_2 > \\sqrt{1/2}`, :math:`\\mathrm{AP2}(\\beta_2 2^k) = 2^k`:
+    the norm never decays, it is the running maximum of :math:`|g|`
+    rounded, so the steps shrink as the gradients do (an annealing that
+    the Torch7 recipe's large step size relies on).
     :math:`\\eta` (1 by default) is Chainer's schedule multiplier, here the
     per-parameter step-size scale of :func:`step_sizes.scale_step_sizes`; it
     is inside the rounding so that a scaled step is still a shift.
@@ -58,14 +67,16 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
         beta2 (float): Decay rate of the infinity norm :math:`u`.
         eps (float): Small value added to :math:`u`.
         eta (float): Step-size multiplier.
+        round_norm (bool): Store :math:`u` rounded to a power of two.
     """
 
     def __init__(self, parent_hyperparam=None, alpha=None, beta1=None,
-                 beta2=None, eps=None, eta=None):
+                 beta2=None, eps=None, eta=None, round_norm=None):
         super(ShiftAdaMaxRule, self).__init__(
             parent_hyperparam or _default_hyperparam)
         for name, value in (('alpha', alpha), ('beta1', beta1),
-                            ('beta2', beta2), ('eps', eps), ('eta', eta)):
+                            ('beta2', beta2), ('eps', eps), ('eta', eta),
+                            ('round_norm', round_norm)):
             if value is not None:
                 setattr(self.hyperparam, name, value)
 
@@ -94,11 +105,14 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
         if cpu_kernels.usable(param.array, grad, m, u):
             # the same operations in one pass (bit for bit)
             cpu_kernels.shift_adamax(param.array, grad, m, u, hp.beta1,
-                                     hp.beta2, hp.eps, self.step_size)
+                                     hp.beta2, hp.eps, self.step_size,
+                                     hp.round_norm)
             return
         xp = backend.get_array_module(param.array)
         m += (1.0 - hp.beta1) * (grad - m)
         xp.maximum(hp.beta2 * u, xp.abs(grad), out=u)
+        if hp.round_norm:
+            u[...] = ap2(u)
         divisor = ap2(u + u.dtype.type(hp.eps))
         # m / divisor and step * (...) are exact: both are powers of two
         param.array -= (self.step_size * m / divisor).astype(
@@ -126,24 +140,30 @@ class ShiftAdaMax(optimizer.GradientMethod):
             :math:`1 - 2^{-10}`).
         eps (float): Added to the infinity norm (default 1e-8).
         eta (float): Step-size multiplier (default 1).
+        round_norm (bool): Store the infinity norm rounded to a power of
+            two, so that it never decays (BinaryNet's Torch7 code; default
+            ``False``, the paper's algorithm).
     """
 
     def __init__(self, alpha=_default_hyperparam.alpha,
                  beta1=_default_hyperparam.beta1,
                  beta2=_default_hyperparam.beta2,
-                 eps=_default_hyperparam.eps, eta=_default_hyperparam.eta):
+                 eps=_default_hyperparam.eps, eta=_default_hyperparam.eta,
+                 round_norm=_default_hyperparam.round_norm):
         super(ShiftAdaMax, self).__init__()
         self.hyperparam.alpha = alpha
         self.hyperparam.beta1 = beta1
         self.hyperparam.beta2 = beta2
         self.hyperparam.eps = eps
         self.hyperparam.eta = eta
+        self.hyperparam.round_norm = bool(round_norm)
 
     alpha = optimizer.HyperparameterProxy('alpha')
     beta1 = optimizer.HyperparameterProxy('beta1')
     beta2 = optimizer.HyperparameterProxy('beta2')
     eps = optimizer.HyperparameterProxy('eps')
     eta = optimizer.HyperparameterProxy('eta')
+    round_norm = optimizer.HyperparameterProxy('round_norm')
 
     def create_update_rule(self):
         return ShiftAdaMaxRule(self.hyperparam)

@@ -85,8 +85,10 @@ def build_optimizer(args, model, comm=None):
     """Adam (Chainer's arithmetic, updated in place) or shift-based AdaMax,
     with the weights clipped to [-1, 1] after every update; with a ChainerMN
     communicator ``comm``, on the gradients averaged over the ranks."""
+    options = {'round_norm': args.adamax_norm == 'rounded'} \
+        if args.optimizer == 'shift_adamax' else {}
     optimizer = multi_node.data_parallel_optimizer(
-        OPTIMIZERS[args.optimizer](alpha=args.lr), comm)
+        OPTIMIZERS[args.optimizer](alpha=args.lr, **options), comm)
     optimizer.setup(model)
     if args.glorot_step_sizes:
         step_sizes.scale_step_sizes(model, optimizer)

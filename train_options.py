@@ -209,6 +209,12 @@ def build_parser():
                        default='adam',
                        help='shift_adamax: AdaMax with power-of-two step '
                             'sizes (step size --lr)')
+    group.add_argument('--adamax-norm', choices=('decaying', 'rounded'),
+                       default='decaying',
+                       help='shift_adamax\'s infinity norm: decaying (the '
+                            'paper\'s AdaMax) or rounded (stored as a power '
+                            'of two, so it never decays: BinaryNet\'s Torch7 '
+                            'code)')
     group.add_argument('--weight-init', choices=net.WEIGHT_INITS,
                        default='lecun-normal',
                        help='Initial quantized weights: lecun-normal, '

@@ -225,7 +225,8 @@ def shift_adamax_model(n, dtype):
 @pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
 @pytest.mark.parametrize('kwargs', [
     {}, {'alpha': 0.01, 'eta': 3.0},
-    {'eps': 0.0}])  # AP2 of 0 and of subnormals (frexp's way)
+    {'eps': 0.0},  # AP2 of 0 and of subnormals (frexp's way)
+    {'round_norm': True}, {'round_norm': True, 'eps': 0.0}])
 def test_shift_adamax_kernel_equals_numpy_path(n, dtype, kwargs,
                                                monkeypatch):
     # four steps of ShiftAdaMax with and without the kernel, gradients of

@@ -84,6 +84,7 @@ def test_paper_values():
     # Main_BinaryNet_MNIST.lua and BatchNormalizationShiftPow2's defaults
     assert (torch['lr'], torch['lr_schedule']) == (2.0 ** -6, 'halving')
     assert (torch['bn_eps'], 1 - torch['bn_decay']) == (1e-5, 0.125)
+    assert torch['adamax_norm'] == 'rounded'
 
 
 def test_get_recipe_copies_and_checks():
@@ -92,4 +93,5 @@ def test_get_recipe_copies_and_checks():
     assert recipes.RECIPES['default']['unit'] == 1000
     with pytest.raises(ValueError):
         recipes.get_recipe('binarynet')
-    assert recipes.describe('default').startswith('default: batchsize=100')
+    assert recipes.describe('default').startswith(
+        'default: adamax_norm=decaying, batchsize=100')

@@ -139,3 +139,30 @@ def test_serialization_round_trip():
     assert rule2.t == rule.t == 1
     for key in ('m', 'u'):
         numpy.testing.assert_array_equal(rule2.state[key], rule.state[key])
+
+
+@pytest.mark.parametrize('kernels', ['numba', 'numpy'])
+def test_rounded_norm_never_decays(kernels, monkeypatch):
+    # BinaryNet's Torch7 AdaMax stores the norm rounded: AP2(beta2 2^k) is
+    # 2^k, so after one large gradient the norm stays, and the steps of
+    # later small gradients shrink; the paper's norm decays by beta2
+    monkeypatch.setenv('QNN_CPU_KERNELS', kernels)
+    norms = {}
+    for round_norm in (False, True):
+        link = chainer.Link()
+        with link.init_scope():
+            link.w = chainer.Parameter(numpy.zeros(3, numpy.float32))
+        optimizer = ShiftAdaMax(round_norm=round_norm)
+        optimizer.setup(link)
+        link.w.grad = numpy.array([3.0, -0.3, 0.0], numpy.float32)
+        optimizer.update()
+        for _ in range(2000):
+            link.w.grad = numpy.full(3, 1e-3, numpy.float32)
+            optimizer.update()
+        norms[round_norm] = link.w.update_rule.state['u'].copy()
+    # 3 rounds to 4, 0.3 to 0.25, 1e-3 to 2^-10, and there they stay
+    numpy.testing.assert_array_equal(norms[True], [4.0, 0.25, 2.0 ** -10])
+    beta2 = 1 - 2.0 ** -10
+    assert norms[False][0] == pytest.approx(
+        max(3.0 * beta2 ** 2000, 1e-3), rel=1e-3)
+    assert norms[False][0] < 0.5

@@ -835,6 +835,13 @@ def test_recipe_values_are_defaults_that_options_override():
                                      '--stochastic-weights'])
     assert not args.stochastic_activations and args.stochastic_weights
     assert args.optimizer == 'shift_adamax'
+    for options, rounded in (([], True), (['--adamax-norm', 'decaying'],
+                                          False)):
+        args = train_options.parse_args(['--recipe', 'binarynet-torch'] +
+                                        options)
+        model = train_mnist.build_model(args)
+        optimizer = train_mnist.build_optimizer(args, model)
+        assert optimizer.round_norm is rounded
     assert vars(train_options.parse_args([])) == vars(
         train_options.parse_args(['--recipe', 'default']))
 

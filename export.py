@@ -20,9 +20,9 @@ environment_check.require('export.py')
 import numpy  # NOQA: E402
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+import datasets
 import errors
 import folding
-import datasets
 import packed_format
 import packed_kernels
 import packed_summary

@@ -187,42 +187,40 @@ def test_argument_error_exits_2(capsys):
     assert code == 2
 
 
-def test_export_of_a_deeper_network_with_another_bn_eps(tmp_path, capsys):
-    out = str(tmp_path / 'deep')
+def train_and_export(tmp_path, name, options):
+    """Trains a 40-unit network for 10 steps with ``options``, exports it
+    and checks its predictions on 1000 test images against Chainer's;
+    returns the snapshot, the packed network, the images and its logits."""
+    out = str(tmp_path / name)
     assert train_mnist.main([
-        '--epoch', '1', '--unit', '40', '--layers', '3', '--bn-eps', '1e-4',
-        '--train-subset', '500', '--test-subset', '100', '--batchsize',
-        '50', '--noplot', '--out', out]) == 0
+        '--epoch', '1', '--unit', '40', '--train-subset', '500',
+        '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--out', out] + options) == 0
     snapshot = os.path.join(out, 'snapshot_iter_10')
-    output = str(tmp_path / 'deep.bnn')
+    output = str(tmp_path / (name + '.bnn'))
     assert export.main([snapshot, '-o', output]) == 0
     network = packed_format.load(output)
-    assert [layer.kind for layer in network.layers] == \
-        ['planes', 'xnor', 'xnor', 'xnor']
     images = mnist_data.load_raw()['test'][0][:1000]
     logits = packed_kernels.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))
+    return snapshot, network, images, logits
+
+
+def test_export_of_a_deeper_network_with_another_bn_eps(tmp_path, capsys):
+    _, network, _, _ = train_and_export(
+        tmp_path, 'deep', ['--layers', '3', '--bn-eps', '1e-4'])
+    assert [layer.kind for layer in network.layers] == \
+        ['planes', 'xnor', 'xnor', 'xnor']
 
 
 def test_export_of_a_network_on_symmetric_pixels(tmp_path):
     # --input-range symmetric: the first layer sees 2 p / 255 - 1
-    out = str(tmp_path / 'symmetric')
-    assert train_mnist.main([
-        '--epoch', '1', '--unit', '40', '--input-range', 'symmetric',
-        '--train-subset', '500', '--test-subset', '100', '--batchsize',
-        '50', '--noplot', '--out', out]) == 0
-    snapshot = os.path.join(out, 'snapshot_iter_10')
-    output = str(tmp_path / 'symmetric.bnn')
-    assert export.main([snapshot, '-o', output]) == 0
-    network = packed_format.load(output)
+    snapshot, network, images, logits = train_and_export(
+        tmp_path, 'symmetric', ['--input-range', 'symmetric'])
     assert network.input['shift'] == -1.0
     assert network.input['scale'] == 127.5
     assert network.source['config']['input_range'] == 'symmetric'
-    images = mnist_data.load_raw()['test'][0][:1000]
-    logits = packed_kernels.forward(network, images, 'numba')
-    numpy.testing.assert_array_equal(logits.argmax(axis=1),
-                                     chainer_predictions(snapshot, images))
     # read as [0, 1] pixels, the same weights predict something else
     unit = export.fold(export.read_parameters(snapshot),
                        dict(network.source['config'], input_range='unit',

@@ -5,7 +5,8 @@
 in ``[shift, shift + scale]`` and ``int32`` labels, from verified files;
 :data:`INFO` says what a network needs to know beforehand (image shape,
 classes). Every failure to find or accept the files is a
-:class:`DatasetError` with a one-line message naming the file or directory, what is wrong and the fix.
+:class:`DatasetError` with a one-line message naming the file or directory,
+what is wrong and the fix.
 
 * ``'mnist'``: 4 IDX files checked by SHA-256; by default the copy shipped
   in ``data/mnist``; images 1x28x28.

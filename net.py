@@ -191,6 +191,11 @@ ARCHITECTURES = {
     # seconds per batch of 100 on 2 cores (see docs/convolution.md).
     'small': {'conv': ((16,), (32,), (64,)), 'fc': (512, 512),
               'in_shape': (1, 28, 28)},
+    # the small network at twice its width: 32C3-MP2-64C3-MP2-128C3-MP2-
+    # 2x1024FC-10. The small one underfits (training accuracy 0.99 on MNIST,
+    # 0.90 on Fashion-MNIST after 20 epochs); this doubles its step's cost.
+    'wide': {'conv': ((32,), (64,), (128,)), 'fc': (1024, 1024),
+             'in_shape': (1, 28, 28)},
     # the paper's CIFAR-10 network (BinaryNet, Courbariaux, Hubara et al.
     # 2016): 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10, 32x32x3
     'paper': {'conv': ((128, 128), (256, 256), (512, 512)),
@@ -229,7 +234,8 @@ class BinaryConvNet(chainer.Chain):
     Args:
         n_out (int): Number of classes.
         arch (str or dict): A key of :data:`ARCHITECTURES` (``'small'``,
-            the default, for 28x28x1 MNIST; ``'paper'``, the paper's
+            the default, and ``'wide'``, twice its width, for 28x28x1
+            MNIST; ``'paper'``, the paper's
             CIFAR-10 network for 32x32x3), or a dict like their values:
             ``conv``, a tuple of stages, each a tuple of output channels;
             ``fc``, a tuple of hidden units; ``in_shape``, (channels,

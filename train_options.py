@@ -79,10 +79,11 @@ def build_parser():
     parser.add_argument('--arch', choices=('mlp', 'cnn'), default='mlp',
                         help='mlp: net.MnistMLP; cnn: net.BinaryConvNet '
                              '(convolution, max pooling, BN, sign)')
-    parser.add_argument('--cnn-size', choices=('small', 'paper'),
+    parser.add_argument('--cnn-size', choices=('small', 'wide', 'paper'),
                         default='small',
                         help='BinaryConvNet setting: small (CPU-sized, '
-                             '16C3-MP2-32C3-MP2-64C3-MP2-2x512FC) or paper '
+                             '16C3-MP2-32C3-MP2-64C3-MP2-2x512FC), wide '
+                             '(32C3-MP2-64C3-MP2-128C3-MP2-2x1024FC) or paper '
                              '(2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC)')
     parser.add_argument('--dataset', choices=datasets.NAMES,
                         default='mnist',

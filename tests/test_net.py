@@ -250,6 +250,16 @@ class TestBinaryConvNetStructure(unittest.TestCase):
         assert arch['in_shape'] == (1, 28, 28)
         self.check_layers(model, arch, (2, 1, 28, 28), 10)
 
+    def test_wide_network_doubles_the_small_one(self):
+        small = net.ARCHITECTURES['small']
+        wide = net.ARCHITECTURES['wide']
+        assert wide['conv'] == tuple(tuple(2 * c for c in stage)
+                                     for stage in small['conv'])
+        assert wide['fc'] == tuple(2 * n for n in small['fc'])
+        assert wide['in_shape'] == small['in_shape']
+        self.check_layers(net.BinaryConvNet(10, 'wide'), wide,
+                          (2, 1, 28, 28), 10)
+
     def test_paper_network(self):
         # 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10 on 32x32x3
         arch = net.ARCHITECTURES['paper']

@@ -12,6 +12,10 @@ timed without CIFAR-10.
 
     .venv/bin/python bench/cnn_step.py                           # small, MNIST-sized
     .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 100 --steps 2
+    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 50 --device 0
+
+On a GPU (``--device 0``) every timed call ends with a synchronization, so
+the time is the kernels' and not only their launch.
 
 A benchmark, not a test: it asserts nothing.
 """
@@ -30,17 +34,20 @@ import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
 import chainer  # NOQA: E402
 import chainer.links as L  # NOQA: E402
 
+import devices  # NOQA: E402
+import errors  # NOQA: E402
 import net  # NOQA: E402
 import reference  # NOQA: E402
 from inplace_adam import InplaceAdam  # NOQA: E402
 from weight_clip import WeightClip  # NOQA: E402
 
 
-def timed(function, steps):
+def timed(function, steps, synchronize):
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         function()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -53,26 +60,41 @@ def main():
                         metavar=('C', 'H', 'W'))
     parser.add_argument('--batch', type=int, default=100)
     parser.add_argument('--steps', type=int, default=10)
+    parser.add_argument('--device', default='@numpy',
+                        help='device specifier, as train_mnist.py --device')
     parser.add_argument('--epoch-images', type=int, default=60000)
     parser.add_argument('--eval-images', type=int, default=10000)
     args = parser.parse_args()
+    errors.program = 'bench/cnn_step.py'
+    device = devices.get_device(args.device)
+    device.use()
+
+    def synchronize():
+        if device.xp is not numpy:
+            device.device.synchronize()
+
     numpy.random.seed(0)
     shape = tuple(args.shape)
     model = L.Classifier(net.BinaryConvNet(10, args.size, in_shape=shape))
+    model.to_device(device)
     optimizer = InplaceAdam()
     optimizer.setup(model)
     optimizer.add_hook(WeightClip())
-    x = numpy.random.rand(args.batch, *shape).astype(numpy.float32)
-    t = numpy.random.randint(0, 10, args.batch).astype(numpy.int32)
+    x = device.send(numpy.random.rand(args.batch, *shape).astype(
+        numpy.float32))
+    t = device.send(numpy.random.randint(0, 10, args.batch).astype(
+        numpy.int32))
     optimizer.update(model, x, t)
-    train = timed(lambda: optimizer.update(model, x, t), args.steps)
+    synchronize()
+    train = timed(lambda: optimizer.update(model, x, t), args.steps,
+                  synchronize)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
-        evaluate = timed(lambda: model(x, t), args.steps)
+        evaluate = timed(lambda: model(x, t), args.steps, synchronize)
     steps = args.epoch_images / args.batch
     batches = args.eval_images / args.batch
-    print('# BinaryConvNet {} on {} images, batch {}, {} cores; {}'.format(
-        args.size, 'x'.join(map(str, shape)), args.batch,
-        os.cpu_count(), reference.cpu_model()))
+    print('# BinaryConvNet {} on {} images, batch {}, device {}, {} cores; '
+          '{}'.format(args.size, 'x'.join(map(str, shape)), args.batch,
+                      device, os.cpu_count(), reference.cpu_model()))
     print('train step {:.3f} s, eval batch {:.3f} s (medians of {}); '
           'epoch of {} + {} images: {:.0f} s'.format(
               train, evaluate, args.steps, args.epoch_images,

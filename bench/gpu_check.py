@@ -11,7 +11,12 @@ Runs, and prints one ``PASS``/``FAIL`` line for each:
    validation accuracies must agree within ``--tolerance`` (cuBLAS sums in
    another order than OpenBLAS, so the runs are not bit-identical);
 3. ``bench/speed.py --device D --no-peer --rounds 1``: train seconds per
-   epoch on the GPU.
+   epoch on the GPU;
+4. ``bench/cnn_step.py --size paper`` on 32x32x3 images, batch 50: what an
+   epoch of the paper's CIFAR-10 network costs on the GPU (random images);
+5. one epoch of each full MNIST recipe (``--recipe binarynet-theano``,
+   3x4096, and ``binarynet-torch``, 3x2048) on the GPU: its seconds, from
+   which the recipes' 1000 epochs follow.
 
 ``make gpu-check`` runs it (after ``make gpu``); exit status 0 only if all
 pass. Outputs go to ``--out``.
@@ -79,6 +84,36 @@ def check_speed(args):
         args.device, tail(log, 3))
 
 
+def check_paper_cnn(args):
+    log = os.path.join(args.out, 'cnn-paper.txt')
+    code = run([sys.executable, 'bench/cnn_step.py', '--size', 'paper',
+                '--shape', '3', '32', '32', '--batch', '50', '--steps', '10',
+                '--epoch-images', '50000', '--device', args.device], log)
+    return code == 0, 'paper CNN on device {}: {}'.format(args.device,
+                                                          tail(log))
+
+
+def check_recipe_epochs(args):
+    lines = []
+    ok = True
+    for recipe in ('binarynet-theano', 'binarynet-torch'):
+        out = os.path.join(args.out, 'recipe-' + recipe)
+        log = out + '.txt'
+        code = run([sys.executable, 'train_mnist.py', '--recipe', recipe,
+                    '--epoch', '1', '--device', args.device, '--noplot',
+                    '--out', out], log)
+        if code != 0:
+            ok = False
+            lines.append('{} exited {}: {}'.format(recipe, code, tail(log)))
+            continue
+        with open(os.path.join(out, 'log')) as f:
+            seconds = json.load(f)[-1]['elapsed_time']
+        lines.append('{}: one epoch {:.1f} s with its evaluations'.format(
+            recipe, seconds))
+    return ok, 'full recipes on device {}: {}'.format(args.device,
+                                                      '; '.join(lines))
+
+
 def main():
     parser = reference.bench_parser(__doc__)
     parser.add_argument('--device', default='0')
@@ -89,7 +124,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     failed = 0
-    for check in (check_tests, check_training, check_speed):
+    for check in (check_tests, check_training, check_speed, check_paper_cnn,
+                  check_recipe_epochs):
         ok, line = check(args)
         failed += not ok
         print('{} {}'.format('PASS' if ok else 'FAIL', line), flush=True)

@@ -5,6 +5,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer.utils import conv
 
+from function_max_pooling_2x2 import max_pooling_2x2
 from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
 from link_shift_batch_normalization import ShiftBatchNormalization
@@ -308,7 +309,7 @@ class BinaryConvNet(chainer.Chain):
         for k, (layer, bn, pool) in enumerate(self._blocks):
             h = self[layer](h)
             if pool:
-                h = F.max_pooling_2d(h, 2)
+                h = max_pooling_2x2(h)
             h = self[bn](h)
             if k < len(self._blocks) - 1:  # the output stays real: logits
                 h = self._activation(h)

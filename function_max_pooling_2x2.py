@@ -4,8 +4,8 @@ Chainer's :func:`chainer.functions.max_pooling_2d` copies its input into
 an im2col buffer and takes ``argmax`` over it, and its backward goes
 through col2im: about a fifth of a training step of the binarized ConvNet
 on the CPU. With a 2x2 window and stride 2 the four elements of each
-window are four strided views of the input, so the maximum is three
-elementwise comparisons.
+window are four strided views of the input: the maximum is three
+elementwise maxima, and which element gave it three comparisons.
 """
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 from chainer import backend

@@ -78,9 +78,7 @@ class MaxPooling2x2Grad(function_node.FunctionNode):
         gx = xp.zeros((n, c, h + h % 2, w + w % 2), dtype=gy.dtype)
         for k, (i, j) in enumerate(OFFSETS):
             gx[:, :, i::2, j::2] = xp.where(self.index == k, gy, 0)
-        # contiguous, as Chainer's col2im returns it: a strided gradient
-        # would change the summation order of the convolution's backward
-        return xp.ascontiguousarray(gx[:, :, :h, :w]),
+        return gx[:, :, :h, :w],
 
     def backward(self, indexes, grad_outputs):
         return MaxPooling2x2Gather(self).apply(grad_outputs)

@@ -194,7 +194,7 @@ ARCHITECTURES = {
               'in_shape': (1, 28, 28)},
     # the small network at twice its width: 32C3-MP2-64C3-MP2-128C3-MP2-
     # 2x1024FC-10. The small one underfits (training accuracy 0.99 on MNIST,
-    # 0.90 on Fashion-MNIST after 20 epochs); this doubles its step's cost.
+    # 0.90 on Fashion-MNIST after 20 epochs); its step costs 2.3 times as much.
     'wide': {'conv': ((32,), (64,), (128,)), 'fc': (1024, 1024),
              'in_shape': (1, 28, 28)},
     # the paper's CIFAR-10 network (BinaryNet, Courbariaux, Hubara et al.

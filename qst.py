@@ -126,6 +126,16 @@ def _round(v, stochastic):
     return r
 
 
+def _exp2(e):
+    """:math:`2^e`, exact for the integer values of ``e`` (``ldexp``):
+    CuPy's ``exp2`` of a float64 can be an ulp off an exact power, e.g.
+    :math:`2^{-4}`. Infinities and NaN as ``exp2``."""
+    xp = backend.get_array_module(e)
+    finite = xp.isfinite(e)
+    k = xp.where(finite, e, 0).astype(numpy.int32)
+    return xp.where(finite, xp.ldexp(xp.ones_like(e), k), xp.exp2(e))
+
+
 def _sign(x):
     """sign(x) with sign(0) = +1; NaN stays NaN (so that a diverged value
     cannot hide behind a valid level)."""
@@ -177,12 +187,12 @@ def _quantize_log(x, bits, stochastic):
         # between 2^floor(e) and 2^(floor(e) + 1), up with probability
         # (m - 2^floor(e)) / 2^floor(e): unbiased inside the range
         e = xp.floor(e, out=e)
-        p = utils.force_array(m / xp.exp2(e))
+        p = utils.force_array(m / _exp2(e))
         p -= 1
         e += _uniform(xp, m.shape, dtype) < p
     else:
         e = _round(e, False)
-    y = xp.exp2(e, out=e)
+    y = _exp2(e)
     y *= _sign(x)
     return y.astype(x.dtype, copy=False)
 
@@ -249,7 +259,7 @@ def quantize_gradient(g, bits):
     # an array, not a Python float: no device synchronization on CuPy
     amax = a.max()
     # (a NaN in g makes amax and so all of the result NaN)
-    scale = xp.exp2(xp.ceil(xp.log2(xp.where(amax == 0, 1, amax))))
+    scale = _exp2(xp.ceil(xp.log2(xp.where(amax == 0, 1, amax))))
     a *= m  # then / scale: m / scale can overflow for a tiny scale
     a /= scale
     r = _round(a, True)

@@ -129,6 +129,34 @@ class TestQST(testing.FunctionTestCase):
         numpy.testing.assert_array_equal(grads[0], grads[1])
 
 
+@testing.parameterize(*testing.product({
+    'dtype': [numpy.float32, numpy.float64],
+}))
+@testing.inject_backend_tests(None, BACKENDS[:2])  # NumPy and CuPy arrays
+class TestExactPowersOfTwo(unittest.TestCase):
+    # CuPy's exp2 of a float64 was an ulp below 2^-4 on an H200: the log
+    # levels and the gradient scale must be exact powers on every backend
+
+    def test_exp2_of_integers(self, backend_config):
+        k = numpy.arange(-60, 61).astype(self.dtype)
+        y = qst._exp2(backend_config.get_array(k))
+        expected = numpy.array([2.0 ** int(i) for i in k], self.dtype)
+        numpy.testing.assert_array_equal(
+            chainer.backend.CpuDevice().send(y), expected)
+
+    def test_exp2_of_infinities_and_nan(self, backend_config):
+        e = numpy.array([numpy.inf, -numpy.inf, numpy.nan], self.dtype)
+        y = chainer.backend.CpuDevice().send(
+            qst._exp2(backend_config.get_array(e)))
+        numpy.testing.assert_array_equal(y, [numpy.inf, 0, numpy.nan])
+
+    def test_log_levels_quantize_to_themselves(self, backend_config):
+        levels = levels_reference(8, 'log', self.dtype).astype(self.dtype)
+        y = qst.quantize(backend_config.get_array(levels), 8, 'log')
+        numpy.testing.assert_array_equal(
+            chainer.backend.CpuDevice().send(y), levels)
+
+
 class TestQSTEdges(unittest.TestCase):
 
     def test_zero_is_plus_one(self):

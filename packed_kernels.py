@@ -44,6 +44,8 @@ Three implementations of the same arithmetic:
   and unit. They compile only where CuPy and a GPU are; this project's
   GPU-marked tests check them against the reference there.
 """
+import sys
+
 import numpy
 
 import cpu_kernels
@@ -57,19 +59,30 @@ def n_words(n):
     return (n + WORD_BITS - 1) // WORD_BITS
 
 
+def _array_module(a):
+    """``cupy`` for a CuPy array, else ``numpy`` (CuPy is never imported
+    here for a NumPy array)."""
+    cupy = sys.modules.get('cupy')
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return cupy
+    return numpy
+
+
 def pack_bits(bits):
-    """Packs a boolean array ``(..., n)`` into ``uint64`` words
-    ``(..., ceil(n / 64))``: element ``i`` to bit ``i % 64`` of word
+    """Packs a boolean array ``(..., n)`` (NumPy or CuPy) into ``uint64``
+    words ``(..., ceil(n / 64))``: element ``i`` to bit ``i % 64`` of word
     ``i // 64``, the padding bits 0."""
-    bits = numpy.asarray(bits, dtype=bool)
+    xp = _array_module(bits)
+    bits = xp.asarray(bits, dtype=bool)
     n = bits.shape[-1]
-    padded = numpy.zeros(bits.shape[:-1] + (n_words(n) * WORD_BITS,),
-                         numpy.uint8)
+    padded = xp.zeros(bits.shape[:-1] + (n_words(n) * WORD_BITS,), xp.uint8)
     padded[..., :n] = bits
-    packed = numpy.packbits(padded, axis=-1, bitorder='little')
+    # packed flat (CuPy's packbits has no axis): each row is whole words,
+    # so no byte spans two rows
+    packed = xp.packbits(padded.reshape(-1), bitorder='little').reshape(
+        padded.shape[:-1] + (-1,))
     # bytes in little-endian order make the words; astype: native order
-    return numpy.ascontiguousarray(packed).view('<u8').astype(
-        numpy.uint64, copy=False)
+    return packed.view('<u8').astype(xp.uint64, copy=False)
 
 
 def unpack_bits(words, n):
@@ -373,13 +386,9 @@ def _run_cupy(layers, pixels):
         sums = cupy.empty((B, M), cupy.int64)
         blocks = ((B * M + threads - 1) // threads,)
         if layer.kind == 'planes':
-            # the bit planes are packed on the GPU with CuPy's packbits
+            # the bit planes are packed on the GPU
             shifts = cupy.arange(PIXEL_BITS, dtype=cupy.uint8)
-            bits = (x[:, None, :] >> shifts[None, :, None]) & 1
-            padded = cupy.zeros((B, PIXEL_BITS, K * WORD_BITS), cupy.uint8)
-            padded[..., :layer.n_in] = bits
-            P = cupy.packbits(padded, axis=-1, bitorder='little').view(
-                cupy.uint64)
+            P = pack_bits((x[:, None, :] >> shifts[None, :, None]) & 1)
             k['planes_sums'](blocks, (threads,), (
                 cupy.ascontiguousarray(P), W, sums, numpy.int32(B),
                 numpy.int32(M), numpy.int32(K)))

@@ -53,14 +53,16 @@ def sign_layer(kind, bits, thresholds):
 @pytest.mark.parametrize('n', [1, 10, 33, 63, 64, 65, 784, 1000])
 def test_pack_bits_layout_and_padding(n):
     rng = numpy.random.default_rng(n)
-    bits = rng.random((3, n)) < 0.5
+    # two leading axes: the rows are packed as one flat run of bytes
+    bits = rng.random((2, 3, n)) < 0.5
     words = packed_kernels.pack_bits(bits)
-    assert words.shape == (3, (n + 63) // 64) and words.dtype == numpy.uint64
+    assert words.shape == (2, 3, (n + 63) // 64)
+    assert words.dtype == numpy.uint64
     for i in (0, n // 2, n - 1):
-        assert bool(words[1, i // 64] >> numpy.uint64(i % 64) & 1) == \
-            bits[1, i]
+        assert bool(words[1, 2, i // 64] >> numpy.uint64(i % 64) & 1) == \
+            bits[1, 2, i]
     if n % 64:
-        assert not (words[:, -1] >> numpy.uint64(n % 64)).any()
+        assert not (words[..., -1] >> numpy.uint64(n % 64)).any()
     numpy.testing.assert_array_equal(
         packed_kernels.unpack_bits(words, n), bits)
 
@@ -201,6 +203,16 @@ def test_numba_equals_numpy_reference(sizes):
     numpy.testing.assert_array_equal(
         packed_kernels.layer_sums(network.layers, pixels, 'numba'), expected)
     assert len(numpy.unique(expected)) > 5
+
+
+@pytest.mark.gpu
+def test_pack_bits_cupy_equals_numpy():
+    import cupy
+    bits = numpy.random.default_rng(1).random((2, 8, 785)) < 0.5
+    words = packed_kernels.pack_bits(cupy.asarray(bits))
+    assert isinstance(words, cupy.ndarray)
+    numpy.testing.assert_array_equal(cupy.asnumpy(words),
+                                     packed_kernels.pack_bits(bits))
 
 
 @pytest.mark.gpu

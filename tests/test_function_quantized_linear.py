@@ -9,7 +9,7 @@ from chainer import testing
 from chainer.utils import type_check
 
 from function_quantized_linear import quantized_linear
-from backends import BACKENDS
+from backends import BACKENDS, seed_generators
 from test_qst import quantize_reference
 
 
@@ -136,7 +136,8 @@ class TestQuantizedLinearGradients(unittest.TestCase):
         grads = []
         for double in (False, True):
             for error_bits, gradient_bits in ((None, None), (4, 6)):
-                numpy.random.seed(7)  # the stochastic gradient rounding
+                # the stochastic gradient rounding draws from xp.random
+                seed_generators(7)
                 xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
                               for a in (x, W, b)]
                 y = quantized_linear(xv, Wv, bv, error_bits=error_bits,

@@ -18,12 +18,15 @@ class Model(chainer.Chain):
     def __init__(self):
         super(Model, self).__init__()
         with self.init_scope():
+            # BN first: a bias right before a BN has a gradient of zero (the
+            # batch mean takes it out), which moved it by rounding noise on
+            # the CPU and not at all on a GPU
+            self.bn = L.BatchNormalization(4)
             self.q = QuantizedLinear(4, 3)  # with a bias
-            self.bn = L.BatchNormalization(3)
             self.fc = L.Linear(3, 2)  # not quantized
 
     def forward(self, x):
-        return self.fc(self.bn(self.q(x)))
+        return self.fc(self.q(self.bn(x)))
 
 
 def snapshot(model):
@@ -50,7 +53,10 @@ class TestWeightClip(unittest.TestCase):
         before = snapshot(self.model)
 
         def loss():
-            return chainer.functions.sum(self.model(x) ** 2)
+            # against 1, not 0: the BN output sums to 0 over the batch, and
+            # so do the linear layers' outputs after it (bias 0), which
+            # would leave fc/b a gradient of zero
+            return chainer.functions.sum((self.model(x) - 1) ** 2)
 
         self.optimizer.update(loss)
         after = snapshot(self.model)

@@ -94,6 +94,11 @@ def print_header(args, device, comm=None):
           '({}{})'.format(args.weight_bits, args.activation_bits,
                           args.gradient_bits, args.error_bits, args.quantizer,
                           ', stochastic ' + stochastic if stochastic else ''))
+    if args.random_shift or args.random_flip:
+        print('# augmentation: {}'.format(', '.join(filter(None, (
+            args.random_shift and 'shifts of up to {} pixel{}'.format(
+                args.random_shift, 's' if args.random_shift > 1 else ''),
+            args.random_flip and 'left-right mirror')))))
     changed = recipe_changes(args)
     if changed:
         print('# recipe: {}{}'.format(args.recipe, ''.join(

@@ -49,6 +49,7 @@ import step_sizes
 import train_options
 from array_iterator import ArrayIterator
 from array_iterator import concat_batch
+from augmentation import RandomShiftFlip
 from errors import fail
 from inplace_adam import InplaceAdam
 from shift_adamax import ShiftAdaMax
@@ -100,9 +101,14 @@ def build_updater(args, train, optimizer, device):
     """StandardUpdater over minibatches gathered from the arrays by index
     (SerialIterator's order and snapshot state, without per-example
     tuples)."""
+    converter = concat_batch
+    if args.random_shift or args.random_flip:
+        converter = RandomShiftFlip(
+            converter, datasets.get_info(args.dataset).shape,
+            args.random_shift, args.random_flip)
     return training.updaters.StandardUpdater(
         ArrayIterator(train, args.batchsize), optimizer,
-        converter=concat_batch, device=device)
+        converter=converter, device=device)
 
 
 def load_data(args, comm=None):

@@ -226,6 +226,15 @@ def build_parser():
                        help='unit: pixels in [0, 1] (Chainer\'s get_mnist); '
                             'symmetric: in [-1, 1], 2 p - 1, as BinaryNet\'s '
                             'scripts')
+    group.add_argument('--random-shift', type=option_types.non_negative_int,
+                       default=0, metavar='PIXELS',
+                       help='Shift each training image by up to PIXELS '
+                            'pixels each way at random (edges repeated; '
+                            'augmentation.py)')
+    group.add_argument('--random-flip', action=argparse.BooleanOptionalAction,
+                       default=False,
+                       help='Mirror each training image left-right with '
+                            'probability 1/2')
     group.add_argument('--validation', type=option_types.non_negative_int,
                        default=0, metavar='N',
                        help='Hold out the last N training images for '

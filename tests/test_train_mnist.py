@@ -483,6 +483,7 @@ def test_full_precision_differs_from_binarized(tmp_path):
     (['--unit', '1e3'], "'1e3' is not an integer"),
     (['--epoch', ''], "'' is not an integer"),
     (['--eval-batchsize', '0'], 'must be a positive integer, got 0'),
+    (['--random-shift', '-1'], 'must be 0 or more, got -1'),
 ])
 def test_bad_arguments_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -955,6 +956,28 @@ def test_torch_recipe_pieces_train(tmp_path):
 
 
 # Convolutional networks and other data sets (--arch, --dataset)
+
+def test_augmentation_moves_training_images_only(tmp_path, capsys):
+    logs = {}
+    for name, options in (('plain', []),
+                          ('moved', ['--random-shift', '2',
+                                     '--random-flip'])):
+        out = tmp_path / name
+        assert train_mnist.main(['--epoch', '1', '--noplot', '--out',
+                                 str(out)] + SMALL + options) == 0
+        logs[name] = read_log(out)
+        with open(str(out / 'config.json')) as f:
+            config = json.load(f)
+        assert (config['random_shift'], config['random_flip']) == (
+            (2, True) if options else (0, False))
+    assert ('# augmentation: shifts of up to 2 pixels, left-right mirror'
+            in capsys.readouterr().out)
+    # the same network evaluated before training: the test images as they
+    # are; after an epoch on moved images, another training
+    assert logs['plain'][0] == {**logs['moved'][0], 'elapsed_time':
+                                logs['plain'][0]['elapsed_time']}
+    assert logs['plain'][1]['main/loss'] != logs['moved'][1]['main/loss']
+
 
 def test_binarized_cnn_trains(tmp_path):
     out = tmp_path / 'result'

@@ -80,7 +80,7 @@ def pack_bits(bits):
     # packed flat (CuPy's packbits has no axis): each row is whole words,
     # so no byte spans two rows
     packed = xp.packbits(padded.reshape(-1), bitorder='little').reshape(
-        padded.shape[:-1] + (-1,))
+        padded.shape[:-1] + (padded.shape[-1] // 8,))
     # bytes in little-endian order make the words; astype: native order
     return packed.view('<u8').astype(xp.uint64, copy=False)
 

@@ -65,6 +65,7 @@ def test_pack_bits_layout_and_padding(n):
         assert not (words[..., -1] >> numpy.uint64(n % 64)).any()
     numpy.testing.assert_array_equal(
         packed_kernels.unpack_bits(words, n), bits)
+    assert packed_kernels.pack_bits(bits[:0]).shape == (0, 3, (n + 63) // 64)
 
 
 @pytest.mark.parametrize('n_in,n_out', WIDTHS)

@@ -22,6 +22,7 @@ seeded by ``--seed``. Evaluation sees the images as they are.
 """
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 from chainer import backend
+import chainerx
 
 
 def shift_and_flip(x, shape, max_shift=0, flip=False):
@@ -37,6 +38,10 @@ def shift_and_flip(x, shape, max_shift=0, flip=False):
     Returns:
         :ref:`ndarray`: A new array of the shape and dtype of ``x``.
     """
+    if isinstance(x, chainerx.ndarray):
+        # ChainerX has no random module: move its NumPy/CuPy view
+        return backend.to_chx(shift_and_flip(backend.from_chx(x), shape,
+                                             max_shift, flip))
     xp = backend.get_array_module(x)
     b = len(x)
     c, h, w = shape

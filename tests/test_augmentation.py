@@ -43,7 +43,7 @@ def moves_of(x, y, max_shift, flip):
     'flip': [False, True],
     'shape': [(1, 6, 5), (3, 4, 4)],
 }))
-@testing.inject_backend_tests(None, BACKENDS[:2])  # NumPy and CuPy arrays
+@testing.inject_backend_tests(None, BACKENDS)
 class TestShiftAndFlip(unittest.TestCase):
 
     def test_each_image_is_a_move_of_its_own(self, backend_config):

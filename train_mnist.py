@@ -41,6 +41,7 @@ import errors
 import multi_node
 import model_selection
 import net
+import population_statistics
 import run_guards
 import run_history
 import run_output
@@ -134,6 +135,10 @@ def load_data(args, comm=None):
                     train, len(train) - args.validation)
             if args.train_subset is not None:
                 train = train[:args.train_subset]
+            if args.bn_population > len(train):
+                fail('--bn-population {} is more than the {} training '
+                     'images'.format(args.bn_population, len(train)),
+                     errors.EXIT_USAGE)
             if args.test_subset is not None:
                 test = test[:args.test_subset]
     train = multi_node.scatter(train, comm, shuffle=True, seed=args.seed)
@@ -212,6 +217,11 @@ def run_training(args, snapshot, interrupts, comm=None):
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
+    if args.bn_population:
+        # exact BN statistics for the evaluators (and the snapshot)
+        trainer.extend(population_statistics.PopulationStatistics(
+            model.predictor, train, args.bn_population, args.batchsize,
+            device), call_before_training=True)
     for name, evaluator in evaluators(args, model, device, validation, test,
                                       comm):
         trainer.extend(evaluator, name=name, call_before_training=True)

@@ -37,6 +37,13 @@ def parse_args(argv=None):
         if mlp_only:
             parser.error('--arch cnn: {} set the MLP only'.format(', '.join(
                 '--' + name.replace('_', '-') for name in mlp_only)))
+    if args.bn_population and args.bn_population < args.batchsize:
+        parser.error('--bn-population {}: at least one minibatch '
+                     '(--batchsize {}) or 0'.format(args.bn_population,
+                                                   args.batchsize))
+    if args.bn_population and args.communicator is not None:
+        parser.error('--bn-population: single-process runs only (each rank '
+                     'holds another part of the training set)')
     if args.communicator in multi_node.GPU_COMMUNICATORS and \
             args.device != '-1':
         parser.error('--communicator {} gives each process the GPU of its '
@@ -202,6 +209,13 @@ def build_parser():
                        default=0.9, metavar='D',
                        help='Decay of the running BN statistics (momentum '
                             '= 1 - D)')
+    group.add_argument('--bn-population', type=option_types.non_negative_int,
+                       default=0, metavar='N',
+                       help='Before each evaluation, set the BN statistics '
+                            'to their means over the first N training images '
+                            '(Ioffe & Szegedy\'s population statistics; '
+                            'population_statistics.py); 0: the running '
+                            'averages')
     group.add_argument('--glorot-step-sizes',
                        action=argparse.BooleanOptionalAction, default=False,
                        help='Scale each binarized layer\'s step size by '

@@ -484,6 +484,11 @@ def test_full_precision_differs_from_binarized(tmp_path):
     (['--epoch', ''], "'' is not an integer"),
     (['--eval-batchsize', '0'], 'must be a positive integer, got 0'),
     (['--random-shift', '-1'], 'must be 0 or more, got -1'),
+    (['--bn-population', '-1'], 'must be 0 or more, got -1'),
+    (['--bn-population', '99'], '--bn-population 99: at least one '
+                                'minibatch (--batchsize 100) or 0'),
+    (['--bn-population', '100', '--communicator', 'naive'],
+     '--bn-population: single-process runs only'),
 ])
 def test_bad_arguments_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -944,6 +949,37 @@ def test_validation_larger_than_the_training_set(tmp_path, capsys):
     assert e.value.code == 2
     assert '--validation 60000 leaves no training image' in \
         one_error_line(capsys)
+
+
+def test_bn_population_more_than_the_training_set(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--bn-population', '600', '--out',
+                          str(tmp_path / 'r')] + SMALL)
+    assert e.value.code == 2
+    assert '--bn-population 600 is more than the 500 training images' in \
+        one_error_line(capsys)
+
+
+def test_bn_population_changes_the_statistics_only(tmp_path):
+    # training never reads the running statistics: the same weights,
+    # optimizer state and training losses, other evaluations
+    runs = {}
+    for name, options in (('running', []),
+                          ('population', ['--bn-population', '300'])):
+        out = tmp_path / name
+        assert train_mnist.main(['--epoch', '2', '--noplot', '--out',
+                                 str(out)] + SMALL + options) == 0
+        runs[name] = (log_values(out),
+                      dict(numpy.load(str(out / 'snapshot_iter_20'))))
+    (log_a, snap_a), (log_b, snap_b) = runs['running'], runs['population']
+    assert [e.get('main/loss') for e in log_a] == \
+        [e.get('main/loss') for e in log_b]
+    assert [e['validation/main/loss'] for e in log_a] != \
+        [e['validation/main/loss'] for e in log_b]
+    differ = sorted(key.rsplit('/', 1)[-1] for key in snap_a
+                    if key.startswith('updater/') and
+                    not numpy.array_equal(snap_a[key], snap_b[key]))
+    assert differ and set(differ) == {'avg_mean', 'avg_var'}
 
 
 def test_torch_recipe_pieces_train(tmp_path):

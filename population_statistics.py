@@ -16,6 +16,7 @@ replaces the running averages by the exact ones before each evaluation.
 """
 import numpy
 
+import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import chainer
 from chainer.training import extension
 

@@ -64,9 +64,17 @@ def main(argv=None):
         vars(args).update(config)
         args.data_dir = options.data_dir or args.data_dir
         model = train_mnist.build_model(args)
-        chainer.serializers.load_npz(snapshot, model,
-                                     path='updater/model:main/')
+        try:
+            chainer.serializers.load_npz(snapshot, model,
+                                         path='updater/model:main/')
+        except (OSError, KeyError, ValueError) as e:
+            sys.exit('{}: cannot load it into the network of its '
+                     'config.json: {}'.format(snapshot, e))
         train, validation, test = train_mnist.load_data(args)
+        if not args.batchsize <= options.images <= len(train):
+            sys.exit('--images {}: between the minibatch size {} and the '
+                     '{} training images'.format(
+                         options.images, args.batchsize, len(train)))
         running = accuracy(model.predictor, test)
         start = time.time()
         population_statistics.estimate(model.predictor, train,

@@ -71,14 +71,13 @@ def main(argv=None):
             sys.exit('{}: cannot load it into the network of its '
                      'config.json: {}'.format(snapshot, e))
         train, validation, test = train_mnist.load_data(args)
-        if not args.batchsize <= options.images <= len(train):
-            sys.exit('--images {}: between the minibatch size {} and the '
-                     '{} training images'.format(
-                         options.images, args.batchsize, len(train)))
         running = accuracy(model.predictor, test)
         start = time.time()
-        population_statistics.estimate(model.predictor, train,
-                                       options.images, args.batchsize)
+        try:
+            population_statistics.estimate(model.predictor, train,
+                                           options.images, args.batchsize)
+        except ValueError as e:  # --images outside [minibatch, train set]
+            sys.exit('--images: {}'.format(e))
         seconds = time.time() - start
         population = accuracy(model.predictor, test)
         print('| {} | {:.4f} | {:.4f} | {:.1f} |'.format(

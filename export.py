@@ -17,12 +17,12 @@ import sys
 import environment_check
 environment_check.require('export.py')
 
-import numpy  # NOQA: E402
 
 import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
 import datasets
 import errors
 import folding
+import npz_arrays
 import packed_format
 import packed_kernels
 import packed_summary
@@ -88,15 +88,16 @@ def read_parameters(snapshot):
     """``{'l1/W': array, 'b1/gamma': array, ...}`` of the model in the
     snapshot."""
     try:
-        with numpy.load(snapshot, allow_pickle=False) as archive:
-            return {key[len(PREFIX):]: archive[key] for key in archive.files
-                    if key.startswith(PREFIX)}
+        arrays = npz_arrays.read_arrays(snapshot, PREFIX)
+    except npz_arrays.PythonObjectInArchive as e:
+        raise ExportError('cannot export {}: {}'.format(snapshot, e))
     except OSError as e:
         raise ExportError('{}: cannot read it ({})'.format(
             snapshot, e.strerror or e))
     except Exception as e:  # zipfile, zlib and NumPy raise many types
         raise ExportError('{}: not a readable snapshot ({}: {})'.format(
             snapshot, type(e).__name__, e))
+    return {key[len(PREFIX):]: array for key, array in arrays.items()}
 
 
 def fold(params, config, snapshot):

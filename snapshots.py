@@ -27,6 +27,7 @@ from chainer.training import extension
 
 import atomic_files
 import errors
+import npz_arrays
 
 # the writer's save function; a name of this module so that a test can slow
 # it down and kill the process in the middle of a write
@@ -49,6 +50,11 @@ class SnapshotError(Exception):
 class SnapshotMismatch(SnapshotError):
     """A complete snapshot that does not fit the trainer it is loaded into
     (another network size, training subset or set of extensions)."""
+
+
+class SnapshotRefused(SnapshotError):
+    """A file that holds a Python object (a pickle) where a snapshot holds
+    arrays: reading it could run code, so it is never read."""
 
 
 class SnapshotWriteError(SnapshotError):
@@ -191,23 +197,6 @@ class NumpyRandomState(extension.Extension):
                  position, has_gauss, gauss))
 
 
-def _shapes(archive):
-    """Maps each array of an NPZ archive to its shape, read from the .npy
-    headers (the arrays themselves are not loaded)."""
-    shapes = {}
-    for member in archive.namelist():
-        if not member.endswith('.npy'):
-            continue
-        with archive.open(member) as f:
-            version = numpy.lib.format.read_magic(f)
-            if version == (1, 0):
-                header = numpy.lib.format.read_array_header_1_0(f)
-            else:
-                header = numpy.lib.format.read_array_header_2_0(f)
-        shapes[member[:-len('.npy')]] = header[0]
-    return shapes
-
-
 def _arrays_of(trainer):
     """What a snapshot of ``trainer`` holds: ``{key: array}``."""
     serializer = npz.DictionarySerializer()
@@ -233,14 +222,16 @@ def _hint(key):
 
 def check_snapshot(path, trainer):
     """Raises :class:`SnapshotError` unless ``path`` is a complete snapshot
-    that :func:`chainer.serializers.load_npz` can load into ``trainer``.
+    that :func:`load_snapshot` can load into ``trainer``.
 
     Checks, in order: the file is a ZIP (NPZ) archive (a file that starts
     like one but cannot be opened is called truncated); every member's CRC
-    matches (:meth:`zipfile.ZipFile.testzip`); it holds a trainer's
-    iteration count; it has every array the trainer would load, each of the
-    shape the trainer has. The last two raise :class:`SnapshotMismatch`,
-    naming the first array missing or of another shape.
+    matches (:meth:`zipfile.ZipFile.testzip`); no member holds Python
+    objects (:class:`SnapshotRefused`, naming the first); it holds a
+    trainer's iteration count; it has every array the trainer would load,
+    each of the shape the trainer has. The last two raise
+    :class:`SnapshotMismatch`, naming the first array missing or of another
+    shape.
     """
     try:
         with open(path, 'rb') as f:
@@ -254,7 +245,10 @@ def check_snapshot(path, trainer):
                 raise SnapshotError(
                     'it is corrupted ({} fails its CRC check)'.format(
                         damaged))
-            shapes = _shapes(archive)
+            found = npz_arrays.headers(archive)
+            npz_arrays.refuse_objects(found)
+    except npz_arrays.PythonObjectInArchive as e:
+        raise SnapshotRefused(str(e))
     except SnapshotError:
         raise
     except Exception as e:  # zipfile, zlib and NumPy raise many types
@@ -262,6 +256,7 @@ def check_snapshot(path, trainer):
             raise SnapshotError('it is not a snapshot (not an NPZ archive)')
         raise SnapshotError('it is truncated or corrupted ({}: {})'.format(
             type(e).__name__, e))
+    shapes = {key: shape for key, (shape, _) in found.items()}
     if 'updater/iteration' not in shapes:
         raise SnapshotError(
             'it is not a snapshot of a trainer (an NPZ archive without '
@@ -278,15 +273,35 @@ def check_snapshot(path, trainer):
                     key, tuple(shapes[key]), tuple(shape), _hint(key)))
 
 
+def load_arrays(path, obj, prefix=''):
+    """Loads the arrays of the NPZ file ``path`` under ``prefix`` into
+    ``obj`` (a trainer, a model: anything :func:`chainer.serializers.
+    load_npz` takes), with no pickle (:func:`npz_arrays.read_arrays`).
+
+    Raises :class:`SnapshotRefused` for a file with a Python object in it,
+    :class:`SnapshotError` for any other reason it cannot be loaded.
+    """
+    try:
+        arrays = npz_arrays.read_arrays(path, prefix)
+    except npz_arrays.PythonObjectInArchive as e:
+        raise SnapshotRefused(str(e))
+    except OSError as e:
+        raise SnapshotError('cannot read it: {}'.format(e.strerror or e))
+    except Exception as e:  # NumPy and zipfile raise many types
+        raise SnapshotError('it is not a readable NPZ archive ({}: {})'.format(
+            type(e).__name__, e))
+    try:
+        npz.NpzDeserializer(arrays, path=prefix).load(obj)
+    except Exception as e:  # a missing key, another shape or dtype
+        raise SnapshotError('it cannot be loaded ({}: {})'.format(
+            type(e).__name__, e))
+
+
 def load_snapshot(path, trainer):
     """Checks ``path`` with :func:`check_snapshot` and loads it into
     ``trainer``; raises :class:`SnapshotError` saying why it cannot."""
     check_snapshot(path, trainer)
-    try:
-        npz.load_npz(path, trainer)
-    except Exception as e:  # NumPy and zipfile raise many types
-        raise SnapshotError('it cannot be loaded ({}: {})'.format(
-            type(e).__name__, e))
+    load_arrays(path, trainer)
 
 
 def newest_valid_snapshot(directory, trainer):
@@ -295,13 +310,15 @@ def newest_valid_snapshot(directory, trainer):
     ``(path, reason)`` for the newer ones that are damaged. A complete
     snapshot that does not fit the trainer is not skipped:
     :class:`SnapshotMismatch` is raised, since resuming from an older one,
-    or from none, would silently throw that run away.
+    or from none, would silently throw that run away; so is
+    :class:`SnapshotRefused` for a file with a Python object in it, which
+    no damage makes.
     """
     skipped = []
     for path in find_snapshots(directory):
         try:
             check_snapshot(path, trainer)
-        except SnapshotMismatch as e:
+        except (SnapshotMismatch, SnapshotRefused) as e:
             e.path = path
             raise
         except SnapshotError as e:

@@ -28,6 +28,7 @@ import chainer  # NOQA: E402
 import datasets  # NOQA: E402
 import population_statistics  # NOQA: E402
 import run_history  # NOQA: E402
+import snapshots  # NOQA: E402
 import train_mnist  # NOQA: E402
 import train_options  # NOQA: E402
 from array_iterator import ArrayIterator  # NOQA: E402
@@ -65,9 +66,8 @@ def main(argv=None):
         args.data_dir = options.data_dir or args.data_dir
         model = train_mnist.build_model(args)
         try:
-            chainer.serializers.load_npz(snapshot, model,
-                                         path='updater/model:main/')
-        except (OSError, KeyError, ValueError) as e:
+            snapshots.load_arrays(snapshot, model, 'updater/model:main/')
+        except snapshots.SnapshotError as e:
             sys.exit('{}: cannot load it into the network of its '
                      'config.json: {}'.format(snapshot, e))
         train, validation, test = train_mnist.load_data(args)

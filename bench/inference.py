@@ -40,19 +40,27 @@ sys.path.insert(0, ROOT)
 import numpy  # NOQA: E402
 
 import mnist_data  # NOQA: E402
+import npz_arrays  # NOQA: E402
 import packed_format  # NOQA: E402
 import packed_kernels  # NOQA: E402
 
+MODEL = 'updater/model:main/'  # the model's arrays in a trainer snapshot
+
 
 def chainer_model(snapshot):
+    """The trained predictor of ``snapshot``; exits with one line if the
+    file cannot be loaded (a Python object in it included)."""
+    import snapshots
     import train_mnist
     import train_options
-    import chainer
     with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
         config = json.load(f)
     args = train_options.parse_args(['--unit', str(config['unit'])])
     model = train_mnist.build_model(args)
-    chainer.serializers.load_npz(snapshot, model, path='updater/model:main/')
+    try:
+        snapshots.load_arrays(snapshot, model, MODEL)
+    except snapshots.SnapshotError as e:
+        sys.exit('{}: cannot load it: {}'.format(snapshot, e))
     return model.predictor
 
 
@@ -190,10 +198,10 @@ def main(argv=None):
     rate = {k: n / statistics.median(v) for k, v in seconds.items()}
     layer1 = first_layer(network, images, x, args.batchsize, args.rounds)
     memory = {kind: peak_rss(kind, args) for kind in ('chainer', 'packed')}
-    with numpy.load(args.snapshot) as archive:
-        float_bytes = sum(archive[k].size * 4 for k in archive.files
-                          if k.startswith('updater/model:main/')
-                          and k.endswith('/W'))
+    float_bytes = sum(
+        array.size * 4 for key, array in
+        npz_arrays.read_arrays(args.snapshot, MODEL).items()
+        if key.endswith('/W'))
 
     print('# {} images, batch {}, {} rounds alternating, {} CPUs; numba '
           'threads {}'.format(n, args.batchsize, args.rounds, os.cpu_count(),

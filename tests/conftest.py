@@ -1,4 +1,6 @@
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -57,3 +59,34 @@ def pytest_collection_modifyitems(config, items):
                 else:
                     item.add_marker(pytest.mark.skip(reason=reasons[mark]))
                 break
+
+
+def _find_mpi():
+    """Returns (mpiexec, None), or (None, what is missing)."""
+    mpiexec = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    if not os.access(mpiexec, os.X_OK):
+        mpiexec = shutil.which('mpiexec')
+    if mpiexec is None:
+        return None, 'no mpiexec beside {} or on PATH'.format(sys.executable)
+    probe = subprocess.run([sys.executable, '-c', 'from mpi4py import MPI'],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=60)
+    if probe.returncode != 0:
+        lines = probe.stdout.strip().splitlines() or ['exit status {}'.format(
+            probe.returncode)]
+        return None, 'mpi4py cannot load MPI ({})'.format(lines[-1])
+    return mpiexec, None
+
+
+@pytest.fixture(scope='module')
+def mpiexec():
+    """The mpiexec of MPICH beside Python (``make mpi``); skips without
+    it, fails on CI."""
+    path, problem = _find_mpi()
+    if problem is not None:
+        if os.environ.get('CI', '').lower() == 'true':
+            pytest.fail('CI must run the MPI tests, but {}; `make test` '
+                        'installs requirements-mpi.txt'.format(problem),
+                        pytrace=False)
+        pytest.skip('{}: run `make mpi`'.format(problem))
+    return path

@@ -16,6 +16,7 @@ import export
 import mnist_data
 import packed_format
 import packed_kernels
+import snapshots
 import train_mnist
 import train_options
 
@@ -49,8 +50,7 @@ def chainer_predictions(snapshot, images):
                                      '--layers', str(config['layers']),
                                      '--bn-eps', str(config['bn_eps'])])
     model = train_mnist.build_model(args)
-    chainer.serializers.load_npz(snapshot, model,
-                                 path='updater/model:main/')
+    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
     x = images.astype(numpy.float32)
     x *= pixels['scale'] / 255.  # as data_files.to_dataset

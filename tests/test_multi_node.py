@@ -7,7 +7,6 @@ fail: CI must run them.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import mnist_data
 import multi_node
 import net
+import snapshots
 import errors
 import train_mnist
 
@@ -50,35 +50,6 @@ def _environment(**extra):
     env.update(OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
     env.update(extra)
     return env
-
-
-def _find_mpi():
-    """Returns (mpiexec, None), or (None, what is missing)."""
-    mpiexec = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
-    if not os.access(mpiexec, os.X_OK):
-        mpiexec = shutil.which('mpiexec')
-    if mpiexec is None:
-        return None, 'no mpiexec beside {} or on PATH'.format(sys.executable)
-    probe = subprocess.run([sys.executable, '-c', 'from mpi4py import MPI'],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           universal_newlines=True, timeout=60)
-    if probe.returncode != 0:
-        lines = probe.stdout.strip().splitlines() or ['exit status {}'.format(
-            probe.returncode)]
-        return None, 'mpi4py cannot load MPI ({})'.format(lines[-1])
-    return mpiexec, None
-
-
-@pytest.fixture(scope='module')
-def mpiexec():
-    path, problem = _find_mpi()
-    if problem is not None:
-        if os.environ.get('CI', '').lower() == 'true':
-            pytest.fail('CI must run the MPI tests, but {}; `make test` '
-                        'installs requirements-mpi.txt'.format(problem),
-                        pytrace=False)
-        pytest.skip('{}: run `make mpi`'.format(problem))
-    return path
 
 
 def _run(command, env=None, timeout=300):
@@ -167,9 +138,8 @@ def test_rank_0_snapshot_evaluates_as_reported(two_ranks):
     # ranks reported together, each on its half.
     _, (out0, _), dump = two_ranks
     model = L.Classifier(net.MnistMLP(784, UNITS, 10))
-    chainer.serializers.load_npz(
-        str(out0 / 'snapshot_iter_{}'.format(STEPS)), model,
-        path='updater/model:main/')
+    snapshots.load_arrays(str(out0 / 'snapshot_iter_{}'.format(STEPS)),
+                          model, 'updater/model:main/')
     final = _load(dump / 'rank0.npz')
     loaded = chainer.serializers.DictionarySerializer()
     loaded.save(model)

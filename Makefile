@@ -42,9 +42,10 @@ train: $(STAMP)
 test: $(STAMP) $(MPI_STAMP) fashion-mnist
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# the CuPy wheel for the driver's CUDA (gpu_requirements.py says which)
+# the CuPy wheel for the driver's CUDA (qnn/backends/gpu_requirements.py
+# says which)
 gpu: $(STAMP)
-	@$(PY) gpu_requirements.py > $(VENV)/.gpu-requirements
+	@$(PY) -m qnn.backends.gpu_requirements > $(VENV)/.gpu-requirements
 	$(PIP) $$(cat $(VENV)/.gpu-requirements)
 
 gpu-check: gpu
@@ -58,7 +59,7 @@ wheels: $(STAMP)
 		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform any \
 		$(BUILD_PINS) -r requirements.txt -r requirements-test.txt \
-		$$(CUDA=$${CUDA:-13} $(PY) gpu_requirements.py)
+		$$(CUDA=$${CUDA:-13} $(PY) -m qnn.backends.gpu_requirements)
 
 mpi: $(MPI_STAMP)
 

@@ -3,9 +3,9 @@
 
 Reads a training snapshot of train_mnist.py (the Trainer's NPZ) and the
 config.json beside it, folds each batch normalization and sign into
-integer thresholds (:mod:`folding`), packs the weights to 64-bit words and
-writes the file of :mod:`packed_format`; then prints its summary
-(:mod:`packed_summary`). inference.py runs the file.
+integer thresholds (:mod:`qnn.packed.folding`), packs the weights to 64-bit
+words and writes the file of :mod:`qnn.packed.format`; then prints its summary
+(:mod:`qnn.packed.summary`). inference.py runs the file.
 
     .venv/bin/python export.py result/snapshot_iter_12000 -o mlp.bnn
 """
@@ -14,20 +14,20 @@ import json
 import os
 import sys
 
-import environment_check
+from qnn.utils import environment_check
 environment_check.require('export.py')
 
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
-import datasets
-import errors
-import folding
-import npz_arrays
-import packed_format
-import packed_kernels
-import packed_summary
-import run_history
-from errors import fail
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+from qnn import datasets
+from qnn.utils import errors
+from qnn.packed import folding
+from qnn.serializers import npz_arrays
+from qnn.packed import format as packed_format
+from qnn.packed import kernels as packed_kernels
+from qnn.packed import summary as packed_summary
+from qnn.training import run_history
+from qnn.utils.errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
 N_IN = 784
@@ -51,7 +51,7 @@ def parse_args(argv=None):
 
 def read_config(snapshot):
     """The options of the run that wrote ``snapshot`` (its config.json, in
-    today's option names: :func:`run_history.upgrade`)."""
+    today's option names: :func:`qnn.training.run_history.upgrade`)."""
     path = os.path.join(os.path.dirname(snapshot) or '.', 'config.json')
     try:
         with open(path) as f:

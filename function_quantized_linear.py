@@ -1,7 +1,7 @@
 """Linear function whose weight is quantized in forward (straight through)."""
 import numpy
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import function_node
 from chainer import utils

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run a packed binarized network (export.py's file) on the MNIST test set.
 
-XNOR/AND and popcount on packed 64-bit words (:mod:`packed_kernels`): on
+XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.kernels`): on
 the CPU with numba on all cores (``--kernel numpy``: the NumPy reference),
 on a GPU with CuPy RawKernels (``--device 0``). Prints one line,
 
@@ -18,18 +18,18 @@ import argparse
 import sys
 import time
 
-import environment_check
+from qnn.utils import environment_check
 environment_check.require('inference.py', ('numpy',))
 
 import numpy  # NOQA: E402
 
-import errors
-import mnist_data
-import option_types
-import packed_format
-import packed_kernels
-import packed_summary
-from errors import fail
+from qnn.datasets import mnist
+from qnn.packed import format as packed_format
+from qnn.packed import kernels as packed_kernels
+from qnn.packed import summary as packed_summary
+from qnn.training import option_types
+from qnn.utils import errors
+from qnn.utils.errors import fail
 
 
 
@@ -75,8 +75,8 @@ def backend_of(spec, kernel, parser):
 
 def load_test(data_dir, subset):
     try:
-        images, labels = mnist_data.load_raw(data_dir)['test']
-    except mnist_data.MnistDataError as e:
+        images, labels = mnist.load_raw(data_dir)['test']
+    except mnist.MnistDataError as e:
         fail(e)
     if subset is not None:
         images, labels = images[:subset], labels[:subset]

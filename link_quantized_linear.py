@@ -1,5 +1,5 @@
 """Fully-connected layer with a quantized weight (real-valued W kept)."""
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer.links
 from chainer import utils
 

@@ -1,14 +1,14 @@
 """Binarized networks for MNIST (Hubara et al. 2016): an MLP and a ConvNet."""
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer.utils import conv
 
-from function_max_pooling_2x2 import max_pooling_2x2
-from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
-from link_shift_batch_normalization import ShiftBatchNormalization
+from qnn.functions.max_pooling_2x2 import max_pooling_2x2
+from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
+from qnn.links.shift_batch_normalization import ShiftBatchNormalization
 import qst
 
 BATCH_NORMALIZATIONS = ('standard', 'shift')
@@ -91,9 +91,9 @@ class MnistMLP(chainer.Chain):
             activations, in [0, 1).
         bn (str): ``'standard'``: :class:`chainer.links.BatchNormalization`;
             ``'shift'``: the shift-based batch normalization of
-            :mod:`link_shift_batch_normalization` (scale rounded to a power
-            of two) on the hidden layers, the output's staying standard as
-            in BinaryNet's Torch7 models.
+            :mod:`qnn.links.shift_batch_normalization` (scale rounded to a
+            power of two) on the hidden layers, the output's staying standard
+            as in BinaryNet's Torch7 models.
         bn_eps (float): :math:`\\epsilon` of every batch normalization.
         bn_decay (float): Decay of the running statistics of every batch
             normalization, :math:`\\bar{\\mu} \\leftarrow d \\bar{\\mu} +

@@ -45,15 +45,15 @@ import numbers
 
 import numpy
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import backend
 from chainer import function_node
 from chainer import utils
 from chainer.utils import type_check
 
-import cpu_kernels
-import cpu_threads
+from qnn.backends import cpu_kernels
+from qnn.backends import cpu_threads
 
 
 FULL_PRECISION = 32
@@ -284,7 +284,7 @@ def check_options(bits=1, quantizer='linear', stochastic=False,
                   gradient_bits=None, error_bits=None):
     """Returns the quantization options of a layer with a quantized weight
     (:func:`function_quantized_linear.quantized_linear`,
-    :func:`function_quantized_convolution_2d.quantized_convolution_2d`)
+    :func:`qnn.functions.quantized_convolution_2d.quantized_convolution_2d`)
     checked and normalized (``None`` bits become 32), as a dict; raises
     ``ValueError``/``TypeError`` for a bad one."""
     return {'bits': check_bits(bits),

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 
-import environment_check
+from qnn.utils import environment_check
 environment_check.require('train_mnist.py')
 # OpenBLAS's idle threads spin for about 2^28 cycles after each matrix
 # product before they sleep; between the products of a training step that
@@ -28,33 +28,33 @@ import numpy  # NOQA: E402
 # missing; a single-device run does not need it.
 warnings.filterwarnings('ignore', r'\s*nccl library could not be loaded',
                         UserWarning)
-import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
 import chainer.functions as F
 import chainer.links as L
 from chainer import training
 from chainer.training import extensions
 
-import datasets
-import devices
-import errors
-import multi_node
-import model_selection
 import net
-import population_statistics
-import run_guards
-import run_history
-import run_output
-import snapshots
-import step_sizes
-import train_options
-from array_iterator import ArrayIterator
-from array_iterator import concat_batch
-from augmentation import RandomShiftFlip
-from errors import fail
-from inplace_adam import InplaceAdam
-from shift_adamax import ShiftAdaMax
-from squared_hinge import squared_hinge
+from qnn.backends import devices
+from qnn import datasets
+from qnn.functions.squared_hinge import squared_hinge
+from qnn.iterators.array_iterator import ArrayIterator
+from qnn.iterators.array_iterator import concat_batch
+from qnn.iterators.augmentation import RandomShiftFlip
+from qnn.optimizers.inplace_adam import InplaceAdam
+from qnn.optimizers.shift_adamax import ShiftAdaMax
+from qnn.optimizers import step_sizes
+from qnn.training.extensions import model_selection
+from qnn.training.extensions import population_statistics
+from qnn.training.extensions import run_guards
+from qnn.training.extensions import snapshots
+from qnn.training import multi_node
+from qnn.training import options as train_options
+from qnn.training import run_history
+from qnn.training import run_output
+from qnn.utils import errors
+from qnn.utils.errors import fail
 from weight_clip import WeightClip
 
 LOSSES = {'softmax_cross_entropy': F.softmax_cross_entropy,

@@ -1,9 +1,9 @@
 """Optimizer hook that clips the real-valued weights of quantized links."""
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from chainer import backend
 import chainerx
 
-import cpu_threads
+from qnn.backends import cpu_threads
 
 
 def quantized_params(target):
@@ -26,14 +26,14 @@ class WeightClip(object):
     .. math:: W \\leftarrow \\min(\\max(W, \\text{lower}), \\text{upper})
 
     for every parameter yielded by the ``quantized_params()`` method of a link
-    in the optimizer's target (for :class:`link_quantized_linear.QuantizedLinear`
-    that is its weight ``W``). Nothing else is touched: biases,
-    batch normalization's ``gamma`` and ``beta`` and the parameters of links
-    without ``quantized_params`` keep their values. The paper clips only the
-    binarized weights: without the clip a real weight can drift far from 0,
-    where many gradient steps are needed before its sign (all the forward
-    pass sees) can change; clipping ``gamma`` too would cap the scale of the
-    output layer's logits.
+    in the optimizer's target (for
+    :class:`link_quantized_linear.QuantizedLinear` that is its weight ``W``).
+    Nothing else is touched: biases, batch normalization's ``gamma`` and
+    ``beta`` and the parameters of links without ``quantized_params`` keep
+    their values. The paper clips only the binarized weights: without the clip
+    a real weight can drift far from 0, where many gradient steps are needed
+    before its sign (all the forward pass sees) can change; clipping ``gamma``
+    too would cap the scale of the output layer's logits.
 
     Args:
         lower (float): Lower bound.

@@ -3,11 +3,12 @@
 
 For each snapshot (with the config.json of its run beside it) it prints the
 test accuracy of the network as saved (the BN statistics the run evaluated
-with) and after :func:`population_statistics.estimate` over the first
-``--images`` training images, what ``train_mnist.py --bn-population N``
-evaluates with. Training never reads the running statistics, so a run with
-``--bn-population`` learns the same weights as one without: this measures,
-on the snapshots of a finished run, what that option would have reported.
+with) and after :func:`qnn.training.extensions.population_statistics.estimate`
+over the first ``--images`` training images, what ``train_mnist.py
+--bn-population N`` evaluates with. Training never reads the running
+statistics, so a run with ``--bn-population`` learns the same weights as one
+without: this measures, on the snapshots of a finished run, what that option
+would have reported.
 
     .venv/bin/python bench/bn_statistics.py result/RUN/snapshot_iter_12000
     .venv/bin/python bench/bn_statistics.py --images 60000 SNAPSHOT...
@@ -22,17 +23,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
 
-import datasets  # NOQA: E402
-import population_statistics  # NOQA: E402
-import run_history  # NOQA: E402
-import snapshots  # NOQA: E402
+from qnn import datasets  # NOQA: E402
+from qnn.iterators.array_iterator import ArrayIterator  # NOQA: E402
+from qnn.iterators.array_iterator import concat_batch  # NOQA: E402
+from qnn.training.extensions import population_statistics  # NOQA: E402
+from qnn.training.extensions import snapshots  # NOQA: E402
+from qnn.training import options as train_options  # NOQA: E402
+from qnn.training import run_history  # NOQA: E402
 import train_mnist  # NOQA: E402
-import train_options  # NOQA: E402
-from array_iterator import ArrayIterator  # NOQA: E402
-from array_iterator import concat_batch  # NOQA: E402
 
 
 def accuracy(predictor, dataset, batch_size=1000):

@@ -10,9 +10,10 @@ training images, ``--eval-images`` evaluation images). Random images: the
 cost does not depend on the pixels, and the paper's CIFAR-10 network can be
 timed without CIFAR-10.
 
-    .venv/bin/python bench/cnn_step.py                           # small, MNIST-sized
-    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 100 --steps 2
-    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 50 --device 0
+    .venv/bin/python bench/cnn_step.py                           # small,
+    MNIST-sized .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32
+    --batch 100 --steps 2 .venv/bin/python bench/cnn_step.py --size paper
+    --shape 3 32 32 --batch 50 --device 0
 
 On a GPU (``--device 0``) every timed call ends with a synchronization, so
 the time is the kernels' and not only their launch.
@@ -30,15 +31,15 @@ os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')  # as train_mnist.py
 
 import numpy  # NOQA: E402
 
-import chainer_compat  # NOQA: E402,F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
 import chainer.links as L  # NOQA: E402
 
-import devices  # NOQA: E402
-import errors  # NOQA: E402
 import net  # NOQA: E402
+from qnn.backends import devices  # NOQA: E402
+from qnn.utils import errors  # NOQA: E402
 import reference  # NOQA: E402
-from inplace_adam import InplaceAdam  # NOQA: E402
+from qnn.optimizers.inplace_adam import InplaceAdam  # NOQA: E402
 from weight_clip import WeightClip  # NOQA: E402
 
 

@@ -39,10 +39,10 @@ sys.path.insert(0, ROOT)
 
 import numpy  # NOQA: E402
 
-import mnist_data  # NOQA: E402
-import npz_arrays  # NOQA: E402
-import packed_format  # NOQA: E402
-import packed_kernels  # NOQA: E402
+from qnn.datasets import mnist  # NOQA: E402
+from qnn.packed import format as packed_format  # NOQA: E402
+from qnn.packed import kernels as packed_kernels  # NOQA: E402
+from qnn.serializers import npz_arrays  # NOQA: E402
 
 MODEL = 'updater/model:main/'  # the model's arrays in a trainer snapshot
 
@@ -50,9 +50,9 @@ MODEL = 'updater/model:main/'  # the model's arrays in a trainer snapshot
 def chainer_model(snapshot):
     """The trained predictor of ``snapshot``; exits with one line if the
     file cannot be loaded (a Python object in it included)."""
-    import snapshots
+    from qnn.training.extensions import snapshots
+    from qnn.training import options as train_options
     import train_mnist
-    import train_options
     with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
         config = json.load(f)
     args = train_options.parse_args(['--unit', str(config['unit'])])
@@ -87,7 +87,7 @@ def timed(function, *args):
 
 def float_images(images):
     x = images.astype(numpy.float32)
-    x *= 1 / 255.  # as mnist_data.get_mnist
+    x *= 1 / 255.  # as mnist.get_mnist
     return x
 
 
@@ -140,7 +140,7 @@ def first_layer(network, images, x, batchsize, rounds):
 
 def child(kind, snapshot, path, batchsize):
     """Loads and runs one path once; prints its peak RSS in MiB."""
-    images = mnist_data.load_raw()['test'][0]
+    images = mnist.load_raw()['test'][0]
     if kind == 'chainer':
         chainer_forward(chainer_model(snapshot), float_images(images),
                         batchsize)
@@ -180,7 +180,7 @@ def main(argv=None):
         child(args.child, args.snapshot, args.file, args.batchsize)
         return 0
 
-    images, labels = mnist_data.load_raw()['test']
+    images, labels = mnist.load_raw()['test']
     x = float_images(images)
     predictor = chainer_model(args.snapshot)
     network = packed_format.load(args.file)

@@ -44,7 +44,7 @@ def cpu_model():
 def stack():
     """``'Python X, NumPy Y, Chainer Z'`` of this interpreter."""
     sys.path.insert(0, ROOT)
-    import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+    from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
     import chainer
     import numpy
     return 'Python {}, NumPy {}, Chainer {}'.format(

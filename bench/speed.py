@@ -49,19 +49,19 @@ EPOCH_ITERATIONS = 600  # 60000 images / batch 100
 def child(args):
     """Runs in the measured process: one project measurement, as JSON."""
     sys.path.insert(0, ROOT)
+    from qnn.training import options as train_options
     import train_mnist  # first: it sets OpenBLAS up before NumPy loads
-    import train_options
 
     import chainer
     import numpy
 
-    import devices
-    import mnist_data
+    from qnn.backends import devices
+    from qnn.datasets import mnist
 
     options = train_options.parse_args(['--device', args.device])
     device = devices.get_device(options.device)
     numpy.random.seed(0)
-    train, test = mnist_data.get_mnist()
+    train, test = mnist.get_mnist()
     model = train_mnist.build_model(options)
     model.to_device(device)
     optimizer = train_mnist.build_optimizer(options, model)

@@ -35,11 +35,11 @@ GROUPS = [
         "<method 'dot' of 'numpy.ndarray' objects>", '_matmul',
         '_backward_arrays')),
     ('optimizer update (Adam or AdaMax, clip)', lambda f, n: (
-        f.endswith('cpu_kernels.py') and 'adam' in n) or (
-        f.endswith('inplace_adam.py') and n == '_update') or (
-        f.endswith('shift_adamax.py') and n == 'update_core')),
+        f.endswith('qnn/backends/cpu_kernels.py') and 'adam' in n) or (
+        f.endswith('qnn/optimizers/inplace_adam.py') and n == '_update') or (
+        f.endswith('qnn/optimizers/shift_adamax.py') and n == 'update_core')),
     ('sign (weights and activations)', lambda f, n: (
-        f.endswith('cpu_kernels.py') and 'sign' in n) or (
+        f.endswith('qnn/backends/cpu_kernels.py') and 'sign' in n) or (
         f.endswith('qst.py') and n == 'sign')),
     ('batch normalization', lambda f, n: 'batch_normalization' in f),
     ('minibatch (iterator, converter)', lambda f, n: 'iterator' in f or
@@ -70,13 +70,13 @@ def main():
     args = parser.parse_args()
 
     sys.path.insert(0, ROOT)
+    from qnn.training import options as train_options
     import train_mnist  # first: it sets OpenBLAS up before NumPy loads
-    import train_options
 
     import chainer
     import numpy
 
-    import datasets
+    from qnn import datasets
 
     options = train_options.parse_args(args.train_options)
     numpy.random.seed(options.seed)

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import chainer_compat  # NOQA: E402,F401  (before chainer: NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 
 
 # make gpu-check: a GPU test that cannot run fails instead of skipping

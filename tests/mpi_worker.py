@@ -17,23 +17,23 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer  # NOQA: E402
 from chainer import training  # NOQA: E402
 
-import mnist_data  # NOQA: E402
+from qnn.datasets import mnist  # NOQA: E402
 import train_mnist  # NOQA: E402
 
 
 def poison(index):
-    real_get_mnist = mnist_data.get_mnist
+    real_get_mnist = mnist.get_mnist
 
     def get_mnist(**kwargs):
         train, test = real_get_mnist(**kwargs)
         train._datasets[0][index, :] = float('nan')
         return train, test
 
-    mnist_data.get_mnist = get_mnist
+    mnist.get_mnist = get_mnist
 
 
 def main():

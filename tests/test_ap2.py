@@ -1,9 +1,9 @@
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 
-from ap2 import ap2
+from qnn.functions.ap2 import ap2
 
 
 @pytest.mark.parametrize('dtype', [numpy.float16, numpy.float32,

@@ -3,14 +3,14 @@ import io
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer.dataset import concat_examples
 
-from array_iterator import ArrayBatch
-from array_iterator import ArrayIterator
-from array_iterator import concat_batch
-from array_iterator import dataset_columns
+from qnn.iterators.array_iterator import ArrayBatch
+from qnn.iterators.array_iterator import ArrayIterator
+from qnn.iterators.array_iterator import concat_batch
+from qnn.iterators.array_iterator import dataset_columns
 
 CPU = chainer.get_device('@numpy')
 

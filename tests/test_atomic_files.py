@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-import atomic_files
+from qnn.utils import atomic_files
 
 
 def test_writes_the_file(tmp_path):

@@ -3,13 +3,13 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import testing
 
-from array_iterator import concat_batch
-from augmentation import RandomShiftFlip
-from augmentation import shift_and_flip
+from qnn.iterators.array_iterator import concat_batch
+from qnn.iterators.augmentation import RandomShiftFlip
+from qnn.iterators.augmentation import shift_and_flip
 from backends import BACKENDS, seed_generators
 
 

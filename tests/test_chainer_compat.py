@@ -7,12 +7,15 @@ import textwrap
 import numpy
 import pytest
 
-import chainer_compat
+from qnn.backends import chainer_compat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the root's modules and every module of the package, as dotted names
 PROJECT_MODULES = sorted(
-    os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, '*.py'))
-    if not os.path.basename(path).startswith('_'))
+    os.path.relpath(path, ROOT)[:-3].replace(os.sep, '.').replace(
+        '.__init__', '')
+    for path in glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(
+        os.path.join(ROOT, 'qnn', '**', '*.py'), recursive=True))
 
 
 def run_python(code, env=None):
@@ -48,7 +51,7 @@ def test_chainer_imports_with_numpy_distutils_hidden():
                     raise ImportError('hidden: ' + name)
 
         sys.meta_path.insert(0, Hide())
-        import chainer_compat
+        from qnn.backends import chainer_compat
         import chainer
         import chainer.functions as F
         import numpy
@@ -76,7 +79,8 @@ def test_an_existing_sctypes_is_left_alone(monkeypatch):
 def test_user_setting_of_version_warning_is_kept():
     env = dict(os.environ, CHAINER_WARN_VERSION_MISMATCH='1')
     result = run_python('''
-        import os, chainer_compat
+        import os
+        from qnn.backends import chainer_compat
         print(os.environ['CHAINER_WARN_VERSION_MISMATCH'])''', env=env)
     assert result.stdout.strip() == '1', result.stderr
 

@@ -15,13 +15,13 @@ import struct
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 
-import cifar10_data
-import data_files
+from qnn.datasets import cifar10
+from qnn.datasets import files
 
 ROWS = 10  # per batch: 50 training and 10 test images
-NAMES = cifar10_data.TRAIN_BATCHES + (cifar10_data.TEST_BATCH,)
+NAMES = cifar10.TRAIN_BATCHES + (cifar10.TEST_BATCH,)
 
 # What Python 2 with NumPy 1 called the globals an array pickle needs.
 _PYTHON2_NAMES = {
@@ -94,16 +94,16 @@ def write_batches(directory, seed=0):
 
 @pytest.fixture
 def batches(tmp_path):
-    directory = tmp_path / cifar10_data.SUBDIR
+    directory = tmp_path / cifar10.SUBDIR
     return directory, write_batches(directory)
 
 
 def load(directory, rows=ROWS):
-    return cifar10_data.load_raw(str(directory), rows_per_batch=rows)
+    return cifar10.load_raw(str(directory), rows_per_batch=rows)
 
 
 def error_of(directory, rows=ROWS):
-    with pytest.raises(data_files.DatasetError) as e:
+    with pytest.raises(files.DatasetError) as e:
         load(directory, rows)
     message = str(e.value)
     assert '\n' not in message
@@ -130,7 +130,7 @@ def test_restricted_unpickler_reads_what_pickle_reads(batches):
     path = str(directory / 'data_batch_3')
     with open(path, 'rb') as f:
         expected = pickle.load(f, encoding='bytes')
-    got = cifar10_data._unpickle(path)
+    got = cifar10._unpickle(path)
     assert sorted(got) == sorted(expected)
     numpy.testing.assert_array_equal(got[b'data'], expected[b'data'])
     assert got[b'labels'] == expected[b'labels']
@@ -140,7 +140,7 @@ def test_restricted_unpickler_reads_what_pickle_reads(batches):
 def test_get_cifar10(batches, where):
     directory, written = batches
     data_dir = directory if where == 'batches' else directory.parent
-    train, test = cifar10_data.get_cifar10(data_dir=str(data_dir),
+    train, test = cifar10.get_cifar10(data_dir=str(data_dir),
                                            scale=255., rows_per_batch=ROWS)
     assert len(train) == 5 * ROWS and len(test) == ROWS
     x, t = train._datasets
@@ -159,7 +159,7 @@ def test_get_cifar10(batches, where):
 
 def test_flat_images_and_scale(batches):
     directory, written = batches
-    train, _ = cifar10_data.get_cifar10(
+    train, _ = cifar10.get_cifar10(
         withlabel=False, ndim=1, data_dir=str(directory),
         rows_per_batch=ROWS)
     assert train.shape == (5 * ROWS, 3072)
@@ -167,7 +167,7 @@ def test_flat_images_and_scale(batches):
     numpy.testing.assert_allclose(
         train[:ROWS] * 255., written['data_batch_1'][0], rtol=1e-6)
     with pytest.raises(ValueError):  # three channels have no 2-d form
-        cifar10_data.get_cifar10(ndim=2, data_dir=str(directory),
+        cifar10.get_cifar10(ndim=2, data_dir=str(directory),
                                  rows_per_batch=ROWS)
 
 
@@ -303,8 +303,8 @@ def _says_where_to_get_it(message):
 
 
 def test_no_data_dir():
-    with pytest.raises(data_files.DatasetError) as e:
-        cifar10_data.get_cifar10()
+    with pytest.raises(files.DatasetError) as e:
+        cifar10.get_cifar10()
     assert str(e.value).startswith('CIFAR-10: no data directory given')
     _says_where_to_get_it(str(e.value))
 

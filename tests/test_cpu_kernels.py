@@ -3,15 +3,15 @@ bit, and their use by InplaceAdam + WeightClip and qst."""
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
-import cpu_kernels
-import qst
-from inplace_adam import InplaceAdam
-from inplace_adam import InplaceAdamRule
 from link_quantized_linear import QuantizedLinear
-from shift_adamax import ShiftAdaMax
+from qnn.backends import cpu_kernels
+from qnn.optimizers.inplace_adam import InplaceAdam
+from qnn.optimizers.inplace_adam import InplaceAdamRule
+from qnn.optimizers.shift_adamax import ShiftAdaMax
+import qst
 from weight_clip import WeightClip
 
 pytestmark = pytest.mark.skipif(

@@ -3,7 +3,7 @@ import threading
 import numpy
 import pytest
 
-import cpu_threads
+from qnn.backends import cpu_threads
 import qst
 from weight_clip import WeightClip
 

@@ -1,12 +1,12 @@
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 
-import cifar10_data
-import datasets
-import fashion_mnist_data
-import mnist_data
+from qnn import datasets
+from qnn.datasets import cifar10
+from qnn.datasets import fashion_mnist
+from qnn.datasets import mnist as mnist_data
 from test_cifar10_data import ROWS, write_batches
 
 
@@ -45,9 +45,9 @@ def test_mnist(ndim):
 
 
 def test_fashion_mnist():
-    if not fashion_mnist_data.available():
+    if not fashion_mnist.available():
         pytest.skip('Fashion-MNIST is not in {} (make fashion-mnist)'.format(
-            fashion_mnist_data.DEBIAN_DIR))
+            fashion_mnist.DEBIAN_DIR))
     train, test = datasets.get_dataset('fashion-mnist', ndim=3)
     _check('fashion-mnist', train, test, 3)
     assert len(train) == 60000 and len(test) == 10000
@@ -55,9 +55,9 @@ def test_fashion_mnist():
 
 @pytest.mark.parametrize('ndim', [1, 3])
 def test_cifar10(monkeypatch, tmp_path, ndim):
-    write_batches(tmp_path / cifar10_data.SUBDIR)
+    write_batches(tmp_path / cifar10.SUBDIR)
     # small files: get_dataset takes the real row count, so lower it
-    monkeypatch.setattr(cifar10_data, 'ROWS_PER_BATCH', ROWS)
+    monkeypatch.setattr(cifar10, 'ROWS_PER_BATCH', ROWS)
     train, test = datasets.get_dataset('cifar10', data_dir=str(tmp_path),
                                        ndim=ndim)
     _check('cifar10', train, test, ndim)

@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-import environment_check
+from qnn.utils import environment_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

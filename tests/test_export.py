@@ -11,14 +11,14 @@ import pytest
 
 import chainer
 
-import datasets
 import export
-import mnist_data
-import packed_format
-import packed_kernels
-import snapshots
+from qnn import datasets
+from qnn.datasets import mnist
+from qnn.packed import format as packed_format
+from qnn.packed import kernels as packed_kernels
+from qnn.training.extensions import snapshots
+from qnn.training import options as train_options
 import train_mnist
-import train_options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +69,7 @@ def test_export_equals_chainer_model(trained, tmp_path, capsys):
     network = packed_format.load(output)
     assert [layer.kind for layer in network.layers] == \
         ['planes', 'xnor', 'xnor']
-    images, labels = mnist_data.load_raw()['test']
+    images, labels = mnist.load_raw()['test']
     images = images[:2000]
     logits = packed_kernels.forward(network, images, 'numba')
     expected = chainer_predictions(trained, images)
@@ -90,7 +90,7 @@ def test_inference_script_end_to_end(trained, tmp_path):
     match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(300 images, [\d.]+ s, '
                          r'\d+ images/s\)\n', result.stdout)
     assert match, result.stdout
-    images, labels = mnist_data.load_raw()['test']
+    images, labels = mnist.load_raw()['test']
     expected = (chainer_predictions(trained, images[:300]) ==
                 labels[:300]).mean()
     assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
@@ -200,7 +200,7 @@ def train_and_export(tmp_path, name, options):
     output = str(tmp_path / (name + '.bnn'))
     assert export.main([snapshot, '-o', output]) == 0
     network = packed_format.load(output)
-    images = mnist_data.load_raw()['test'][0][:1000]
+    images = mnist.load_raw()['test'][0][:1000]
     logits = packed_kernels.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))

@@ -6,25 +6,25 @@ import struct
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 
-import data_files
-import fashion_mnist_data
-import mnist_data
+from qnn.datasets import fashion_mnist
+from qnn.datasets import files
+from qnn.datasets import mnist
 
-NAMES = [name for name, _ in fashion_mnist_data.FILES]
-DEBIAN_DIR = fashion_mnist_data.DEBIAN_DIR
+NAMES = [name for name, _ in fashion_mnist.FILES]
+DEBIAN_DIR = fashion_mnist.DEBIAN_DIR
 
 
 def _debian_files():
     """Skips the test when Debian's files are absent, unless the
     environment says they must be there (QNN_REQUIRE_FASHION_MNIST=1, for
     CI after `make fashion-mnist`): then it fails."""
-    if fashion_mnist_data.available():
+    if fashion_mnist.available():
         return DEBIAN_DIR
     reason = ('Fashion-MNIST is not in {} (apt-get install {}, or make '
               'fashion-mnist)'.format(DEBIAN_DIR,
-                                      fashion_mnist_data.DEBIAN_PACKAGE))
+                                      fashion_mnist.DEBIAN_PACKAGE))
     if os.environ.get('QNN_REQUIRE_FASHION_MNIST') == '1':
         pytest.fail(reason)
     pytest.skip(reason)
@@ -62,7 +62,7 @@ def test_debian_files_are_fashion_mnist():
             assert struct.unpack('>II', content[:8]) == (0x801,
                                                          sizes[prefix])
             assert len(content) == 8 + sizes[prefix]
-    raw = fashion_mnist_data.load_raw()  # and the hashes are those expected
+    raw = fashion_mnist.load_raw()  # and the hashes are those expected
     images, labels = raw['train']
     assert images.shape == (60000, 784) and labels.shape == (60000,)
     # Fashion-MNIST has the same number of images of each class
@@ -71,18 +71,18 @@ def test_debian_files_are_fashion_mnist():
     assert raw['test'][0].shape == (10000, 784)
     # not MNIST by another name
     assert not numpy.array_equal(labels[:100],
-                                 mnist_data.load_raw()['train'][1][:100])
+                                 mnist.load_raw()['train'][1][:100])
 
 
 def test_get_fashion_mnist_like_get_mnist():
     _debian_files()
-    train, test = fashion_mnist_data.get_fashion_mnist(ndim=3)
+    train, test = fashion_mnist.get_fashion_mnist(ndim=3)
     x, t = train._datasets
     assert x.shape == (60000, 1, 28, 28) and x.dtype == numpy.float32
     assert x.min() == 0.0 and x.max() == 1.0
     assert t.dtype == numpy.int32 and len(test) == 10000
     with pytest.raises(ValueError):
-        fashion_mnist_data.get_fashion_mnist(ndim=4)
+        fashion_mnist.get_fashion_mnist(ndim=4)
 
 
 def test_uncompressed_copy_in_data_dir(data_copy):
@@ -90,7 +90,7 @@ def test_uncompressed_copy_in_data_dir(data_copy):
     with gzip.open(str(gz)) as f:
         (data_copy / 't10k-labels-idx1-ubyte').write_bytes(f.read())
     gz.unlink()
-    raw = fashion_mnist_data.load_raw(str(data_copy))
+    raw = fashion_mnist.load_raw(str(data_copy))
     assert raw['test'][1].shape == (10000,)
 
 
@@ -100,8 +100,8 @@ def test_corrupted_file_is_named(data_copy):
         content = bytearray(f.read())
     content[500] = (content[500] + 1) % 10  # one label changed
     path.write_bytes(gzip.compress(bytes(content)))
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.load_raw(str(data_copy))
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.load_raw(str(data_copy))
     message = one_line(e)
     assert message.startswith(str(path) + ': content is not Fashion-MNIST '
                               'train-labels-idx1-ubyte')
@@ -112,16 +112,16 @@ def test_truncated_gzip_is_named(data_copy):
     path = data_copy / 't10k-images-idx3-ubyte.gz'
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.load_raw(str(data_copy))
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.load_raw(str(data_copy))
     assert one_line(e).startswith(str(path) + ': cannot be read')
 
 
 def test_corrupted_debian_file_says_reinstall(monkeypatch, data_copy):
-    monkeypatch.setattr(fashion_mnist_data, 'DEBIAN_DIR', str(data_copy))
+    monkeypatch.setattr(fashion_mnist, 'DEBIAN_DIR', str(data_copy))
     (data_copy / 't10k-labels-idx1-ubyte.gz').write_bytes(b'not gzip')
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.load_raw()
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.load_raw()
     assert one_line(e).endswith(
         'apt-get install --reinstall dataset-fashion-mnist')
 
@@ -129,20 +129,20 @@ def test_corrupted_debian_file_says_reinstall(monkeypatch, data_copy):
 def test_mnist_is_not_fashion_mnist(tmp_path):
     # foreign files of the right names and format: needs no Debian files
     for name in NAMES:
-        shutil.copy(os.path.join(mnist_data.EMBEDDED_DIR, name + '.gz'),
+        shutil.copy(os.path.join(mnist.EMBEDDED_DIR, name + '.gz'),
                     str(tmp_path))
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.load_raw(str(tmp_path))
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.load_raw(str(tmp_path))
     message = one_line(e)
     assert message.startswith(
         str(tmp_path / 'train-images-idx3-ubyte.gz') +
         ': content is not Fashion-MNIST train-images-idx3-ubyte')
-    assert mnist_data.SHA256['train-images-idx3-ubyte'] in message
+    assert mnist.SHA256['train-images-idx3-ubyte'] in message
 
 
 def test_missing_file_in_data_dir(tmp_path):
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.load_raw(str(tmp_path))
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.load_raw(str(tmp_path))
     message = one_line(e)
     assert message.startswith(str(tmp_path) + ': neither '
                               'train-images-idx3-ubyte.gz nor')
@@ -150,11 +150,11 @@ def test_missing_file_in_data_dir(tmp_path):
 
 
 def test_not_installed_says_how(monkeypatch, tmp_path):
-    monkeypatch.setattr(fashion_mnist_data, 'DEBIAN_DIR',
+    monkeypatch.setattr(fashion_mnist, 'DEBIAN_DIR',
                         str(tmp_path / 'absent'))
-    assert not fashion_mnist_data.available()
-    with pytest.raises(data_files.DatasetError) as e:
-        fashion_mnist_data.get_fashion_mnist()
+    assert not fashion_mnist.available()
+    with pytest.raises(files.DatasetError) as e:
+        fashion_mnist.get_fashion_mnist()
     message = one_line(e)
     assert message.startswith(str(tmp_path / 'absent') + ': no such '
                               'directory, Fashion-MNIST is not installed')
@@ -164,6 +164,6 @@ def test_not_installed_says_how(monkeypatch, tmp_path):
 
 
 def test_error_message_is_forced_to_one_line():
-    error = data_files.DatasetError('a: cannot be read (x\ny); fix')
+    error = files.DatasetError('a: cannot be read (x\ny); fix')
     assert str(error) == 'a: cannot be read (x y); fix'
-    assert mnist_data.MnistDataError is data_files.DatasetError
+    assert mnist.MnistDataError is files.DatasetError

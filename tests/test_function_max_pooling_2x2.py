@@ -3,13 +3,13 @@ from unittest import mock
 
 import numpy
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 from chainer import testing
 
 from backends import BACKENDS
-from function_max_pooling_2x2 import max_pooling_2x2
+from qnn.functions.max_pooling_2x2 import max_pooling_2x2
 
 SHAPES = [(2, 3, 4, 6), (2, 3, 7, 7), (1, 2, 5, 4), (1, 1, 1, 1)]
 

@@ -3,14 +3,14 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 from chainer import testing
 from chainer.utils import type_check
 
-from function_quantized_convolution_2d import quantized_convolution_2d
 from function_quantized_linear import quantized_linear
+from qnn.functions.quantized_convolution_2d import quantized_convolution_2d
 from backends import BACKENDS
 from test_function_quantized_linear import check_quantized
 from test_function_quantized_linear import make_weight

@@ -9,12 +9,12 @@ import pytest
 import chainer
 import chainer.functions as F
 
-import folding
 import function_quantized_linear
 import inference
-import packed_format
-import packed_kernels
-import packed_summary
+from qnn.packed import folding
+from qnn.packed import format as packed_format
+from qnn.packed import kernels as packed_kernels
+from qnn.packed import summary as packed_summary
 import qst
 
 WIDTHS = [(784, 1000), (1000, 10), (33, 33), (1000, 1000), (10, 784)]

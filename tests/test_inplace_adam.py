@@ -3,12 +3,12 @@ import io
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import testing
 
-import cpu_threads
-from inplace_adam import InplaceAdam
+from qnn.backends import cpu_threads
+from qnn.optimizers.inplace_adam import InplaceAdam
 
 
 class Model(chainer.Chain):

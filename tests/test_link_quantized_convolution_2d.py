@@ -4,13 +4,13 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer import testing
 
-from link_quantized_convolution_2d import QuantizedConvolution2D
+from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 from weight_clip import WeightClip
 from backends import BACKENDS
 from test_function_quantized_linear import sign

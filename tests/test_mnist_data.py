@@ -8,10 +8,10 @@ import threading
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
-import mnist_data
+from qnn.datasets import mnist as mnist_data
 
 NAMES = [name for name, _ in mnist_data.FILES]
 SHIPPED_DIR = mnist_data.EMBEDDED_DIR

@@ -2,10 +2,10 @@ import types
 
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
-import model_selection
+from qnn.training.extensions import model_selection
 
 
 def run_epochs(best, accuracies):

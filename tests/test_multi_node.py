@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI: multi_node.py and
+"""Data-parallel training over MPI: qnn/training/multi_node.py and
 ``train_mnist.py --communicator``, with real ``mpiexec -n 2`` runs.
 
 The MPI tests need mpi4py and an MPI (``make mpi``; ``make test`` installs
@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.links as L
 import numpy
 import pytest
 
-import mnist_data
-import multi_node
 import net
-import snapshots
-import errors
+from qnn.datasets import mnist
+from qnn.training.extensions import snapshots
+from qnn.training import multi_node
+from qnn.utils import errors
 import train_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,8 @@ STEPS = 2000 // (2 * PER_RANK_BATCH)
 
 
 def run_files(directory):
-    """The files of a run, without the output lock (output_lock.py)."""
+    """The files of a run, without the output lock
+    (qnn/training/output_lock.py)."""
     return sorted(name for name in os.listdir(str(directory))
                   if not name.startswith('.lock'))
 
@@ -147,7 +148,7 @@ def test_rank_0_snapshot_evaluates_as_reported(two_ranks):
     for key in sorted(final):
         numpy.testing.assert_array_equal(loaded.target[key], final[key],
                                          err_msg=key)
-    _, test = mnist_data.get_mnist()
+    _, test = mnist.get_mnist()
     x, t = chainer.dataset.concat_examples(test[:TEST_IMAGES])
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         loss = model(x, t)
@@ -330,7 +331,7 @@ SPIN_FOREVER = '''
 import sys
 sys.path.insert(0, {root!r})
 import numba
-import multi_node
+from qnn.training import multi_node
 
 @numba.njit(nogil=True)
 def spin(n):

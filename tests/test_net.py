@@ -3,15 +3,15 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer import testing
 
-import net
-from link_quantized_convolution_2d import QuantizedConvolution2D
 from link_quantized_linear import QuantizedLinear
+import net
+from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 import qst
 from weight_clip import WeightClip
 from backends import BACKENDS
@@ -413,7 +413,7 @@ class TestRecipeOptions(unittest.TestCase):
             assert 0.45 < (seen[name] == 0).mean() < 0.55
 
     def test_layers_and_batch_normalization_options(self):
-        from link_shift_batch_normalization import ShiftBatchNormalization
+        from qnn.links.shift_batch_normalization import ShiftBatchNormalization
         model = net.MnistMLP(30, 20, 5, n_layers=3, bn_eps=1e-4,
                              bn_decay=0.85)
         names = sorted(name for name, _ in model.namedlinks(skipself=True))

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-import output_lock
+from qnn.training import output_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +33,7 @@ def test_a_lock_of_a_killed_process_does_not_block(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, '-c', textwrap.dedent('''
             import sys, time
-            import output_lock
+            from qnn.training import output_lock
             lock = output_lock.OutputLock(sys.argv[1])
             lock.acquire()
             print('HELD', flush=True)

@@ -15,13 +15,13 @@ import sys
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
-import npz_arrays
-import snapshots
+from qnn.serializers import npz_arrays
+from qnn.training.extensions import snapshots
+from qnn.training import options as train_options
 import train_mnist
-import train_options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = 'updater/model:main/predictor/l1/W'

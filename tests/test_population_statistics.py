@@ -3,16 +3,16 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer import testing
 
 import net
-import population_statistics
+from qnn.training.extensions import population_statistics
 from backends import BACKENDS
-from link_shift_batch_normalization import ShiftBatchNormalization
+from qnn.links.shift_batch_normalization import ShiftBatchNormalization
 
 
 class TwoNormalizations(chainer.Chain):

@@ -1,12 +1,12 @@
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
 import net
-import recipes
-import train_options
+from qnn.training import options as train_options
+from qnn.training import recipes
 
 
 def test_all_recipes_set_the_same_options():

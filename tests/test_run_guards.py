@@ -5,13 +5,13 @@ import signal
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.links as L
 from chainer import training
 
-import run_guards
-import snapshots
+from qnn.training.extensions import run_guards
+from qnn.training.extensions import snapshots
 from test_snapshots import files_in
 from test_snapshots import make_trainer
 

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
-import run_history
+from qnn.training import run_history
 
 
 def options(**changes):

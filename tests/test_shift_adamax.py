@@ -3,12 +3,12 @@ import io
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import serializers
 from chainer import testing
 
-from shift_adamax import ShiftAdaMax
+from qnn.optimizers.shift_adamax import ShiftAdaMax
 
 
 def p2(x):

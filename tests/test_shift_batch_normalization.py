@@ -3,14 +3,14 @@ import unittest
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 from chainer import gradient_check
 from chainer import testing
 
-import function_shift_batch_normalization as fsbn
-from link_shift_batch_normalization import ShiftBatchNormalization
+from qnn.functions import shift_batch_normalization as fsbn
+from qnn.links.shift_batch_normalization import ShiftBatchNormalization
 from backends import BACKENDS
 
 SHAPES = [(10, 3), (4, 3, 2, 2)]

@@ -4,12 +4,12 @@ import zipfile
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.links as L
 from chainer import training
 
-import snapshots
+from qnn.training.extensions import snapshots
 
 
 def make_trainer(out, n_out=2, n_samples=20, epochs=4):

@@ -1,14 +1,14 @@
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer import gradient_check
 from chainer import testing
 
-from squared_hinge import squared_hinge
+from qnn.functions.squared_hinge import squared_hinge
 
 
 def reference(x, t):

@@ -4,15 +4,15 @@ import types
 import numpy
 import pytest
 
-import chainer_compat  # NOQA: F401  (first: Chainer on NumPy 2)
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.links as L
 from chainer.training import extensions
 
 import net
-import step_sizes
-from inplace_adam import InplaceAdam
-from shift_adamax import ShiftAdaMax
+from qnn.optimizers.inplace_adam import InplaceAdam
+from qnn.optimizers.shift_adamax import ShiftAdaMax
+from qnn.optimizers import step_sizes
 
 
 def model_and_optimizer(optimizer):
@@ -102,7 +102,7 @@ def test_scale_compounds_with_exponential_shift(make):
                 assert step == pytest.approx(
                     scale * opt.alpha / (1 - hp.beta1 ** rule.t),
                     rel=0.42)
-                from ap2 import ap2
+                from qnn.functions.ap2 import ap2
                 expected = -step * rule.state['m'] / ap2(
                     rule.state['u'] + numpy.float32(hp.eps))
             else:

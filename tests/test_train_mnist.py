@@ -10,14 +10,14 @@ import time
 import numpy
 import pytest
 
-import array_iterator
-import errors
-import mnist_data
-import output_lock
-import run_output
-import snapshots
+from qnn.datasets import mnist
+from qnn.iterators import array_iterator
+from qnn.training.extensions import snapshots
+from qnn.training import options as train_options
+from qnn.training import output_lock
+from qnn.training import run_output
+from qnn.utils import errors
 import train_mnist
-import train_options
 import weight_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,8 @@ SMALL = ['--unit', '32', '--train-subset', '500', '--test-subset', '200',
 
 
 def run_files(directory):
-    """The files of a run, without the output lock (output_lock.py)."""
+    """The files of a run, without the output lock
+    (qnn/training/output_lock.py)."""
     return sorted(name for name in os.listdir(str(directory))
                   if not name.startswith('.lock'))
 
@@ -63,7 +64,7 @@ def one_error_line(capsys):
 # seconds so that a test can send it signals during training
 SLOW_CHILD = textwrap.dedent("""
     import sys, time
-    import chainer_compat
+    from qnn.backends import chainer_compat
     from chainer.training import updaters
     import train_mnist
     update_core = updaters.StandardUpdater.update_core
@@ -240,7 +241,8 @@ def test_second_sigint_stops_at_once(tmp_path):
 # the child stalls in the middle of writing its second snapshot
 STALLING_CHILD = textwrap.dedent("""
     import sys, time
-    import snapshots, train_mnist
+    import train_mnist
+    from qnn.training.extensions import snapshots
     save_npz = snapshots.save_npz
     calls = []
 
@@ -336,14 +338,14 @@ def test_learning_rate_schedule(tmp_path, capsys):
 
 
 def test_divergence_stops_the_run(tmp_path, monkeypatch, capsys):
-    real_get_mnist = mnist_data.get_mnist
+    real_get_mnist = mnist.get_mnist
 
     def poisoned(**kwargs):
         train, test = real_get_mnist(**kwargs)
         train._datasets[0][123, :] = numpy.nan
         return train, test
 
-    monkeypatch.setattr(mnist_data, 'get_mnist', poisoned)
+    monkeypatch.setattr(mnist, 'get_mnist', poisoned)
     out = tmp_path / 'result'
     with pytest.raises(SystemExit) as e:
         train_mnist.main(['--epoch', '3', '--out', str(out), '--noplot']
@@ -668,7 +670,7 @@ def test_missing_data_dir_is_one_line(tmp_path):
 
 def test_corrupted_data_file_is_one_line(tmp_path, capsys):
     data = tmp_path / 'mnist'
-    shutil.copytree(mnist_data.EMBEDDED_DIR, str(data))
+    shutil.copytree(mnist.EMBEDDED_DIR, str(data))
     labels = data / 't10k-labels-idx1-ubyte.gz'
     content = bytearray(labels.read_bytes())
     content[len(content) // 2] ^= 0xff
@@ -683,7 +685,7 @@ def test_corrupted_data_file_is_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-# One recipe per run (run_history.py, output_lock.py)
+# One recipe per run (qnn/training/run_history.py, qnn/training/output_lock.py)
 
 def test_resume_refuses_a_changed_recipe(tmp_path, capsys, good_snapshot):
     out = good_snapshot.parent
@@ -916,7 +918,7 @@ def test_validation_split_reports_test_and_best_epoch(tmp_path, capsys):
 def test_validation_images_are_the_last_and_not_trained_on():
     args = train_options.parse_args(['--validation', '500'])
     train, validation, test = train_mnist.load_data(args)
-    full, _ = mnist_data.get_mnist()
+    full, _ = mnist.get_mnist()
     assert len(train) == len(full) - 500 and len(validation) == 500
     numpy.testing.assert_array_equal(validation[0][0], full[-500][0])
     numpy.testing.assert_array_equal(train[len(train) - 1][0],
@@ -1044,8 +1046,8 @@ def test_binarized_cnn_with_glorot_step_sizes_and_shift_adamax(tmp_path):
 
 
 def test_fashion_mnist_mlp_trains(tmp_path, capsys):
-    import fashion_mnist_data
-    if not fashion_mnist_data.available():
+    from qnn.datasets import fashion_mnist
+    if not fashion_mnist.available():
         if os.environ.get('QNN_REQUIRE_FASHION_MNIST') == '1':
             pytest.fail('Fashion-MNIST is not installed (make fashion-mnist)')
         pytest.skip('Fashion-MNIST is not installed (make fashion-mnist)')

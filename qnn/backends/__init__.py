@@ -1,0 +1,1 @@
+"""Devices, CPU kernels and threads, and Chainer on today's NumPy."""

@@ -1,0 +1,300 @@
+"""Fused loops of the training step on the CPU (numba), with their NumPy
+references.
+
+NumPy runs one elementwise operation per pass over memory: Adam's update
+of the 1.8 M weights of the MNIST MLP is a dozen passes, the clip to
+[-1, 1] one more, the sign of a weight matrix three. Here each is one
+pass (Adam's on all cores, ``numba.prange``, for large arrays), doing for
+every element the same float operations in the same order as the NumPy
+reference, so results are bit for bit the reference's (``fastmath`` off:
+no reassociation, no fused multiply-add):
+
+* :func:`adam`: Chainer's Adam step (as :mod:`qnn.optimizers.inplace_adam`
+  writes it), then, optionally, the clip to ``[lower, upper]``;
+* :func:`shift_adamax`: the shift-based AdaMax step of
+  :mod:`qnn.optimizers.shift_adamax`, with the AP2 rounding of
+  :mod:`qnn.functions.ap2` inside;
+* :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
+  +1`, NaN kept (the deterministic binarization of :mod:`qst`);
+* :func:`ste`: the straight-through gradient of :mod:`qst`.
+
+:func:`available` says whether numba is there; without it (or with
+``QNN_CPU_KERNELS=numpy`` in the environment) the callers use their NumPy
+code, which is also what the tests compare these kernels with. The
+kernels compile on first use (about a second each; numba's cache keeps
+them between runs).
+"""
+import os
+
+import numpy
+
+# Adam's loop runs on all cores from this many elements on (see _build).
+PARALLEL_MIN = 1 << 15
+
+_kernels = None
+
+
+def available():
+    """Whether the numba kernels can be used (numba importable and not
+    turned off with ``QNN_CPU_KERNELS=numpy``)."""
+    if os.environ.get('QNN_CPU_KERNELS', 'numba') == 'numpy':
+        return False
+    try:
+        _get_kernels()
+    except ImportError:
+        return False
+    return True
+
+
+def import_numba():
+    """numba, with its parallel loops on its own thread pool ('workqueue')
+    unless ``NUMBA_THREADING_LAYER`` says otherwise: the default OpenMP
+    pool spins after each loop, and on a 2-core machine with anything else
+    running (OpenBLAS's threads, another process) a step took twice as
+    long."""
+    import numba
+    if 'NUMBA_THREADING_LAYER' not in os.environ:
+        numba.config.THREADING_LAYER = 'workqueue'
+    return numba
+
+
+def _build():
+    import math
+
+    numba = import_numba()
+    import numba.extending
+
+    def adam_loop(param, grad, m, v, c1, c2, alpha_t, eps, decay, neg_eta,
+                  lower, upper, clip, n):
+        for i in numba.prange(n):
+            g = grad[i]
+            mi = m[i] + (g - m[i]) * c1
+            m[i] = mi
+            vi = v[i] + (g * g - v[i]) * c2
+            v[i] = vi
+            t = alpha_t / (numpy.sqrt(vi) + eps) * mi
+            p = param[i]
+            if decay != 1:
+                p = p * decay
+            p = p + t * neg_eta
+            # NaN fails both tests and stays NaN, as in numpy.clip
+            if clip:
+                if p < lower:
+                    p = lower
+                elif p > upper:
+                    p = upper
+            param[i] = p
+
+    @numba.extending.intrinsic
+    def to_bits(typingctx, x):
+        # the bits of a float as the unsigned integer of its width
+        uint = numba.types.uint32 if x.bitwidth == 32 else numba.types.uint64
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(uint))
+        return uint(x), codegen
+
+    @numba.extending.intrinsic
+    def from_bits(typingctx, b, like):
+        # the float of like's type with the low bits of the integer b
+        # (numba widens integer arithmetic to 64 bits)
+        def codegen(context, builder, signature, args):
+            low = builder.trunc(args[0], context.get_value_type(
+                numba.types.Integer.from_bitwidth(like.bitwidth, False))) \
+                if b.bitwidth > like.bitwidth else args[0]
+            return builder.bitcast(low, context.get_value_type(like))
+        return like(b, like), codegen
+
+    @numba.njit(inline='always')
+    def ap2_of(x, like, sqrt_half, exponent_mask, fraction_mask,
+               exponent_one, sqrt_half_fraction):
+        # AP2(x) as ap2.ap2 computes it. For a normal float (1 + f) 2^e it
+        # is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2): the exponent bits,
+        # plus one when the fraction bits reach those of sqrt(1/2) (integer
+        # operations, vectorized; frexp and ldexp are calls into libm, 4x
+        # slower). Zero, subnormals, inf and NaN take frexp's way.
+        b = to_bits(x)
+        exponent = b & exponent_mask
+        if exponent != 0 and exponent != exponent_mask:
+            r = (b & ~(exponent_mask | fraction_mask)) | exponent
+            if b & fraction_mask >= sqrt_half_fraction:
+                r += exponent_one
+            return from_bits(r, x)
+        mantissa, e = math.frexp(x)
+        if abs(mantissa) < sqrt_half:
+            e -= 1
+        if x == 0:
+            return like.dtype.type(0.0)
+        return like.dtype.type(math.ldexp(math.copysign(1.0, x), e))
+
+    def shift_adamax_loop(param, grad, m, u, c1, beta2, eps, step,
+                          round_norm, sqrt_half, exponent_mask,
+                          fraction_mask, exponent_one, sqrt_half_fraction,
+                          n):
+        for i in numba.prange(n):
+            g = grad[i]
+            mi = m[i] + c1 * (g - m[i])
+            m[i] = mi
+            # numpy.maximum: NaN from either side wins
+            bu = beta2 * u[i]
+            ag = abs(g)
+            if bu != bu or ag <= bu:
+                ui = bu
+            else:
+                ui = ag  # larger, or NaN
+            if round_norm:
+                ui = ap2_of(ui, param, sqrt_half, exponent_mask,
+                            fraction_mask, exponent_one, sqrt_half_fraction)
+            u[i] = ui
+            divisor = ap2_of(ui + eps, param, sqrt_half, exponent_mask,
+                             fraction_mask, exponent_one, sqrt_half_fraction)
+            param[i] -= step * mi / divisor
+
+    def sign_loop(x, y, n):
+        for i in range(n):
+            xi = x[i]
+            if xi >= 0:
+                y[i] = 1.0
+            elif xi < 0:
+                y[i] = -1.0
+            else:
+                y[i] = xi  # NaN
+
+    def ste_loop(x, gy, gx, n):
+        for i in range(n):
+            gx[i] = gy[i] if abs(x[i]) <= 1 else gy[i] * 0
+
+    # Measured here (2 cores): starting a parallel loop costs about 0.1 ms;
+    # Adam's loop in parallel is vectorized and runs 0.5 ms per million
+    # elements against 4 ms on one core, so it pays from about 30,000
+    # elements; sign, vectorized on one core too, is memory-bound and did
+    # no better on two. numba's cache tells functions apart by name and
+    # types, not by the parallel flag, hence the copy of adam_loop under
+    # another name.
+    adam_small = _renamed(adam_loop, 'adam_small')
+    shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
+    return {
+        # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in
+        # NumPy, instead of raising ZeroDivisionError
+        'shift_adamax': numba.njit(parallel=True, cache=True,
+                                   error_model='numpy')(shift_adamax_loop),
+        'shift_adamax_small': numba.njit(cache=True, error_model='numpy')(
+            shift_adamax_small),
+        'adam': numba.njit(parallel=True, cache=True)(adam_loop),
+        'adam_small': numba.njit(cache=True)(adam_small),
+        'sign': numba.njit(cache=True)(sign_loop),
+        'ste': numba.njit(cache=True)(ste_loop),
+    }
+
+
+def _renamed(function, name):
+    """A copy of a Python function under another name (and qualname)."""
+    import types
+    copy = types.FunctionType(function.__code__.replace(co_name=name,
+                                                        co_qualname=name),
+                              function.__globals__, name,
+                              function.__defaults__, function.__closure__)
+    copy.__qualname__ = name
+    return copy
+
+
+def _get_kernels():
+    global _kernels
+    if _kernels is None:
+        _kernels = _build()
+    return _kernels
+
+
+def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
+         clip=None):
+    """One Adam step on flat C-contiguous arrays of one float dtype, in
+    place, then the clip of ``param`` to ``clip = (lower, upper)``:
+
+    .. math::
+
+        m &\\mathrel{+}= c_1 (g - m), \\qquad
+        v \\mathrel{+}= c_2 (g^2 - v), \\\\
+        \\theta &\\leftarrow (1 - \\eta\\lambda)\\,\\theta
+            + \\frac{\\alpha_t}{\\sqrt{v} + \\epsilon} \\, m \\, (-\\eta),
+        \\qquad \\theta \\leftarrow \\min(\\max(\\theta, l), u)
+
+    with :math:`c_1 = 1 - \\beta_1`, :math:`c_2 = 1 - \\beta_2` and every
+    constant rounded to the arrays' dtype first, as NumPy does with a
+    Python scalar.
+    """
+    dtype = param.dtype.type
+    decay = 1.0 - eta * weight_decay_rate
+    lower, upper = clip if clip is not None else (0.0, 0.0)
+    n = param.size
+    kernel = 'adam' if n >= PARALLEL_MIN else 'adam_small'
+    _get_kernels()[kernel](
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        dtype(c1), dtype(c2), dtype(alpha_t), dtype(eps), dtype(decay),
+        dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
+
+
+def shift_adamax(param, grad, m, u, beta1, beta2, eps, step,
+                 round_norm=False):
+    """One shift-based AdaMax step
+    (:class:`qnn.optimizers.shift_adamax.ShiftAdaMaxRule`) on C-contiguous
+    arrays of one float dtype, in place:
+
+    .. math::
+
+        m \\mathrel{+}= (1 - \\beta_1)(g - m), \\qquad
+        u \\leftarrow \\max(\\beta_2 u, |g|), \\qquad
+        \\theta \\mathrel{-}= \\frac{s \\, m}{\\mathrm{AP2}(u + \\epsilon)}
+
+    with ``step`` :math:`s` a power of two and every constant rounded to
+    the arrays' dtype first, as NumPy does with a Python scalar. With
+    ``round_norm`` :math:`u` is stored rounded,
+    :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`.
+    """
+    from qnn.functions.ap2 import sqrt_half
+    dtype = param.dtype.type
+    n = param.size
+    # the IEEE 754 fields of the dtype, for AP2 on the bits
+    uint = numpy.dtype('u{}'.format(param.itemsize)).type
+    fraction_bits = numpy.finfo(param.dtype).nmant
+    exponent_one = uint(1) << uint(fraction_bits)
+    fraction_mask = exponent_one - uint(1)
+    exponent_mask = ((uint(1) << uint(8 * param.itemsize - 1)) - uint(1)) \
+        & ~fraction_mask
+    threshold = numpy.asarray(sqrt_half(param.dtype), param.dtype)
+    kernel = 'shift_adamax' if n >= PARALLEL_MIN else 'shift_adamax_small'
+    _get_kernels()[kernel](
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), u.reshape(-1),
+        dtype(1.0 - beta1), dtype(beta2), dtype(eps), dtype(step),
+        bool(round_norm), threshold[()], exponent_mask,
+        fraction_mask, exponent_one,
+        threshold.view(uint)[()] & fraction_mask, n)
+
+
+KERNEL_DTYPES = (numpy.float32, numpy.float64)
+
+
+def usable(*arrays):
+    """Whether the kernels take these arrays: NumPy, C-contiguous, all of
+    one dtype, float32 or float64, and the kernels available."""
+    dtype = arrays[0].dtype
+    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous and
+               a.dtype == dtype for a in arrays) and \
+        dtype in KERNEL_DTYPES and available()
+
+
+def sign(x, y):
+    """``y[...] = sign(x)`` with sign(0) = +1 and NaN kept, for C-contiguous
+    ``x`` and ``y`` of one float dtype."""
+    n = x.size
+    _get_kernels()['sign'](x.reshape(-1), y.reshape(-1), n)
+
+
+def ste(x, gy):
+    """The straight-through gradient :math:`g_y \\cdot 1_{|x| \\le 1}` (as
+    :func:`qst.ste_mask` times ``gy``: 0 times ``gy`` outside, so NaN and
+    the sign of zero are those of the product), for C-contiguous ``x`` and
+    ``gy`` of one float dtype."""
+    gx = numpy.empty_like(gy)
+    _get_kernels()['ste'](x.reshape(-1), gy.reshape(-1), gx.reshape(-1),
+                          x.size)
+    return gx

@@ -1,0 +1,1 @@
+"""Chainer functions (FunctionNode) of quantized networks."""

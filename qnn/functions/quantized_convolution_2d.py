@@ -1,0 +1,152 @@
+"""2-D convolution whose filter is quantized in forward (straight through)."""
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import chainer
+from chainer.functions.connection import convolution_2d
+from chainer.utils import argument
+from chainer.utils import type_check
+
+import qst
+
+
+class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
+
+    """Convolution with quantized filter; see :func:`quantized_convolution_2d`.
+
+    The arithmetic is Chainer's own :class:`Convolution2DFunction` (im2col
+    and a matrix product on CPU, cuDNN or CuPy on GPU, grouped and dilated
+    convolutions) applied to :math:`q(W)`; this class adds the quantization
+    and the straight-through backward pass.
+    """
+
+    def __init__(self, stride=1, pad=0, cover_all=False, bits=1,
+                 quantizer='linear', stochastic=False, gradient_bits=None,
+                 error_bits=None, **kwargs):
+        super(QuantizedConvolution2DFunction, self).__init__(
+            stride, pad, cover_all, **kwargs)
+        self.__dict__.update(qst.check_options(
+            bits, quantizer, stochastic, gradient_bits, error_bits))
+
+    def check_type_forward(self, in_types):
+        n_in = in_types.size()
+        type_check.expect(2 <= n_in, n_in <= 3)
+        x_type, w_type = in_types[:2]
+        type_check._argname((x_type, w_type), ('x', 'W'))
+        if type_check.eval(n_in) == 3:
+            type_check._argname((in_types[2],), ('b',))
+        super(QuantizedConvolution2DFunction, self).check_type_forward(
+            in_types)
+        # q(W) has W's dtype; Chainer's convolution would accept a mix, the
+        # dense layer does not: the same rule for both
+        type_check.expect(w_type.dtype == x_type.dtype)
+
+    def forward_chainerx(self, inputs):
+        # ChainerX's conv would see the real W; forward() quantizes it.
+        return chainer.Fallback
+
+    def forward(self, inputs):
+        x, W = inputs[:2]
+        # q(W) is computed once and kept for backward.
+        self.W_quantized = qst.quantize(
+            W, self.bits, self.quantizer, self.stochastic)
+        # Chainer's forward_cpu/forward_gpu (which retain x and W)
+        return super(QuantizedConvolution2DFunction, self).forward(
+            (x, self.W_quantized) + tuple(inputs[2:]))
+
+    def backward(self, indexes, grad_outputs):
+        x, W = self.get_retained_inputs()
+        gy, = grad_outputs
+        ret = []
+        if 0 in indexes:
+            # g_x = deconv(g_y, q(W)); q(W) is a constant of the backward
+            # graph (its true derivative is zero almost everywhere)
+            Wq = chainer.Variable(self.W_quantized, requires_grad=False,
+                                  layout=W.layout)
+            gx = chainer.functions.deconvolution_2d(
+                gy, Wq, stride=(self.sy, self.sx), pad=(self.ph, self.pw),
+                outsize=x.shape[2:], dilate=(self.dy, self.dx),
+                groups=self.groups)
+            ret.append(qst.quantized_gradient_leaf(gx, self.error_bits))
+        rest = [i for i in indexes if i != 0]
+        if rest:
+            # Chainer's g_W (from x and g_y, W's shape only) is the gradient
+            # with respect to q(W), handed straight through to W; g_b does
+            # not involve W at all.
+            grads = super(QuantizedConvolution2DFunction, self).backward(
+                rest, grad_outputs)
+            for i, g in zip(rest, grads):
+                if i == 1:
+                    g = qst.quantized_gradient_leaf(g, self.gradient_bits)
+                ret.append(g)
+        return ret
+
+
+def quantized_convolution_2d(x, W, b=None, stride=1, pad=0, bits=1,
+                             quantizer='linear', stochastic=False,
+                             gradient_bits=None, error_bits=None, **kwargs):
+    """quantized_convolution_2d(x, W, b=None, stride=1, pad=0, bits=1, \
+quantizer='linear', stochastic=False, gradient_bits=None, error_bits=None, \
+*, cover_all=False, dilate=1, groups=1)
+
+    Two-dimensional convolution with a quantized filter.
+
+    .. math::
+
+        y = q(W) \\star x + b
+
+    where :math:`\\star` is the convolution (correlation) of
+    :func:`chainer.functions.convolution_2d` and :math:`q` is
+    :func:`qst.quantize` (``bits=1``: sign with :math:`\\mathrm{sign}(0) =
+    +1`), computed once per call. The gradients are those of Chainer's
+    convolution with :math:`q(W)` as its filter,
+
+    .. math::
+
+        g_x = \\frac{\\partial L}{\\partial x}\\Big|_{q(W)}, \\qquad
+        g_W = \\frac{\\partial L}{\\partial q(W)}, \\qquad
+        g_b = \\textstyle\\sum_{n, i, j} g_{y, n, :, i, j},
+
+    that is, the gradient with respect to :math:`q(W)` is handed straight
+    through to the real-valued :math:`W`, with no hard-tanh mask, exactly as
+    in :func:`function_quantized_linear.quantized_linear` (the paper clips
+    :math:`W` to [-1, 1] after each update, see
+    :class:`weight_clip.WeightClip`). :math:`q(W)` is a constant of the
+    graph built by backward.
+
+    With ``gradient_bits`` (``error_bits``) below 32, :math:`g_W`
+    (:math:`g_x`) is quantized by :func:`qst.quantize_gradient`, as in the
+    dense layer; such a quantized gradient is not differentiated further.
+
+    Args:
+        x (:class:`~chainer.Variable` or :ref:`ndarray`): Input of shape
+            :math:`(n, c_I, h_I, w_I)` with float dtype.
+        W (:class:`~chainer.Variable` or :ref:`ndarray`): Real-valued filter
+            of shape :math:`(c_O, c_I / \\mathrm{groups}, h_K, w_K)` and the
+            dtype of ``x``.
+        b (:class:`~chainer.Variable` or :ref:`ndarray`): Bias of shape
+            :math:`(c_O,)`, or ``None``. Not quantized.
+        stride (int or pair of ints): Stride of filter applications.
+        pad (int or pair of ints): Spatial padding width.
+        bits (int): Bit width of the quantized filter (32: clip only).
+        quantizer (str): ``'linear'`` or ``'log'`` (see :mod:`qst`).
+        stochastic (bool): Quantize ``W`` stochastically while
+            ``chainer.config.train`` is ``True``.
+        gradient_bits (int or None): Bit width of :math:`g_W`, 2..32
+            (``None`` or 32: not quantized).
+        error_bits (int or None): Bit width of :math:`g_x`, 2..32.
+        cover_all (bool): As in :func:`chainer.functions.convolution_2d`.
+        dilate (int or pair of ints): Dilation factor of filter applications.
+        groups (int): Number of groups of channels.
+
+    Returns:
+        ~chainer.Variable: Output of shape :math:`(n, c_O, h_O, w_O)`.
+    """
+    cover_all, dilate, groups, cudnn_fast = argument.parse_kwargs(
+        kwargs, ('cover_all', False), ('dilate', 1), ('groups', 1),
+        ('cudnn_fast', False))
+    args = (x, W) if b is None else (x, W, b)
+    stochastic = stochastic and chainer.config.train
+    y, = QuantizedConvolution2DFunction(
+        stride, pad, cover_all, bits, quantizer, stochastic, gradient_bits,
+        error_bits, dilate=dilate, groups=groups,
+        cudnn_fast=cudnn_fast).apply(args)
+    return y

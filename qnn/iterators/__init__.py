@@ -1,0 +1,1 @@
+"""Iterators over array datasets, and minibatch augmentation."""

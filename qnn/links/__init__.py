@@ -1,0 +1,1 @@
+"""Chainer links of quantized networks."""

@@ -1,0 +1,1 @@
+"""Optimizers and per-layer step sizes of the BinaryNet recipes."""

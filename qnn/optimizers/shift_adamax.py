@@ -1,0 +1,170 @@
+"""Shift-based AdaMax (Hubara et al. 2016, shift-based AdaMax algorithm)."""
+import math
+
+import numpy
+
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import chainer
+from chainer import backend
+from chainer import optimizer
+
+from qnn.backends import cpu_kernels
+from qnn.functions.ap2 import ap2
+
+_default_hyperparam = optimizer.Hyperparameter()
+# the paper's "good default settings": alpha = 2^-10, 1 - beta1 = 2^-3,
+# 1 - beta2 = 2^-10 (all three powers of two, so that every product of the
+# update is a shift)
+_default_hyperparam.alpha = 2.0 ** -10
+_default_hyperparam.beta1 = 1.0 - 2.0 ** -3
+_default_hyperparam.beta2 = 1.0 - 2.0 ** -10
+_default_hyperparam.eps = 1e-8
+_default_hyperparam.eta = 1.0
+_default_hyperparam.round_norm = False
+
+
+class ShiftAdaMaxRule(optimizer.UpdateRule):
+
+    """Update rule of :class:`ShiftAdaMax`.
+
+    AdaMax (Kingma & Ba 2015, algorithm 2) with its two divisions made bit
+    shifts by rounding the divisors' reciprocals to powers of two
+    (:func:`qnn.functions.ap2.ap2`). At step :math:`t` (1, 2, ...), with
+    gradient :math:`g`:
+
+    .. math::
+
+        m &\\leftarrow \\beta_1 m + (1 - \\beta_1) g \\\\
+        u &\\leftarrow \\max(\\beta_2 u, |g|) \\\\
+        s_t &= \\mathrm{AP2}\\left(\\frac{\\eta \\, \\alpha}
+                                         {1 - \\beta_1^t}\\right) \\\\
+        \\theta &\\leftarrow \\theta - s_t \\,
+            \\frac{m}{\\mathrm{AP2}(u + \\epsilon)}
+
+    Both :math:`s_t` and :math:`\\mathrm{AP2}(u + \\epsilon)` are powers of
+    two, so the update is :math:`m` shifted. The state keeps :math:`u`
+    unrounded: stored rounded, :math:`\\beta_2 u` with
+    :math:`\\beta_2 = 1 - 2^{-10}` would round back to :math:`u` and the
+    estimate would never decay. :math:`\\epsilon` only keeps a parameter
+    whose gradients have all been 0 (:math:`m = u = 0`) at 0 instead of NaN.
+
+    With ``round_norm`` the state keeps :math:`u` rounded,
+    :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`, as
+    BinaryNet's Torch7 ``adaMax_binary_clip_shift`` does. For any
+    :math:`\\beta_2 > \\sqrt{1/2}`, :math:`\\mathrm{AP2}(\\beta_2 2^k) = 2^k`:
+    the norm never decays, it is the running maximum of :math:`|g|`
+    rounded, so the steps shrink as the gradients do (an annealing that
+    the Torch7 recipe's large step size relies on).
+    :math:`\\eta` (1 by default) is Chainer's schedule multiplier, here the
+    per-parameter step-size scale of
+    :func:`qnn.optimizers.step_sizes.scale_step_sizes`; it is inside the
+    rounding so that a scaled step is still a shift.
+
+    Args:
+        parent_hyperparam (~chainer.optimizer.Hyperparameter): Hyperparameter
+            that provides the default values.
+        alpha (float): Step size :math:`\\alpha`.
+        beta1 (float): Decay rate of the first moment.
+        beta2 (float): Decay rate of the infinity norm :math:`u`.
+        eps (float): Small value added to :math:`u`.
+        eta (float): Step-size multiplier.
+        round_norm (bool): Store :math:`u` rounded to a power of two.
+    """
+
+    def __init__(self, parent_hyperparam=None, alpha=None, beta1=None,
+                 beta2=None, eps=None, eta=None, round_norm=None):
+        super(ShiftAdaMaxRule, self).__init__(
+            parent_hyperparam or _default_hyperparam)
+        for name, value in (('alpha', alpha), ('beta1', beta1),
+                            ('beta2', beta2), ('eps', eps), ('eta', eta),
+                            ('round_norm', round_norm)):
+            if value is not None:
+                setattr(self.hyperparam, name, value)
+
+    def init_state(self, param):
+        xp = backend.get_array_module(param.array)
+        with chainer.using_device(param.device):
+            self.state['m'] = xp.zeros_like(param.array)
+            self.state['u'] = xp.zeros_like(param.array)
+
+    @property
+    def step_size(self):
+        """The power of two :math:`s_t` of the current step :attr:`t`."""
+        hp = self.hyperparam
+        if self.t == 0:
+            raise RuntimeError('step_size is defined from the first update '
+                               'on (t >= 1)')
+        return float(ap2(_float64(
+            hp.eta * hp.alpha / (1.0 - math.pow(hp.beta1, self.t)))))
+
+    def update_core(self, param):
+        grad = param.grad
+        if grad is None:
+            return
+        hp = self.hyperparam
+        m, u = self.state['m'], self.state['u']
+        if cpu_kernels.usable(param.array, grad, m, u):
+            # the same operations in one pass (bit for bit)
+            cpu_kernels.shift_adamax(param.array, grad, m, u, hp.beta1,
+                                     hp.beta2, hp.eps, self.step_size,
+                                     hp.round_norm)
+            return
+        xp = backend.get_array_module(param.array)
+        m += (1.0 - hp.beta1) * (grad - m)
+        xp.maximum(hp.beta2 * u, xp.abs(grad), out=u)
+        if hp.round_norm:
+            u[...] = ap2(u)
+        divisor = ap2(u + u.dtype.type(hp.eps))
+        # m / divisor and step * (...) are exact: both are powers of two
+        param.array -= (self.step_size * m / divisor).astype(
+            param.dtype, copy=False)
+
+
+def _float64(value):
+    return numpy.asarray(value, dtype=numpy.float64)
+
+
+class ShiftAdaMax(optimizer.GradientMethod):
+
+    """Shift-based AdaMax optimizer (see :class:`ShiftAdaMaxRule`).
+
+    Used like :class:`chainer.optimizers.Adam`; ``alpha``, ``beta1``,
+    ``beta2``, ``eps`` and ``eta`` are hyperparameters that extensions such
+    as :class:`chainer.training.extensions.ExponentialShift` can change
+    (``'alpha'``), and that each parameter's update rule may override.
+
+    Args:
+        alpha (float): Step size (default :math:`2^{-10}`).
+        beta1 (float): Decay rate of the first moment (default
+            :math:`1 - 2^{-3}`).
+        beta2 (float): Decay rate of the infinity norm (default
+            :math:`1 - 2^{-10}`).
+        eps (float): Added to the infinity norm (default 1e-8).
+        eta (float): Step-size multiplier (default 1).
+        round_norm (bool): Store the infinity norm rounded to a power of
+            two, so that it never decays (BinaryNet's Torch7 code; default
+            ``False``, the paper's algorithm).
+    """
+
+    def __init__(self, alpha=_default_hyperparam.alpha,
+                 beta1=_default_hyperparam.beta1,
+                 beta2=_default_hyperparam.beta2,
+                 eps=_default_hyperparam.eps, eta=_default_hyperparam.eta,
+                 round_norm=_default_hyperparam.round_norm):
+        super(ShiftAdaMax, self).__init__()
+        self.hyperparam.alpha = alpha
+        self.hyperparam.beta1 = beta1
+        self.hyperparam.beta2 = beta2
+        self.hyperparam.eps = eps
+        self.hyperparam.eta = eta
+        self.hyperparam.round_norm = bool(round_norm)
+
+    alpha = optimizer.HyperparameterProxy('alpha')
+    beta1 = optimizer.HyperparameterProxy('beta1')
+    beta2 = optimizer.HyperparameterProxy('beta2')
+    eps = optimizer.HyperparameterProxy('eps')
+    eta = optimizer.HyperparameterProxy('eta')
+    round_norm = optimizer.HyperparameterProxy('round_norm')
+
+    def create_update_rule(self):
+        return ShiftAdaMaxRule(self.hyperparam)

@@ -1,0 +1,1 @@
+"""The trained network as bits: file format, folding, kernels, summary."""

@@ -1,0 +1,81 @@
+"""Model summary of a packed network, in the spirit of larq's.
+
+One row per layer: kind, shape, weight and input (activation) bits,
+parameters, the bytes they take in the file, and multiply-accumulates per
+image: binary (1-bit by 1-bit, done as XNOR and popcount), 8-bit by 1-bit
+(the first layer's pixels, done as 8 AND-popcounts, one per bit plane), and
+float (none: the batch normalizations are folded into integer thresholds,
+the last one into 2 float32 multiplies and 2 adds per logit). Then the
+totals, the size of the same parameters as float32, and the size of the
+file, header and checksum included: the number of bytes on disk.
+"""
+from qnn.packed import format as packed_format
+
+_FLOAT_BYTES = 4
+
+
+def rows(network):
+    """Per-layer dicts of the summary's columns."""
+    out = []
+    for layer in network.layers:
+        weights = layer.n_in * layer.n_out
+        folded = sum(a.size for name, a in layer.arrays.items()
+                     if name != 'weights')
+        packed = sum(a.nbytes for a in layer.arrays.values())
+        planes = layer.kind == 'planes'
+        out.append({
+            'name': layer.name,
+            'kind': '{} dense, {}'.format(
+                'bit-plane' if planes else 'XNOR', layer.output),
+            'shape': '{}x{}'.format(layer.n_in, layer.n_out),
+            'weight_bits': 1,
+            'input_bits': network.input['pixel_bits'] if planes else 1,
+            'params': weights + folded,
+            'packed_bytes': packed,
+            # the unfolded layer: W and gamma, beta, mean, var of its BN
+            'float32_bytes': (weights + 4 * layer.n_out) * _FLOAT_BYTES,
+            'binary_macs': 0 if planes else weights,
+            'int8_macs': weights if planes else 0,
+            'float_macs': 0,
+        })
+    return out
+
+
+def summary(network):
+    """The summary as text (lines without a final newline)."""
+    table = rows(network)
+    header = ('layer', 'kind', 'shape', 'w bits', 'in bits', 'params',
+              'packed B', '1x1 MACs', '8x1 MACs', 'float MACs')
+    lines = [[r['name'], r['kind'], r['shape'], r['weight_bits'],
+              r['input_bits'], r['params'], r['packed_bytes'],
+              r['binary_macs'], r['int8_macs'], r['float_macs']]
+             for r in table]
+    total = {k: sum(r[k] for r in table) for k in (
+        'params', 'packed_bytes', 'float32_bytes', 'binary_macs',
+        'int8_macs', 'float_macs')}
+    lines.append(['total', '', '', '', '', total['params'],
+                  total['packed_bytes'], total['binary_macs'],
+                  total['int8_macs'], total['float_macs']])
+    cells = [list(header)] + [[str(c) for c in line] for line in lines]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    text = []
+    for index, row in enumerate(cells):
+        text.append('  '.join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if index in (0, len(cells) - 2):
+            text.append('-' * len(text[0]))
+    size = network.file_size
+    text.append('float32 size: {} bytes (weights and batch normalization '
+                'as float32)'.format(total['float32_bytes']))
+    text.append('packed arrays: {} bytes'.format(total['packed_bytes']))
+    if size is not None:
+        text.append('file size: {} bytes ({:.1f}x smaller than '
+                    'float32)'.format(size, total['float32_bytes'] / size))
+    return '\n'.join(text)
+
+
+def file_summary(path):
+    """Summary of the file ``path`` (raises
+    :class:`qnn.packed.format.PackedFileError`)."""
+    return summary(packed_format.load(path))

@@ -1,0 +1,1 @@
+"""Reading NPZ files without pickle."""

@@ -1,0 +1,1 @@
+"""The training run: options, recipes, records, data parallelism."""

@@ -1,0 +1,1 @@
+"""Trainer extensions: snapshots, guards, BN statistics, model selection."""

@@ -1,0 +1,1 @@
+"""One-line errors, files written atomically, the interpreter check."""

@@ -18,8 +18,8 @@ weights clipped):
 and prints the median train seconds per epoch, evaluation seconds, user
 and system CPU seconds of the whole process (start-up and data loading
 included, for both), peak RSS, and the project/peer ratios; then the BLAS
-floor of the matrix products, from ``../shared/bench/blas_gflops.py`` run
-in the same session. Every process gets ``--threads`` BLAS/torch threads.
+floor of the matrix products, from ``../shared/bench/blas_gflops.py``,
+measured in the same run. Every process gets ``--threads`` BLAS/torch threads.
 
     .venv/bin/python bench/speed.py                 # CPU, both, 3 rounds
     .venv/bin/python bench/speed.py --device 0      # GPU: project only

@@ -3,12 +3,10 @@
 
 Mirrors Chainer's examples/mnist/train_mnist.py, read top to bottom:
 arguments, data, model, optimizer, trainer and its extensions, run. The
-network is :class:`net.MnistMLP` (or :class:`net.BinaryConvNet`, and
-Fashion-MNIST or CIFAR-10 instead of MNIST); the optimizer Adam with an
-exponentially decaying step size and :class:`weight_clip.WeightClip`.
-Option checks, device diagnosis, one-line errors and the run's outputs
-live in the modules named for them (``train_options``, ``devices``,
-``errors``, ``run_output``, ``run_history``).
+network is :class:`net.MnistMLP` or :class:`net.BinaryConvNet`, the
+optimizer Adam with an exponentially decaying step size and
+:class:`weight_clip.WeightClip`; option checks, devices, one-line errors
+and the run's outputs live in the package ``qnn`` (docs/layout.md).
 """
 import os
 import sys
@@ -16,11 +14,9 @@ import warnings
 
 from qnn.utils import environment_check
 environment_check.require('train_mnist.py')
-# OpenBLAS's idle threads spin for about 2^28 cycles after each matrix
-# product before they sleep; between the products of a training step that
-# spinning took one core from the elementwise work (and showed as system
-# time, half of all CPU time). 2^4 cycles: they yield the core at once.
-# Read when NumPy loads OpenBLAS, hence before `import numpy`.
+# OpenBLAS's idle threads spin for about 2^28 cycles after each product
+# before they sleep, taking a core from the step's elementwise work; with
+# 2^4 they yield at once. Read when NumPy loads OpenBLAS.
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 import numpy  # NOQA: E402
 
@@ -30,36 +26,29 @@ warnings.filterwarnings('ignore', r'\s*nccl library could not be loaded',
                         UserWarning)
 from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
-import chainer.functions as F
-import chainer.links as L
 from chainer import training
 from chainer.training import extensions
 
 import net
-from qnn.backends import devices
 from qnn import datasets
-from qnn.functions.squared_hinge import squared_hinge
+from qnn.backends import devices
 from qnn.iterators.array_iterator import ArrayIterator
 from qnn.iterators.array_iterator import concat_batch
 from qnn.iterators.augmentation import RandomShiftFlip
-from qnn.optimizers.inplace_adam import InplaceAdam
-from qnn.optimizers.shift_adamax import ShiftAdaMax
 from qnn.optimizers import step_sizes
-from qnn.training.extensions import model_selection
-from qnn.training.extensions import population_statistics
-from qnn.training.extensions import run_guards
-from qnn.training.extensions import snapshots
+from qnn.training import choices
 from qnn.training import multi_node
 from qnn.training import options as train_options
 from qnn.training import run_history
 from qnn.training import run_output
+from qnn.training.extensions import model_selection
+from qnn.training.extensions import population_statistics
+from qnn.training.extensions import run_guards
+from qnn.training.extensions import snapshots
+from qnn.training.extensions.step_size_schedule import step_size_schedule
+from qnn.training.splits import load_splits
 from qnn.utils import errors
-from qnn.utils.errors import fail
 from weight_clip import WeightClip
-
-LOSSES = {'softmax_cross_entropy': F.softmax_cross_entropy,
-          'squared_hinge': squared_hinge}
-OPTIMIZERS = {'adam': InplaceAdam, 'shift_adamax': ShiftAdaMax}
 
 
 def build_model(args):
@@ -80,7 +69,8 @@ def build_model(args):
             input_dropout=args.input_dropout,
             hidden_dropout=args.hidden_dropout, bn=args.bn,
             bn_eps=args.bn_eps, bn_decay=args.bn_decay, **bits)
-    return L.Classifier(predictor, lossfun=LOSSES[args.loss])
+    return chainer.links.Classifier(predictor,
+                                    lossfun=choices.LOSSES[args.loss])
 
 
 def build_optimizer(args, model, comm=None):
@@ -90,7 +80,7 @@ def build_optimizer(args, model, comm=None):
     options = {'round_norm': args.adamax_norm == 'rounded'} \
         if args.optimizer == 'shift_adamax' else {}
     optimizer = multi_node.data_parallel_optimizer(
-        OPTIMIZERS[args.optimizer](alpha=args.lr, **options), comm)
+        choices.OPTIMIZERS[args.optimizer](alpha=args.lr, **options), comm)
     optimizer.setup(model)
     if args.glorot_step_sizes:
         step_sizes.scale_step_sizes(model, optimizer)
@@ -112,41 +102,6 @@ def build_updater(args, train, optimizer, device):
         converter=converter, device=device)
 
 
-def load_data(args, comm=None):
-    """Training, validation (``None`` without ``--validation``) and test
-    sets, each rank's part under mpiexec."""
-    # rank 0 alone reads the data, then gives each rank its part
-    train = validation = test = None
-    with multi_node.all_or_none(comm):
-        if multi_node.is_root(comm):
-            try:
-                train, test = datasets.get_dataset(
-                    args.dataset, args.data_dir,
-                    **datasets.INPUT_RANGES[args.input_range])
-            except datasets.DatasetError as e:
-                fail(e)
-            if args.validation:
-                if args.validation >= len(train):
-                    fail('--validation {} leaves no training image of {}'
-                         .format(args.validation, len(train)),
-                         errors.EXIT_USAGE)
-                # the last images: disjoint from those trained on
-                train, validation = chainer.datasets.split_dataset(
-                    train, len(train) - args.validation)
-            if args.train_subset is not None:
-                train = train[:args.train_subset]
-            if args.bn_population > len(train):
-                fail('--bn-population {} is more than the {} training '
-                     'images'.format(args.bn_population, len(train)),
-                     errors.EXIT_USAGE)
-            if args.test_subset is not None:
-                test = test[:args.test_subset]
-    train = multi_node.scatter(train, comm, shuffle=True, seed=args.seed)
-    if args.validation:
-        validation = multi_node.scatter(validation, comm)
-    return train, validation, multi_node.scatter(test, comm)
-
-
 def evaluators(args, model, device, validation, test, comm=None):
     """``(name, Evaluator)``: the test set as ``validation`` (Chainer's
     example), or with ``--validation`` the held-out images as
@@ -162,6 +117,28 @@ def evaluators(args, model, device, validation, test, comm=None):
     return [('validation', evaluator(validation)), ('test', evaluator(test))]
 
 
+def extend_training(trainer, args, model, train, device, record, comm):
+    """The extensions that shape training: the global minibatch's report,
+    the divergence guard, the step-size schedule, BN statistics."""
+    # the loss and accuracy of the global minibatch, before anything reads
+    # them (the divergence guard included)
+    multi_node.extend(trainer, comm, priority=training.PRIORITY_WRITER + 2)
+    if args.divergence_check:
+        trainer.extend(run_guards.DivergenceGuard())
+    schedule = step_size_schedule(
+        args, run_history.schedule_epochs(args, record))
+    if schedule is not None:
+        trainer.extend(schedule[0], trigger=schedule[1])
+    # the step size of each epoch goes into the log (not the printed table)
+    trainer.extend(extensions.observe_value(
+        'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
+    if args.bn_population:
+        # exact BN statistics for the evaluators (and the snapshot)
+        trainer.extend(population_statistics.PopulationStatistics(
+            model.predictor, train, args.bn_population, args.batchsize,
+            device), call_before_training=True)
+
+
 def run_training(args, snapshot, interrupts, comm=None):
     """Sets up and runs the trainer; returns when training has finished."""
     # a rank that fails here ends every rank, with one line from rank 0
@@ -171,101 +148,35 @@ def run_training(args, snapshot, interrupts, comm=None):
         if multi_node.is_root(comm):
             run_output.check_output_dir(args.out)
     run_output.print_header(args, device, comm)
-
     # the run a --resume continues, as its config.json records it
-    record = None
-    if args.resume is not None:
-        try:
-            record = run_history.record_of(args.resume, args.out)
-        except run_history.RunHistoryError as e:
-            fail(e)
-
+    record = run_history.record_for(args)
     numpy.random.seed(args.seed)
     if device.xp is chainer.backends.cuda.cupy:
         device.xp.random.seed(args.seed)
 
-    # Data
-    train, validation, test = load_data(args, comm)
-
-    # Model and optimizer
+    # Data, model, optimizer, trainer
+    train, validation, test = load_splits(args, comm)
     model = multi_node.synchronize_batch_normalization(build_model(args),
                                                        comm)
     model.to_device(device)
     optimizer = build_optimizer(args, model, comm)
-
-    # Trainer
     updater = build_updater(args, train, optimizer, device)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
 
-    # the loss and accuracy of the global minibatch, before anything reads
-    # them (the divergence guard included)
-    multi_node.extend(trainer, comm, priority=training.PRIORITY_WRITER + 2)
-    if args.divergence_check:
-        trainer.extend(run_guards.DivergenceGuard())
-    if args.lr_schedule == 'exponential':
-        # alpha of epoch e (1-based) is lr * rate**(e - 1), the rate fixed by
-        # the first run's --epoch (a resumed run decays at the same rate)
-        epochs = run_history.schedule_epochs(args, record)
-        rate = (args.lr_final / args.lr) ** (1.0 / max(1, epochs - 1))
-        trainer.extend(extensions.ExponentialShift('alpha', rate,
-                                                   init=args.lr),
-                       trigger=(1, 'epoch'))
-    elif args.lr_schedule == 'halving':
-        trainer.extend(extensions.ExponentialShift('alpha', 0.5,
-                                                   init=args.lr),
-                       trigger=(args.lr_halving_epochs, 'epoch'))
-    # the step size of each epoch goes into the log (not the printed table)
-    trainer.extend(extensions.observe_value(
-        'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
-    if args.bn_population:
-        # exact BN statistics for the evaluators (and the snapshot)
-        trainer.extend(population_statistics.PopulationStatistics(
-            model.predictor, train, args.bn_population, args.batchsize,
-            device), call_before_training=True)
+    # Extensions
+    extend_training(trainer, args, model, train, device, record, comm)
     for name, evaluator in evaluators(args, model, device, validation, test,
                                       comm):
         trainer.extend(evaluator, name=name, call_before_training=True)
-    best = None
-    if validation is not None:
-        best = model_selection.BestEpoch()
+    best = model_selection.BestEpoch() if validation is not None else None
+    if best is not None:
         trainer.extend(best)
-    if multi_node.is_root(comm):  # the files and the printed report
-        trainer.extend(extensions.DumpGraph('main/loss'))
-        # the iterator's next orders come from NumPy's global generator
-        trainer.extend(snapshots.NumpyRandomState())
-        trainer.extend(snapshot, name='snapshot',
-                       trigger=snapshots.snapshot_trigger(args.frequency,
-                                                          args.epoch))
-        if interrupts is not None:
-            trainer.extend(interrupts, name='interrupts')
-        run_output.extend_report(trainer, args.plot,
-                                 test_columns=best is not None)
-
-    resumed_from = None
-    if args.resume is not None:
-        # every rank loads rank 0's snapshot
-        with multi_node.all_or_none(comm):
-            resumed_from = snapshots.resume(trainer, args.resume, args.out,
-                                            snapshot)
-            if resumed_from is not None:
-                run_history.check_recipe(record, args, resumed_from,
-                                         multi_node.size(comm),
-                                         train_options.parse_args([]))
-    print('')
+    if multi_node.is_root(comm):
+        run_output.extend_output(trainer, args, snapshot, interrupts,
+                                 best is not None)
 
     # Run: only now, with every input checked, does anything go to --out
-    lock = None
-    with multi_node.all_or_none(comm):
-        if multi_node.is_root(comm):
-            lock = run_output.open_output(
-                args, device, multi_node.size(comm),
-                record if resumed_from else None, resumed_from,
-                trainer.updater.iteration)
-    try:
-        trainer.run(show_loop_exception_msg=False)
-    finally:
-        if lock is not None:
-            lock.release()
+    run_output.resume_and_run(trainer, args, device, snapshot, record, comm)
     if best is not None:
         print(best.summary())
 

@@ -33,6 +33,7 @@ from qnn.training.extensions import population_statistics  # NOQA: E402
 from qnn.training.extensions import snapshots  # NOQA: E402
 from qnn.training import options as train_options  # NOQA: E402
 from qnn.training import run_history  # NOQA: E402
+from qnn.training import splits  # NOQA: E402
 import train_mnist  # NOQA: E402
 
 
@@ -71,7 +72,7 @@ def main(argv=None):
         except snapshots.SnapshotError as e:
             sys.exit('{}: cannot load it into the network of its '
                      'config.json: {}'.format(snapshot, e))
-        train, validation, test = train_mnist.load_data(args)
+        train, validation, test = splits.load_splits(args)
         running = accuracy(model.predictor, test)
         start = time.time()
         try:

@@ -21,6 +21,7 @@ import chainer
 from qnn.serializers import npz_arrays
 from qnn.training.extensions import snapshots
 from qnn.training import options as train_options
+from qnn.training import splits
 import train_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,7 +154,7 @@ def test_loading_a_snapshot_restores_it_bit_for_bit(run):
     for load in (snapshots.load_snapshot, chainer.serializers.load_npz):
         args = train_options.parse_args(['--out', str(out)] + SMALL)
         trainer = chainer.training.Trainer(train_mnist.build_updater(
-            args, train_mnist.load_data(args)[0],
+            args, splits.load_splits(args)[0],
             train_mnist.build_optimizer(args, train_mnist.build_model(args)),
             chainer.get_device('@numpy')), (1, 'epoch'))
         load(str(snapshot), trainer)

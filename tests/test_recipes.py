@@ -5,6 +5,7 @@ from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
 import net
+import train_mnist
 from qnn.training import options as train_options
 from qnn.training import recipes
 
@@ -15,51 +16,71 @@ def test_all_recipes_set_the_same_options():
         assert set(recipe) == keys, name
 
 
-def test_default_is_todays_trainer():
+def test_default_recipe_is_the_options_defaults():
     args = vars(train_options.parse_args([]))
-    default = recipes.RECIPES['default']
-    existing = {k for k in default if k in args}
-    # the options the trainer has today take today's defaults
-    assert existing >= {'unit', 'epoch', 'batchsize', 'lr', 'lr_final',
-                        'lr_schedule', 'stochastic_activations',
-                        'stochastic_weights'}
-    for key in existing:
-        assert default[key] == args[key], key
-    # every other key is a new option, whose default is the default recipe's
-    for key in set(default) - existing:
-        assert key in recipes.NEW_OPTIONS, key
-        assert recipes.NEW_OPTIONS[key][1] == default[key], key
-    assert set(recipes.NEW_OPTIONS) <= set(default)
+    for key, value in recipes.RECIPES['default'].items():
+        assert args[key] == value, key
 
 
-def test_new_option_values_have_the_declared_types_and_choices():
-    for recipe in recipes.RECIPES.values():
-        for key, (kind, _, choices, _) in recipes.NEW_OPTIONS.items():
-            assert isinstance(recipe[key], kind), key
-            if choices is not None:
-                assert recipe[key] in choices, key
+@pytest.mark.parametrize('dataset', ['mnist', 'fashion-mnist'])
+@pytest.mark.parametrize('name', sorted(recipes.RECIPES))
+def test_recipe_values_are_what_its_options_parse_to(name, dataset):
+    parser = train_options.build_parser()
+    actions = {action.dest: action for action in parser._actions}
+    recipe = recipes.get_recipe(name, dataset)
+    args = vars(train_options.parse_args(['--recipe', name, '--dataset',
+                                          dataset]))
+    for key, value in recipe.items():
+        assert args[key] == value, key
+        if actions[key].choices is not None:
+            assert value in actions[key].choices, key
 
 
 @pytest.mark.parametrize('name', sorted(recipes.RECIPES))
 def test_networks_build_and_run(name):
-    recipe = recipes.get_recipe(name)
-    model = net.MnistMLP(12, 8, 3, **recipes.net_kwargs(recipe))
-    names = [n for n, _ in model.namedlinks(skipself=True)]
-    assert len(names) == 2 * (recipe['layers'] + 1)
-    y = model(numpy.random.RandomState(0).uniform(0, 1, (5, 12))
+    argv = ['--recipe', name]
+    if recipes.RECIPES[name]['arch'] == 'mlp':
+        argv += ['--unit', '8']
+    args = train_options.parse_args(argv)
+    model = train_mnist.build_model(args).predictor
+    if args.arch == 'mlp':
+        names = [n for n, _ in model.namedlinks(skipself=True)]
+        assert len(names) == 2 * (args.layers + 1)
+    y = model(numpy.random.RandomState(0).uniform(0, 1, (2, 784))
               .astype('f'))
-    assert y.shape == (5, 3)
+    assert y.shape == (2, 10)
 
 
-def test_default_network_is_todays():
+def test_default_network_is_the_plain_mlp():
     numpy.random.seed(1)
-    a = net.MnistMLP(12, 8, 3)
+    a = net.MnistMLP(784, 8, 10)
     numpy.random.seed(1)
-    b = net.MnistMLP(12, 8, 3,
-                     **recipes.net_kwargs(recipes.get_recipe('default')))
-    x = numpy.random.RandomState(0).uniform(0, 1, (5, 12)).astype('f')
+    b = train_mnist.build_model(
+        train_options.parse_args(['--unit', '8'])).predictor
+    x = numpy.random.RandomState(0).uniform(0, 1, (5, 784)).astype('f')
     with chainer.using_config('train', False):
         numpy.testing.assert_array_equal(a(x).array, b(x).array)
+
+
+def test_binarized_cnn_is_the_options_that_reached_the_targets():
+    # docs/results.md: the wide CNN, Glorot step sizes, BN population
+    # statistics over 10,000 images; on MNIST shifts of up to 2 pixels
+    measured = ['--arch', 'cnn', '--cnn-size', 'wide', '--glorot-step-sizes',
+                '--bn-population', '10000']
+
+    def options(argv):
+        args = vars(train_options.parse_args(argv))
+        del args['recipe']
+        return args
+    assert options(['--recipe', 'binarized-cnn']) == options(
+        measured + ['--random-shift', '2'])
+    fashion = ['--dataset', 'fashion-mnist']
+    assert options(['--recipe', 'binarized-cnn'] + fashion) == options(
+        measured + fashion)
+    # explicit options win, per data set too
+    assert train_options.parse_args(
+        ['--recipe', 'binarized-cnn', '--random-shift', '1']
+    ).random_shift == 1
 
 
 def test_paper_values():
@@ -94,4 +115,6 @@ def test_get_recipe_copies_and_checks():
     with pytest.raises(ValueError):
         recipes.get_recipe('binarynet')
     assert recipes.describe('default').startswith(
-        'default: adamax_norm=decaying, batchsize=100')
+        'default: adamax_norm=decaying, arch=mlp, batchsize=100')
+    assert 'random_shift=2 on mnist, 0 otherwise' in recipes.describe(
+        'binarized-cnn')

@@ -14,6 +14,7 @@ from qnn.datasets import mnist
 from qnn.iterators import array_iterator
 from qnn.training.extensions import snapshots
 from qnn.training import options as train_options
+from qnn.training import splits
 from qnn.training import output_lock
 from qnn.training import run_output
 from qnn.utils import errors
@@ -917,7 +918,7 @@ def test_validation_split_reports_test_and_best_epoch(tmp_path, capsys):
 
 def test_validation_images_are_the_last_and_not_trained_on():
     args = train_options.parse_args(['--validation', '500'])
-    train, validation, test = train_mnist.load_data(args)
+    train, validation, test = splits.load_splits(args)
     full, _ = mnist.get_mnist()
     assert len(train) == len(full) - 500 and len(validation) == 500
     numpy.testing.assert_array_equal(validation[0][0], full[-500][0])
@@ -931,7 +932,7 @@ def test_validation_images_are_the_last_and_not_trained_on():
     (['--input-range', 'symmetric'], -1.0)])
 def test_input_range_reaches_the_data(options, low):
     args = train_options.parse_args(options + ['--validation', '500'])
-    for dataset in train_mnist.load_data(args):
+    for dataset in splits.load_splits(args):
         columns, index = array_iterator.dataset_columns(dataset)
         x = columns[0] if index is None else columns[0][index]
         assert (x.min(), x.max()) == (low, 1.0)

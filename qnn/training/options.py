@@ -7,13 +7,13 @@ import argparse
 
 import net
 from qnn import datasets
+from qnn.training import choices
 from qnn.training import multi_node
 from qnn.training import option_types
 from qnn.training import recipes
 from qnn.utils import errors
 import qst
 
-LOSSES = ('softmax_cross_entropy', 'squared_hinge')
 # options of net.MnistMLP that net.BinaryConvNet does not have
 MLP_ONLY = ('unit', 'layers', 'input_dropout', 'hidden_dropout', 'bn',
             'bn_eps', 'bn_decay')
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     that explicit options override."""
     parser = build_parser()
     known, _ = _recipe_parser().parse_known_args(argv)
-    parser.set_defaults(**recipes.get_recipe(known.recipe))
+    parser.set_defaults(**recipes.get_recipe(known.recipe, known.dataset))
     args = parser.parse_args(argv)
     args.device = str(args.device)
     if args.arch == 'cnn':
@@ -53,24 +53,48 @@ def parse_args(argv=None):
 
 
 def _recipe_parser():
+    # what the recipe's values depend on, read before the full parse
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('--recipe', choices=sorted(recipes.RECIPES),
                         default='default')
+    parser.add_argument('--dataset', default='mnist')
     return parser
 
 
 def build_parser():
-    """The parser of train_mnist.py's options."""
+    """The parser of train_mnist.py's options; the options a recipe sets
+    take the default recipe's values as their defaults."""
     parser = argparse.ArgumentParser(
         description='Binarized neural network (Hubara et al. 2016): '
                     'MNIST MLP in Chainer',
         epilog=RECIPE_HELP + '\n\n' + errors.EXIT_STATUS_HELP,
         formatter_class=option_types.HelpFormatter)
-    parser.add_argument('--batchsize', '-b', type=option_types.positive_int, default=100,
+    _add_run_options(parser)
+    _add_network_and_data_options(parser)
+    _add_step_size_options(parser)
+    _add_run_size_options(parser)
+    _add_quantization_options(parser.add_argument_group(
+        'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
+        'precision (no rounding; activations still clipped to [-1, 1])'))
+    group = parser.add_argument_group(
+        'recipe', 'the pieces of the paper\'s MNIST recipes (docs/recipes.md)')
+    _add_recipe_network_options(group)
+    _add_recipe_training_options(group)
+    _add_recipe_data_options(group)
+    group = parser.add_argument_group('deprecated arguments')
+    group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
+                       const=0, help='GPU ID (negative value indicates CPU)')
+    parser.set_defaults(**recipes.get_recipe('default'))
+    return parser
+
+
+def _add_run_options(parser):
+    parser.add_argument('--batchsize', '-b', type=option_types.positive_int,
                         help='Number of images in each mini-batch')
-    parser.add_argument('--epoch', '-e', type=option_types.positive_int, default=20,
+    parser.add_argument('--epoch', '-e', type=option_types.positive_int,
                         help='Number of sweeps over the dataset to train')
-    parser.add_argument('--frequency', '-f', type=option_types.frequency, default=1,
+    parser.add_argument('--frequency', '-f', type=option_types.frequency,
+                        default=1,
                         help='Frequency of taking a snapshot, in epochs '
                              '(-1: only at the end); the last epoch always '
                              'gets one')
@@ -79,15 +103,18 @@ def build_parser():
                              '0 or @cupy:0 (GPU 0), native:0 (ChainerX)')
     parser.add_argument('--out', '-o', default='result',
                         help='Directory to output the result')
-    parser.add_argument('--resume', '-r', type=option_types.snapshot_path, metavar='SNAPSHOT',
+    parser.add_argument('--resume', '-r', type=option_types.snapshot_path,
+                        metavar='SNAPSHOT',
                         help='Resume the training from a snapshot file, or '
                              '"auto": from the newest complete snapshot in '
                              '--out (starting afresh if there is none)')
-    parser.add_argument('--arch', choices=('mlp', 'cnn'), default='mlp',
+
+
+def _add_network_and_data_options(parser):
+    parser.add_argument('--arch', choices=choices.ARCHS,
                         help='mlp: net.MnistMLP; cnn: net.BinaryConvNet '
                              '(convolution, max pooling, BN, sign)')
-    parser.add_argument('--cnn-size', choices=('small', 'wide', 'paper'),
-                        default='small',
+    parser.add_argument('--cnn-size', choices=tuple(net.ARCHITECTURES),
                         help='BinaryConvNet setting: small (CPU-sized, '
                              '16C3-MP2-32C3-MP2-64C3-MP2-2x512FC), wide '
                              '(32C3-MP2-64C3-MP2-128C3-MP2-2x1024FC) or paper '
@@ -97,7 +124,7 @@ def build_parser():
                         help='fashion-mnist: Debian\'s dataset-fashion-mnist '
                              'or --data-dir; cifar10: --data-dir holding '
                              'cifar-10-batches-py')
-    parser.add_argument('--unit', '-u', type=option_types.positive_int, default=1000,
+    parser.add_argument('--unit', '-u', type=option_types.positive_int,
                         help='Number of units in each hidden layer')
     parser.add_argument('--noplot', dest='plot', action='store_false',
                         help='Disable PlotReport extension')
@@ -107,14 +134,15 @@ def build_parser():
                         help='Directory with the data set\'s files '
                              '(default: MNIST: the copy in data/mnist; '
                              'Fashion-MNIST: Debian\'s; docs/data.md)')
-    parser.add_argument('--lr', type=option_types.positive_float, default=1e-3,
+
+
+def _add_step_size_options(parser):
+    parser.add_argument('--lr', type=option_types.positive_float,
                         help='Adam step size (alpha) of the first epoch')
-    parser.add_argument('--lr-final', type=option_types.positive_float, default=1e-5,
+    parser.add_argument('--lr-final', type=option_types.positive_float,
                         help='Step size of the last epoch when '
                              '--lr-schedule=exponential')
-    parser.add_argument('--lr-schedule',
-                        choices=('exponential', 'halving', 'constant'),
-                        default='exponential',
+    parser.add_argument('--lr-schedule', choices=choices.LR_SCHEDULES,
                         help='exponential: multiply the step size by a fixed '
                              'factor after every epoch, from --lr to '
                              '--lr-final (the paper decays it '
@@ -125,20 +153,23 @@ def build_parser():
                         default=20, metavar='N',
                         help='Epochs between two halvings when '
                              '--lr-schedule=halving')
-    parser.add_argument('--eval-batchsize', type=option_types.positive_int, default=1000,
-                        metavar='N',
+
+
+def _add_run_size_options(parser):
+    parser.add_argument('--eval-batchsize', type=option_types.positive_int,
+                        default=1000, metavar='N',
                         help='Images per evaluation batch (evaluation uses '
                              'the running BN statistics, so this changes '
                              'only the speed)')
-    parser.add_argument('--train-subset', type=option_types.positive_int, default=None,
-                        metavar='N',
+    parser.add_argument('--train-subset', type=option_types.positive_int,
+                        default=None, metavar='N',
                         help='Train on the first N training images only '
                              '(quick runs)')
-    parser.add_argument('--test-subset', type=option_types.positive_int, default=None,
-                        metavar='N',
+    parser.add_argument('--test-subset', type=option_types.positive_int,
+                        default=None, metavar='N',
                         help='Validate on the first N test images only')
-    parser.add_argument('--snapshot-keep', type=option_types.positive_int, default=3,
-                        metavar='N',
+    parser.add_argument('--snapshot-keep', type=option_types.positive_int,
+                        default=3, metavar='N',
                         help='Keep the N newest snapshots in --out')
     parser.add_argument('--no-divergence-check', dest='divergence_check',
                         action='store_false',
@@ -151,11 +182,11 @@ def build_parser():
                              '`mpiexec -n N` with this ChainerMN communicator '
                              '(naive: CPU; flat, pure_nccl: one GPU per '
                              'process); --batchsize is then per process')
-    group = parser.add_argument_group(
-        'quantization', 'bit widths: 1 is binarization (sign), 32 is full '
-        'precision (no rounding; activations still clipped to [-1, 1])')
-    group.add_argument('--weight-bits', type=option_types.bits, default=1, metavar='K',
-                       help='Bit width of the weights')
+
+
+def _add_quantization_options(group):
+    group.add_argument('--weight-bits', type=option_types.bits, default=1,
+                       metavar='K', help='Bit width of the weights')
     group.add_argument('--activation-bits', type=option_types.bits, default=1,
                        metavar='K', help='Bit width of the hidden activations')
     group.add_argument('--quantizer', choices=qst.QUANTIZERS,
@@ -163,86 +194,86 @@ def build_parser():
                        help='linear: 2^K evenly spaced levels in [-1, 1]; '
                             'log: sign and power of two (LogQuant)')
     group.add_argument('--stochastic-activations',
-                       action=argparse.BooleanOptionalAction, default=False,
+                       action=argparse.BooleanOptionalAction,
                        help='Stochastic rounding of the hidden activations '
                             'while training (deterministic at evaluation); '
                             'the paper\'s stochastic binarization')
     group.add_argument('--stochastic-weights',
-                       action=argparse.BooleanOptionalAction, default=False,
+                       action=argparse.BooleanOptionalAction,
                        help='Stochastic rounding of the weights while '
                             'training (deterministic at evaluation); small '
                             'weights then binarize almost at random, so it '
                             'needs large steps, e.g. --glorot-step-sizes')
-    group.add_argument('--gradient-bits', type=option_types.gradient_bits, default=32,
-                       metavar='K',
+    group.add_argument('--gradient-bits', type=option_types.gradient_bits,
+                       default=32, metavar='K',
                        help='Bit width of the weight gradients (the paper '
                             'uses 6), stochastic rounding on a power-of-two '
                             'scale')
-    group.add_argument('--error-bits', type=option_types.gradient_bits, default=32,
-                       metavar='K',
+    group.add_argument('--error-bits', type=option_types.gradient_bits,
+                       default=32, metavar='K',
                        help='Bit width of the errors propagated between '
                             'layers')
-    group = parser.add_argument_group(
-        'recipe', 'the pieces of the paper\'s MNIST recipes (docs/recipes.md)')
+
+
+def _add_recipe_network_options(group):
     group.add_argument('--recipe', choices=sorted(recipes.RECIPES),
                        default='default',
                        help='a named bundle of options (listed below)')
     group.add_argument('--layers', type=option_types.positive_int,
-                       default=2, metavar='N', help='Hidden layers')
-    group.add_argument('--loss', choices=LOSSES,
-                       default='softmax_cross_entropy',
+                       metavar='N', help='Hidden layers')
+    group.add_argument('--loss', choices=tuple(choices.LOSSES),
                        help='squared_hinge: mean of max(0, 1 - t y)^2 on '
                             'targets t = 2 onehot - 1')
     group.add_argument('--input-dropout', type=option_types.fraction,
-                       default=0.0, metavar='P',
-                       help='Dropout ratio of the input pixels')
+                       metavar='P', help='Dropout ratio of the input pixels')
     group.add_argument('--hidden-dropout', type=option_types.fraction,
-                       default=0.0, metavar='P',
+                       metavar='P',
                        help='Dropout ratio of the binarized hidden units')
-    group.add_argument('--bn', choices=('standard', 'shift'),
-                       default='standard',
+    group.add_argument('--bn', choices=net.BATCH_NORMALIZATIONS,
                        help='shift: shift-based BN (scale rounded to a power '
                             'of two)')
     group.add_argument('--bn-eps', type=option_types.positive_float,
-                       default=2e-5, metavar='EPS', help='BN epsilon')
+                       metavar='EPS', help='BN epsilon')
     group.add_argument('--bn-decay', type=option_types.fraction,
-                       default=0.9, metavar='D',
+                       metavar='D',
                        help='Decay of the running BN statistics (momentum '
                             '= 1 - D)')
     group.add_argument('--bn-population', type=option_types.non_negative_int,
-                       default=0, metavar='N',
+                       metavar='N',
                        help='Before each evaluation, set the BN statistics '
                             'to their means over the first N training images '
                             '(Ioffe & Szegedy\'s population statistics; '
                             'qnn/training/extensions/'
                             'population_statistics.py); 0: the running '
                             'averages')
+
+
+def _add_recipe_training_options(group):
     group.add_argument('--glorot-step-sizes',
-                       action=argparse.BooleanOptionalAction, default=False,
+                       action=argparse.BooleanOptionalAction,
                        help='Scale each binarized layer\'s step size by '
                             '1/sqrt(1.5/(fan_in+fan_out))')
-    group.add_argument('--optimizer', choices=('adam', 'shift_adamax'),
-                       default='adam',
+    group.add_argument('--optimizer', choices=tuple(choices.OPTIMIZERS),
                        help='shift_adamax: AdaMax with power-of-two step '
                             'sizes (step size --lr)')
-    group.add_argument('--adamax-norm', choices=('decaying', 'rounded'),
-                       default='decaying',
+    group.add_argument('--adamax-norm', choices=choices.ADAMAX_NORMS,
                        help='shift_adamax\'s infinity norm: decaying (the '
                             'paper\'s AdaMax) or rounded (stored as a power '
                             'of two, so it never decays: BinaryNet\'s Torch7 '
                             'code)')
     group.add_argument('--weight-init', choices=net.WEIGHT_INITS,
-                       default='lecun-normal',
                        help='Initial quantized weights: lecun-normal, '
                             'N(0, 1/fan_in) (Chainer\'s default); uniform, '
                             'U(-1, 1) (BinaryNet\'s codes)')
+
+
+def _add_recipe_data_options(group):
     group.add_argument('--input-range', choices=tuple(datasets.INPUT_RANGES),
-                       default='unit',
                        help='unit: pixels in [0, 1] (Chainer\'s get_mnist); '
                             'symmetric: in [-1, 1], 2 p - 1, as BinaryNet\'s '
                             'scripts')
     group.add_argument('--random-shift', type=option_types.non_negative_int,
-                       default=0, metavar='PIXELS',
+                       metavar='PIXELS',
                        help='Shift each training image by up to PIXELS '
                             'pixels each way at random (edges repeated; '
                             'qnn/iterators/augmentation.py)')
@@ -251,11 +282,7 @@ def build_parser():
                        help='Mirror each training image left-right with '
                             'probability 1/2')
     group.add_argument('--validation', type=option_types.non_negative_int,
-                       default=0, metavar='N',
+                       metavar='N',
                        help='Hold out the last N training images for '
                             'validation; the test set is then reported '
                             'beside it and the best-validation epoch marked')
-    group = parser.add_argument_group('deprecated arguments')
-    group.add_argument('--gpu', '-g', dest='device', type=int, nargs='?',
-                       const=0, help='GPU ID (negative value indicates CPU)')
-    return parser

@@ -88,6 +88,18 @@ def record_of(snapshot_path, out):
     return read_config(directory)
 
 
+def record_for(args):
+    """The record of the run that ``--resume`` continues (``None`` without
+    ``--resume``, or if the snapshot has no ``config.json`` beside it);
+    fails with one line if that file cannot be read."""
+    if args.resume is None:
+        return None
+    try:
+        return record_of(args.resume, args.out)
+    except RunHistoryError as e:
+        errors.fail(e)
+
+
 def schedule_epochs(args, record):
     """The number of epochs the step-size schedule was made for."""
     if record is not None and 'epoch' in record:

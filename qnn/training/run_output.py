@@ -1,10 +1,12 @@
 """What a training run writes: its output directory (locked, with
 ``config.json``: :mod:`qnn.training.output_lock`,
-:mod:`qnn.training.run_history`), the header it prints before the report, and
-the plain report stream.
+:mod:`qnn.training.run_history`), its snapshots, the header it prints before
+the report, the report and the plain report stream.
 
 Nothing goes to ``--out`` before every input has been checked:
-:func:`check_output_dir` only probes, :func:`make_output_dir` creates.
+:func:`check_output_dir` only probes, :func:`make_output_dir` creates, and
+:func:`resume_and_run` loads the snapshot to resume from before it opens the
+output directory.
 """
 import os
 import sys
@@ -13,9 +15,12 @@ import tempfile
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from chainer.training import extensions
 
+from qnn.training import multi_node
+from qnn.training import options as train_options
 from qnn.training import output_lock
 from qnn.training import recipes
 from qnn.training import run_history
+from qnn.training.extensions import snapshots
 from qnn.utils.errors import fail
 from qnn.utils.errors import warn
 import qst
@@ -50,8 +55,7 @@ def make_output_dir(path):
 def open_output(args, device, processes, record, resumed_from, iteration):
     """Creates ``args.out``, takes its lock (:mod:`qnn.training.output_lock`)
     and writes ``config.json`` (:mod:`qnn.training.run_history`); returns the
-    lock, or fails with
-    one line if another run holds the directory."""
+    lock, or fails with one line if another run holds the directory."""
     make_output_dir(args.out)
     lock = output_lock.OutputLock(args.out)
     try:
@@ -136,6 +140,49 @@ class PlainOutput(object):
 
     def flush(self):
         self._stream.flush()
+
+
+def extend_output(trainer, args, snapshot, interrupts, test_columns):
+    """What rank 0 writes and prints: the graph, the snapshots (``snapshot``,
+    an :class:`~qnn.training.extensions.snapshots.AtomicSnapshot`, with
+    NumPy's random state), the interrupt guard if any, log and report."""
+    trainer.extend(extensions.DumpGraph('main/loss'))
+    # the iterator's next orders come from NumPy's global generator
+    trainer.extend(snapshots.NumpyRandomState())
+    trainer.extend(snapshot, name='snapshot',
+                   trigger=snapshots.snapshot_trigger(args.frequency,
+                                                      args.epoch))
+    if interrupts is not None:
+        trainer.extend(interrupts, name='interrupts')
+    extend_report(trainer, args.plot, test_columns=test_columns)
+
+
+def resume_and_run(trainer, args, device, snapshot, record, comm=None):
+    """Loads ``--resume``'s snapshot into every rank's ``trainer`` (checking
+    that it continues ``record``, the run that wrote it), then opens
+    ``--out`` and runs the trainer, holding the directory's lock."""
+    resumed_from = None
+    if args.resume is not None:
+        # every rank loads rank 0's snapshot
+        with multi_node.all_or_none(comm):
+            resumed_from = snapshots.resume(trainer, args.resume, args.out,
+                                            snapshot)
+            if resumed_from is not None:
+                run_history.check_recipe(record, args, resumed_from,
+                                         multi_node.size(comm),
+                                         train_options.parse_args([]))
+    print('')
+    lock = None
+    with multi_node.all_or_none(comm):
+        if multi_node.is_root(comm):
+            lock = open_output(args, device, multi_node.size(comm),
+                               record if resumed_from else None,
+                               resumed_from, trainer.updater.iteration)
+    try:
+        trainer.run(show_loop_exception_msg=False)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def extend_report(trainer, plot=True, test_columns=False):

@@ -24,11 +24,13 @@ code, which is also what the tests compare these kernels with. The
 kernels compile on first use (about a second each; numba's cache keeps
 them between runs).
 """
+import math
 import os
 
 import numpy
 
-# Adam's loop runs on all cores from this many elements on (see _build).
+# Adam's loop runs on all cores from this many elements on (see
+# _adam_kernels).
 PARALLEL_MIN = 1 << 15
 
 _kernels = None
@@ -59,11 +61,18 @@ def import_numba():
 
 
 def _build():
-    import math
-
+    """The kernels by name; those of the optimizers in two versions, on
+    all cores and (``_small``) on one."""
     numba = import_numba()
-    import numba.extending
+    kernels = _adam_kernels(numba)
+    kernels.update(_shift_adamax_kernels(numba))
+    kernels.update(_qst_kernels(numba))
+    return kernels
 
+
+def _adam_kernels(numba):
+    """``'adam'`` (parallel) and ``'adam_small'``: the loop of
+    :func:`adam`."""
     def adam_loop(param, grad, m, v, c1, c2, alpha_t, eps, decay, neg_eta,
                   lower, upper, clip, n):
         for i in numba.prange(n):
@@ -85,47 +94,23 @@ def _build():
                     p = upper
             param[i] = p
 
-    @numba.extending.intrinsic
-    def to_bits(typingctx, x):
-        # the bits of a float as the unsigned integer of its width
-        uint = numba.types.uint32 if x.bitwidth == 32 else numba.types.uint64
+    # Measured here (2 cores): starting a parallel loop costs about 0.1 ms;
+    # Adam's loop in parallel is vectorized and runs 0.5 ms per million
+    # elements against 4 ms on one core, so it pays from about 30,000
+    # elements (PARALLEL_MIN). numba's cache tells functions apart by name
+    # and types, not by the parallel flag, hence the one-core copy under
+    # another name.
+    adam_small = _renamed(adam_loop, 'adam_small')
+    return {
+        'adam': numba.njit(parallel=True, cache=True)(adam_loop),
+        'adam_small': numba.njit(cache=True)(adam_small),
+    }
 
-        def codegen(context, builder, signature, args):
-            return builder.bitcast(args[0], context.get_value_type(uint))
-        return uint(x), codegen
 
-    @numba.extending.intrinsic
-    def from_bits(typingctx, b, like):
-        # the float of like's type with the low bits of the integer b
-        # (numba widens integer arithmetic to 64 bits)
-        def codegen(context, builder, signature, args):
-            low = builder.trunc(args[0], context.get_value_type(
-                numba.types.Integer.from_bitwidth(like.bitwidth, False))) \
-                if b.bitwidth > like.bitwidth else args[0]
-            return builder.bitcast(low, context.get_value_type(like))
-        return like(b, like), codegen
-
-    @numba.njit(inline='always')
-    def ap2_of(x, like, sqrt_half, exponent_mask, fraction_mask,
-               exponent_one, sqrt_half_fraction):
-        # AP2(x) as ap2.ap2 computes it. For a normal float (1 + f) 2^e it
-        # is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2): the exponent bits,
-        # plus one when the fraction bits reach those of sqrt(1/2) (integer
-        # operations, vectorized; frexp and ldexp are calls into libm, 4x
-        # slower). Zero, subnormals, inf and NaN take frexp's way.
-        b = to_bits(x)
-        exponent = b & exponent_mask
-        if exponent != 0 and exponent != exponent_mask:
-            r = (b & ~(exponent_mask | fraction_mask)) | exponent
-            if b & fraction_mask >= sqrt_half_fraction:
-                r += exponent_one
-            return from_bits(r, x)
-        mantissa, e = math.frexp(x)
-        if abs(mantissa) < sqrt_half:
-            e -= 1
-        if x == 0:
-            return like.dtype.type(0.0)
-        return like.dtype.type(math.ldexp(math.copysign(1.0, x), e))
+def _shift_adamax_kernels(numba):
+    """``'shift_adamax'`` (parallel) and ``'shift_adamax_small'``: the loop
+    of :func:`shift_adamax`."""
+    ap2_of = _ap2_kernel(numba)
 
     def shift_adamax_loop(param, grad, m, u, c1, beta2, eps, step,
                           round_norm, sqrt_half, exponent_mask,
@@ -150,6 +135,80 @@ def _build():
                              fraction_mask, exponent_one, sqrt_half_fraction)
             param[i] -= step * mi / divisor
 
+    # the two versions as Adam's (see _adam_kernels)
+    shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
+    # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in NumPy,
+    # instead of raising ZeroDivisionError
+    return {
+        'shift_adamax': numba.njit(parallel=True, cache=True,
+                                   error_model='numpy')(shift_adamax_loop),
+        'shift_adamax_small': numba.njit(cache=True, error_model='numpy')(
+            shift_adamax_small),
+    }
+
+
+def _ap2_kernel(numba):
+    """``ap2_of(x, like, ...)``: AP2 of a float in the loops, inlined."""
+    to_bits, from_bits = _bit_casts(numba)
+
+    @numba.njit(inline='always')
+    def ap2_of(x, like, sqrt_half, exponent_mask, fraction_mask,
+               exponent_one, sqrt_half_fraction):
+        # AP2(x) as ap2.ap2 computes it. For a normal float (1 + f) 2^e it
+        # is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2): the exponent bits,
+        # plus one when the fraction bits reach those of sqrt(1/2) (integer
+        # operations, vectorized; frexp and ldexp are calls into libm, 4x
+        # slower). Zero, subnormals, inf and NaN take frexp's way.
+        b = to_bits(x)
+        exponent = b & exponent_mask
+        if exponent != 0 and exponent != exponent_mask:
+            r = (b & ~(exponent_mask | fraction_mask)) | exponent
+            if b & fraction_mask >= sqrt_half_fraction:
+                r += exponent_one
+            return from_bits(r, x)
+        mantissa, e = math.frexp(x)
+        if abs(mantissa) < sqrt_half:
+            e -= 1
+        if x == 0:
+            return like.dtype.type(0.0)
+        return like.dtype.type(math.ldexp(math.copysign(1.0, x), e))
+
+    return ap2_of
+
+
+def _bit_casts(numba):
+    """The intrinsics ``to_bits(x)`` and ``from_bits(b, like)``: a float's
+    bits as an unsigned integer, and back."""
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def to_bits(typingctx, x):
+        # the bits of a float as the unsigned integer of its width
+        uint = numba.types.uint32 if x.bitwidth == 32 else numba.types.uint64
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(uint))
+        return uint(x), codegen
+
+    @intrinsic
+    def from_bits(typingctx, b, like):
+        # the float of like's type with the low bits of the integer b
+        # (numba widens integer arithmetic to 64 bits)
+        def codegen(context, builder, signature, args):
+            low = builder.trunc(args[0], context.get_value_type(
+                numba.types.Integer.from_bitwidth(like.bitwidth, False))) \
+                if b.bitwidth > like.bitwidth else args[0]
+            return builder.bitcast(low, context.get_value_type(like))
+        return like(b, like), codegen
+
+    return to_bits, from_bits
+
+
+def _qst_kernels(numba):
+    """``'sign'`` and ``'ste'``, the loops of :func:`sign` and
+    :func:`ste`."""
+    # one core: sign, vectorized there too, is memory-bound and did no
+    # better on two
     def sign_loop(x, y, n):
         for i in range(n):
             xi = x[i]
@@ -164,24 +223,7 @@ def _build():
         for i in range(n):
             gx[i] = gy[i] if abs(x[i]) <= 1 else gy[i] * 0
 
-    # Measured here (2 cores): starting a parallel loop costs about 0.1 ms;
-    # Adam's loop in parallel is vectorized and runs 0.5 ms per million
-    # elements against 4 ms on one core, so it pays from about 30,000
-    # elements; sign, vectorized on one core too, is memory-bound and did
-    # no better on two. numba's cache tells functions apart by name and
-    # types, not by the parallel flag, hence the copy of adam_loop under
-    # another name.
-    adam_small = _renamed(adam_loop, 'adam_small')
-    shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
     return {
-        # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in
-        # NumPy, instead of raising ZeroDivisionError
-        'shift_adamax': numba.njit(parallel=True, cache=True,
-                                   error_model='numpy')(shift_adamax_loop),
-        'shift_adamax_small': numba.njit(cache=True, error_model='numpy')(
-            shift_adamax_small),
-        'adam': numba.njit(parallel=True, cache=True)(adam_loop),
-        'adam_small': numba.njit(cache=True)(adam_small),
         'sign': numba.njit(cache=True)(sign_loop),
         'ste': numba.njit(cache=True)(ste_loop),
     }

@@ -155,9 +155,20 @@ _numba = None
 
 
 def _build_numba():
-    """Compiles the numba kernels (once, on first use: numba is imported
-    only by a user of this path)."""
+    """The numba kernels by name (built once, on first use: numba is
+    imported only by a user of this path)."""
     numba = cpu_kernels.import_numba()
+    popcount = _popcount(numba)
+    pack_planes, planes_acc = _plane_helpers(numba, popcount)
+    kernels = _sums_kernels(numba, popcount, pack_planes, planes_acc)
+    kernels['threshold_pack'] = _threshold_pack_kernel(numba)
+    kernels['network'] = _network_kernel(numba, popcount, pack_planes,
+                                         planes_acc)
+    return kernels
+
+
+def _popcount(numba):
+    """``popcount(x)``: the set bits of a ``uint64``, as an ``int64``."""
     from numba import types
     from numba.extending import intrinsic
 
@@ -173,28 +184,53 @@ def _build_numba():
             return builder.ctpop(args[0])
         return types.int64(types.uint64), codegen
 
+    return popcount
+
+
+def _plane_helpers(numba, popcount):
+    """The first layer's steps for one image, inlined in the kernels:
+    ``pack_planes(pixels, i, K)``, the bit planes ``(8, K)`` of image
+    ``i``, and ``planes_acc(P, WT, acc)``, which adds
+    :math:`\\sum_b 2^b \\mathrm{popcount}(P_b \\wedge W_j)` to ``acc[j]``
+    and returns :math:`\\sum_b 2^b \\mathrm{popcount}(P_b)`."""
+    @numba.njit(inline='always')
+    def pack_planes(pixels, i, K):
+        P = numpy.zeros((PIXEL_BITS, K), numpy.uint64)
+        for k in range(pixels.shape[1]):
+            p = numpy.uint64(pixels[i, k])
+            shift = numpy.uint64(k & 63)
+            for b in range(PIXEL_BITS):
+                P[b, k >> 6] |= (
+                    (p >> numpy.uint64(b)) & numpy.uint64(1)) << shift
+        return P
+
+    @numba.njit(inline='always')
+    def planes_acc(P, WT, acc):
+        ones = 0
+        for b in range(PIXEL_BITS):
+            for k in range(WT.shape[0]):
+                x = P[b, k]
+                ones += popcount(x) << b
+                for j in range(WT.shape[1]):
+                    acc[j] += popcount(x & WT[k, j]) << b
+        return ones
+
+    return pack_planes, planes_acc
+
+
+def _sums_kernels(numba, popcount, pack_planes, planes_acc):
+    """``'planes'`` and ``'xnor'``: the sums of one layer, over the images
+    on all cores."""
     @numba.njit(parallel=True)
     def planes_sums(pixels, WT, sums):
         # pixels (B, n) uint8; WT (words, units): the weights transposed so
         # that the innermost loop runs over units (contiguous, vectorized)
-        B, n = pixels.shape
+        B = pixels.shape[0]
         K, M = WT.shape
         for i in numba.prange(B):
-            P = numpy.zeros((PIXEL_BITS, K), numpy.uint64)
-            for k in range(n):
-                p = numpy.uint64(pixels[i, k])
-                shift = numpy.uint64(k & 63)
-                for b in range(PIXEL_BITS):
-                    P[b, k >> 6] |= (
-                        (p >> numpy.uint64(b)) & numpy.uint64(1)) << shift
-            ones = 0
+            P = pack_planes(pixels, i, K)
             acc = numpy.zeros(M, numpy.int64)
-            for b in range(PIXEL_BITS):
-                for k in range(K):
-                    x = P[b, k]
-                    ones += popcount(x) << b
-                    for j in range(M):
-                        acc[j] += popcount(x & WT[k, j]) << b
+            ones = planes_acc(P, WT, acc)
             for j in range(M):
                 sums[i, j] = 2 * acc[j] - ones
 
@@ -211,6 +247,13 @@ def _build_numba():
             for j in range(M):
                 sums[i, j] = n_in - 2 * acc[j]
 
+    return {'planes': planes_sums, 'xnor': xnor_sums}
+
+
+def _threshold_pack_kernel(numba):
+    """``'threshold_pack'``: a layer's output bits
+    :math:`[a_j \\ge T_j]` from its sums, packed, over the images on all
+    cores."""
     @numba.njit(parallel=True)
     def threshold_pack(sums, T, out):
         B, M = sums.shape
@@ -221,6 +264,12 @@ def _build_numba():
                 if sums[i, j] >= T[j]:
                     out[i, j >> 6] |= numpy.uint64(1) << numpy.uint64(j & 63)
 
+    return threshold_pack
+
+
+def _network_kernel(numba, popcount, pack_planes, planes_acc):
+    """``'network'``: the sums of the last layer of a network of a
+    ``'planes'`` layer, ``'xnor'`` ones and an output layer."""
     @numba.njit(parallel=True)
     def network_sums(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
                      sums):
@@ -228,27 +277,15 @@ def _build_numba():
         # iteration: one fork and join per call instead of two per layer
         # (on a loaded machine each join waits for a descheduled thread),
         # and each image's activations stay in the core's cache
-        B, n = pixels.shape
+        B = pixels.shape[0]
         K = W1T.shape[0]
         widest = W1T.shape[1]
         for WT in hidden_WT:
             widest = max(widest, WT.shape[1])
         for i in numba.prange(B):
-            P = numpy.zeros((PIXEL_BITS, K), numpy.uint64)
-            for k in range(n):
-                p = numpy.uint64(pixels[i, k])
-                shift = numpy.uint64(k & 63)
-                for b in range(PIXEL_BITS):
-                    P[b, k >> 6] |= (
-                        (p >> numpy.uint64(b)) & numpy.uint64(1)) << shift
+            P = pack_planes(pixels, i, K)
             acc = numpy.zeros(widest, numpy.int64)
-            ones = 0
-            for b in range(PIXEL_BITS):
-                for k in range(K):
-                    x = P[b, k]
-                    ones += popcount(x) << b
-                    for j in range(W1T.shape[1]):
-                        acc[j] += popcount(x & W1T[k, j]) << b
+            ones = planes_acc(P, W1T, acc)
             h = numpy.zeros((widest + 63) >> 6, numpy.uint64)
             for j in range(W1T.shape[1]):
                 if 2 * acc[j] - ones >= T1[j]:
@@ -273,8 +310,7 @@ def _build_numba():
                     d += popcount(h[k] ^ last_WT[k, j])
                 sums[i, j] = n_ins[len(n_ins) - 1] - 2 * d
 
-    return {'planes': planes_sums, 'xnor': xnor_sums,
-            'threshold_pack': threshold_pack, 'network': network_sums}
+    return network_sums
 
 
 def _numba_kernels():

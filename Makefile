@@ -16,6 +16,9 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check \
 	$(if $(WHEELS),--no-index --find-links $(WHEELS))
 MPI_STAMP := $(VENV)/.installed-mpi
+# qnn.pth in the environment: the repository on sys.path and a plain
+# `import chainer` that works (qnn/backends/chainer_import_hook.py)
+PTH_STAMP := $(VENV)/.installed-pth
 
 # Chainer's setup.py and `import chainer` need pkg_resources (setuptools
 # < 81); on Python 3.11, numpy.distutils (imported by chainer) needs
@@ -26,7 +29,7 @@ BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
 .PHONY: setup train test gpu gpu-check wheels mpi clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(PTH_STAMP)
 
 $(STAMP): requirements.txt requirements-test.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else "$(PYTHON) is Python %d.%d; this project needs Python 3.11, 3.12 or 3.13 (the pinned wheels): make PYTHON=python3.12 ..." % sys.version_info[:2])'
@@ -35,16 +38,20 @@ $(STAMP): requirements.txt requirements-test.txt
 	$(PIP) --no-build-isolation -r requirements.txt -r requirements-test.txt
 	touch $@
 
-train: $(STAMP)
+$(PTH_STAMP): $(STAMP) qnn/backends/chainer_import_hook.py
+	$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "qnn.pth"), "w").write(os.getcwd() + "\nimport importlib.util as u; u.find_spec(\"qnn\") and __import__(\"qnn.backends.chainer_import_hook\")\n")'
+	touch $@
+
+train: setup
 	$(PY) train_mnist.py $(ARGS)
 
 # the tests run real 2-process trainings under mpiexec
-test: $(STAMP) $(MPI_STAMP) fashion-mnist
+test: setup $(MPI_STAMP) fashion-mnist
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # the CuPy wheel for the driver's CUDA (qnn/backends/gpu_requirements.py
 # says which)
-gpu: $(STAMP)
+gpu: setup
 	@$(PY) -m qnn.backends.gpu_requirements > $(VENV)/.gpu-requirements
 	$(PIP) $$(cat $(VENV)/.gpu-requirements)
 

@@ -275,8 +275,8 @@ def adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
         dtype(-eta), dtype(lower), dtype(upper), clip is not None, n)
 
 
-def shift_adamax(param, grad, m, u, beta1, beta2, eps, step,
-                 round_norm=False):
+def shift_adamax(param, grad, m, u, beta1, beta2, eps, step, round_norm,
+                 sqrt_half):
     """One shift-based AdaMax step
     (:class:`qnn.optimizers.shift_adamax.ShiftAdaMaxRule`) on C-contiguous
     arrays of one float dtype, in place:
@@ -291,8 +291,9 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step,
     the arrays' dtype first, as NumPy does with a Python scalar. With
     ``round_norm`` :math:`u` is stored rounded,
     :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`.
+    ``sqrt_half`` is :func:`qnn.functions.ap2.sqrt_half` of the dtype, the
+    mantissa below which AP2 rounds down.
     """
-    from qnn.functions.ap2 import sqrt_half
     dtype = param.dtype.type
     n = param.size
     # the IEEE 754 fields of the dtype, for AP2 on the bits
@@ -302,7 +303,7 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step,
     fraction_mask = exponent_one - uint(1)
     exponent_mask = ((uint(1) << uint(8 * param.itemsize - 1)) - uint(1)) \
         & ~fraction_mask
-    threshold = numpy.asarray(sqrt_half(param.dtype), param.dtype)
+    threshold = numpy.asarray(sqrt_half, param.dtype)
     kernel = 'shift_adamax' if n >= PARALLEL_MIN else 'shift_adamax_small'
     _get_kernels()[kernel](
         param.reshape(-1), grad.reshape(-1), m.reshape(-1), u.reshape(-1),

@@ -10,6 +10,7 @@ from chainer import optimizer
 
 from qnn.backends import cpu_kernels
 from qnn.functions.ap2 import ap2
+from qnn.functions.ap2 import sqrt_half
 
 _default_hyperparam = optimizer.Hyperparameter()
 # the paper's "good default settings": alpha = 2^-10, 1 - beta1 = 2^-3,
@@ -107,7 +108,7 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
             # the same operations in one pass (bit for bit)
             cpu_kernels.shift_adamax(param.array, grad, m, u, hp.beta1,
                                      hp.beta2, hp.eps, self.step_size,
-                                     hp.round_norm)
+                                     hp.round_norm, sqrt_half(param.dtype))
             return
         xp = backend.get_array_module(param.array)
         m += (1.0 - hp.beta1) * (grad - m)

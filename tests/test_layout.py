@@ -1,0 +1,132 @@
+"""The layout docs/layout.md describes: what is at the root, which folder
+of the package may import which, and no function too long to read."""
+import ast
+import collections
+import glob
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORE = {'train_mnist', 'net', 'qst', 'function_quantized_linear',
+        'link_quantized_linear', 'weight_clip'}
+ENTRY_POINTS = {'train_mnist', 'export', 'inference'}
+# folders that import nothing of the project but the stack's compatibility
+BOTTOM = {'qnn.utils', 'qnn.serializers'}
+
+
+def module_name(path):
+    name = os.path.relpath(path, ROOT)[:-len('.py')].replace(os.sep, '.')
+    return name[:-len('.__init__')] if name.endswith('.__init__') else name
+
+
+def project_modules():
+    paths = glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(
+        os.path.join(ROOT, 'qnn', '**', '*.py'), recursive=True)
+    return {module_name(path): path for path in paths}
+
+
+MODULES = project_modules()
+
+
+def imports(path):
+    """The project modules that the file ``path`` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module + '.' + alias.name
+                     if node.module + '.' + alias.name in MODULES
+                     else node.module for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in MODULES:
+                name = name.rpartition('.')[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def folder(module):
+    """``qnn.training.extensions`` for its modules, ``qnn.packed`` for
+    ``qnn.packed.format``; a root module is its own folder."""
+    parts = module.split('.')
+    if parts[0] != 'qnn' or len(parts) == 1:
+        return module
+    depth = 3 if parts[1:3] == ['training', 'extensions'] and \
+        len(parts) > 3 else 2
+    return '.'.join(parts[:depth])
+
+
+def folder_graph():
+    graph = collections.defaultdict(set)
+    for module, path in MODULES.items():
+        for target in imports(path):
+            if folder(target) != folder(module):
+                graph[folder(module)].add(folder(target))
+    return graph
+
+
+def test_the_root_holds_the_core_and_the_entry_points():
+    root = {name for name in MODULES if '.' not in name and name != 'qnn'}
+    assert root == CORE | ENTRY_POINTS
+
+
+def test_the_package_imports_no_entry_point():
+    for module, path in MODULES.items():
+        if module.startswith('qnn'):
+            assert not imports(path) & ENTRY_POINTS, module
+
+
+def test_no_cycle_between_folders():
+    graph = folder_graph()
+    state = {}
+
+    def visit(node, trail):
+        state[node] = 'open'
+        for target in graph.get(node, ()):
+            assert state.get(target) != 'open', ' -> '.join(
+                trail + [node, target])
+            if target not in state:
+                visit(target, trail + [node])
+        state[node] = 'done'
+    for node in list(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_bottom_folders_import_only_the_compatibility():
+    graph = folder_graph()
+    for name in BOTTOM:
+        assert graph.get(name, set()) <= {'qnn.backends'}, name
+        for module, path in MODULES.items():
+            if folder(module) == name:
+                assert imports(path) <= {
+                    'qnn', 'qnn.backends', 'qnn.backends.chainer_compat'} | {
+                    m for m in MODULES if folder(m) == name}, module
+
+
+@pytest.mark.parametrize('module', sorted(
+    m for m in MODULES if m.startswith('qnn') and m != 'qnn.datasets'
+    and MODULES[m].endswith('__init__.py')))
+def test_package_inits_import_nothing(module):
+    # so that qnn.utils.environment_check runs before NumPy loads
+    assert imports(MODULES[module]) == set()
+    tree = ast.parse(open(MODULES[module]).read())
+    assert not [node for node in tree.body
+                if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
+def test_no_function_over_100_lines():
+    paths = list(MODULES.values())
+    long = []
+    for path in paths:
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 100:
+                    long.append('{}: {} ({} lines)'.format(
+                        os.path.relpath(path, ROOT), node.name, lines))
+    assert not long

@@ -26,7 +26,6 @@ sys.path.insert(0, ROOT)
 from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
 
-from qnn import datasets  # NOQA: E402
 from qnn.iterators.array_iterator import ArrayIterator  # NOQA: E402
 from qnn.iterators.array_iterator import concat_batch  # NOQA: E402
 from qnn.training.extensions import population_statistics  # NOQA: E402

@@ -53,8 +53,8 @@ def chainer_predictions(snapshot, images):
     snapshots.load_arrays(snapshot, model, 'updater/model:main/')
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
     x = images.astype(numpy.float32)
-    x *= pixels['scale'] / 255.  # as data_files.to_dataset
-    x += numpy.float32(pixels['shift'])  # as datasets.get_dataset
+    x *= pixels['scale'] / 255.  # as qnn.datasets.files.to_dataset
+    x += numpy.float32(pixels['shift'])  # as qnn.datasets.get_dataset
     with chainer.using_config('train', False), \
             chainer.no_backprop_mode():
         return model.predictor(x).array.argmax(axis=1)

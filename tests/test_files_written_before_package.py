@@ -18,16 +18,12 @@ import sys
 import numpy
 import pytest
 
-import chainer
-
 import export
-from qnn import datasets
 from qnn.datasets import mnist
 from qnn.packed import format as packed_format
 from qnn.packed import kernels as packed_kernels
-from qnn.training.extensions import snapshots
-from qnn.training import options as train_options
 import train_mnist
+from test_export import chainer_predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEGACY = os.path.join(ROOT, 'tests', 'data', 'written-before-package')
@@ -50,24 +46,6 @@ def legacy(tmp_path):
 def read_log(directory):
     with open(os.path.join(str(directory), 'log')) as f:
         return json.load(f)
-
-
-def chainer_predictions(snapshot, images):
-    """The classes the snapshot's Chainer model gives ``images``."""
-    with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
-        config = json.load(f)
-    args = train_options.parse_args(['--unit', str(config['unit']),
-                                     '--layers', str(config['layers']),
-                                     '--bn-eps', str(config['bn_eps'])])
-    model = train_mnist.build_model(args)
-    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
-    pixels = datasets.INPUT_RANGES[config['input_range']]
-    x = images.astype(numpy.float32)
-    x *= pixels['scale'] / 255.
-    x += numpy.float32(pixels['shift'])
-    with chainer.using_config('train', False), \
-            chainer.no_backprop_mode():
-        return model.predictor(x).array.argmax(axis=1)
 
 
 def test_the_old_run_resumes(legacy, capsys):

@@ -10,10 +10,9 @@ training images, ``--eval-images`` evaluation images). Random images: the
 cost does not depend on the pixels, and the paper's CIFAR-10 network can be
 timed without CIFAR-10.
 
-    .venv/bin/python bench/cnn_step.py                           # small,
-    MNIST-sized .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32
-    --batch 100 --steps 2 .venv/bin/python bench/cnn_step.py --size paper
-    --shape 3 32 32 --batch 50 --device 0
+    .venv/bin/python bench/cnn_step.py                           # small, MNIST-sized
+    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 100 --steps 2
+    .venv/bin/python bench/cnn_step.py --size paper --shape 3 32 32 --batch 50 --device 0
 
 On a GPU (``--device 0``) every timed call ends with a synchronization, so
 the time is the kernels' and not only their launch.

@@ -2,10 +2,10 @@
 
 Layout (all integers little-endian)::
 
-    offset 0   8 bytes   magic  89 42 4E 4E 0D 0A 1A 0A
-    ("\\x89BNN\\r\\n\\x1a\\n") offset 8   uint32    format version (1) offset
-    12  uint32    length L of the header offset 16  L bytes   header: UTF-8
-    JSON (the layer table, below)
+    offset 0   8 bytes   magic  89 42 4E 4E 0D 0A 1A 0A  ("\\x89BNN\\r\\n\\x1a\\n")
+    offset 8   uint32    format version (1)
+    offset 12  uint32    length L of the header
+    offset 16  L bytes   header: UTF-8 JSON (the layer table, below)
                zeros     up to the next multiple of 64
                arrays    raw, C order, each at a multiple of 64 from the
                          start of the file (zeros between them)

@@ -19,20 +19,25 @@ environment_check.require('export.py')
 
 
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import net
 from qnn import datasets
-from qnn.utils import errors
+from qnn.packed import convnet
 from qnn.packed import folding
-from qnn.serializers import npz_arrays
 from qnn.packed import format as packed_format
 from qnn.packed import kernels as packed_kernels
 from qnn.packed import summary as packed_summary
+from qnn.serializers import npz_arrays
 from qnn.training import run_history
+from qnn.utils import errors
 from qnn.utils.errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
-N_IN = 784
-N_OUT = 10
-PIXEL_SCALE = 255  # mnist_data.get_mnist's images are pixels / 255
+PIXEL_SCALE = 255  # the data sets' images are pixels / 255
+# the options a packed file records in its source
+SOURCE_OPTIONS = ('arch', 'cnn_size', 'dataset', 'unit', 'layers', 'epoch',
+                  'seed', 'weight_bits', 'activation_bits', 'quantizer',
+                  'stochastic_activations', 'stochastic_weights',
+                  'input_range', 'versions')
 
 
 class ExportError(Exception):
@@ -77,10 +82,12 @@ def read_config(snapshot):
             '{}: the network uses {}-based batch normalization ({}); only '
             'standard BN can be folded into thresholds yet'.format(
                 snapshot, config['bn'], path))
-    if config.get('arch', 'mlp') != 'mlp':
+    if config.get('arch', 'mlp') == 'cnn' and \
+            config.get('input_range', 'unit') != 'unit':
         raise ExportError(
-            '{}: the network is a {} ({}); only the MLP can be packed '
-            'yet'.format(snapshot, config['arch'], path))
+            '{}: the ConvNet takes pixels in [-1, 1] ({}); a packed '
+            'convolution takes [0, 1] (--input-range unit), whose zero '
+            'padding is the pixel 0'.format(snapshot, path))
     return config
 
 
@@ -101,69 +108,85 @@ def read_parameters(snapshot):
 
 
 def fold(params, config, snapshot):
-    """The packed network of the model parameters ``params``: ``l1`` on the
-    pixels' bit planes, ``l2`` ... ``lL`` on signs, each followed by its BN
-    and the sign folded into thresholds; ``l(L+1)`` with its BN as an affine
-    map (``L`` = ``--layers``)."""
-    units = config.get('unit')
-    hidden = config.get('layers', 2)
-    eps = config.get('bn_eps', folding.DEFAULT_EPS)
+    """The packed network of the model parameters ``params`` and the
+    options ``config`` it was trained with: :func:`fold_mlp` or
+    :func:`qnn.packed.convnet.fold_convnet`."""
+    info = datasets.get_info(config.get('dataset', 'mnist'))
     # the trainer's images p * range_scale / 255 + shift, as p / scale + shift
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
     scale = PIXEL_SCALE / pixels['scale']
-    sizes = [N_IN] + [units] * hidden + [N_OUT]
-    expected = {}
+    try:
+        if config.get('arch', 'mlp') == 'cnn':
+            layers = convnet.fold_convnet(
+                params, net.ARCHITECTURES[config.get('cnn_size', 'small')],
+                info.shape, info.n_classes, scale)
+        else:
+            layers = fold_mlp(params, config, info, scale, pixels['shift'])
+    except convnet.MissingParameter as e:
+        raise ExportError('{}: {}'.format(snapshot, e))
+    except folding.FoldingError as e:
+        raise ExportError('{}: cannot fold it: {}'.format(snapshot, e))
+    source = {'snapshot': os.path.basename(snapshot),
+              'config': {k: config.get(k) for k in SOURCE_OPTIONS}}
+    return packed_format.PackedNetwork(
+        layers, {'size': info.in_size, 'shape': list(info.shape),
+                 'dataset': info.name, 'pixel_bits': 8, 'scale': scale,
+                 'shift': pixels['shift']}, source)
+
+
+def _bn(params, i):
+    return [params['b{}/{}'.format(i, k)]
+            for k in ('gamma', 'beta', 'avg_mean', 'avg_var')]
+
+
+def fold_mlp(params, config, info, scale, shift):
+    """The packed layers of an MLP: ``l1`` on the pixels' bit planes,
+    ``l2`` ... ``lL`` on signs, each followed by its BN and the sign folded
+    into thresholds; ``l(L+1)`` with its BN as an affine map (``L`` =
+    ``--layers``)."""
+    hidden = config.get('layers', 2)
+    eps = config.get('bn_eps', folding.DEFAULT_EPS)
+    sizes = [info.in_size] + [config.get('unit')] * hidden + [
+        info.n_classes]
+    _check_mlp(params, sizes, config.get('unit'))
+    pack = packed_kernels.pack_bits
+    layers = []
     for i in range(1, hidden + 2):
+        W, name = params['l{}/W'.format(i)], 'l{}'.format(i)
+        kind = 'planes' if i == 1 else 'xnor'
+        if i == hidden + 1:
+            bits, affine = folding.fold_affine(W, *_bn(params, i), eps=eps)
+            layers.append(packed_format.Layer(
+                name, kind, sizes[i - 1], sizes[i], 'affine', pack(bits),
+                **dict(zip(('mean', 'inv_std', 'gamma', 'beta'), affine))))
+        else:
+            if i == 1:
+                bits, thresholds = folding.fold_sign_from_pixels(
+                    W, *_bn(params, i), eps=eps, scale=scale, shift=shift)
+            else:
+                bits, thresholds = folding.fold_sign_from_signs(
+                    W, *_bn(params, i), eps=eps)
+            layers.append(packed_format.Layer(
+                name, kind, sizes[i - 1], sizes[i], 'sign', pack(bits),
+                thresholds=thresholds))
+    return layers
+
+
+def _check_mlp(params, sizes, units):
+    expected = {}
+    for i in range(1, len(sizes)):
         expected['l{}/W'.format(i)] = (sizes[i], sizes[i - 1])
         for name in ('gamma', 'beta', 'avg_mean', 'avg_var'):
             expected['b{}/{}'.format(i, name)] = (sizes[i],)
     for key, shape in sorted(expected.items()):
         if key not in params:
-            raise ExportError('{}: has no {}{}: not a snapshot of '
-                              'train_mnist.py\'s MLP'.format(
-                                  snapshot, PREFIX, key))
+            raise convnet.MissingParameter(
+                'has no {}{}: not a snapshot of train_mnist.py\'s '
+                'MLP'.format(PREFIX, key))
         if params[key].shape != shape:
-            raise ExportError('{}: {} has shape {}, but config.json says '
-                              '--unit {} ({})'.format(
-                                  snapshot, key, params[key].shape, units,
-                                  shape))
-
-    def bn(i):
-        return [params['b{}/{}'.format(i, k)]
-                for k in ('gamma', 'beta', 'avg_mean', 'avg_var')]
-
-    pack = packed_kernels.pack_bits
-    layers = []
-    try:
-        for i in range(1, hidden + 2):
-            W, name = params['l{}/W'.format(i)], 'l{}'.format(i)
-            kind = 'planes' if i == 1 else 'xnor'
-            if i == hidden + 1:
-                bits, affine = folding.fold_affine(W, *bn(i), eps=eps)
-                layers.append(packed_format.Layer(
-                    name, kind, sizes[i - 1], sizes[i], 'affine', pack(bits),
-                    **dict(zip(('mean', 'inv_std', 'gamma', 'beta'),
-                               affine))))
-                continue
-            if i == 1:
-                bits, thresholds = folding.fold_sign_from_pixels(
-                    W, *bn(i), eps=eps, scale=scale, shift=pixels['shift'])
-            else:
-                bits, thresholds = folding.fold_sign_from_signs(
-                    W, *bn(i), eps=eps)
-            layers.append(packed_format.Layer(
-                name, kind, sizes[i - 1], sizes[i], 'sign', pack(bits),
-                thresholds=thresholds))
-    except folding.FoldingError as e:
-        raise ExportError('{}: cannot fold it: {}'.format(snapshot, e))
-    source = {'snapshot': os.path.basename(snapshot),
-              'config': {k: config.get(k) for k in (
-                  'unit', 'layers', 'epoch', 'seed', 'weight_bits',
-                  'activation_bits', 'quantizer', 'stochastic_activations',
-                  'stochastic_weights', 'input_range', 'versions')}}
-    return packed_format.PackedNetwork(
-        layers, {'size': N_IN, 'pixel_bits': 8, 'scale': scale,
-                 'shift': pixels['shift']}, source)
+            raise convnet.MissingParameter(
+                '{} has shape {}, but config.json says --unit {} '
+                '({})'.format(key, params[key].shape, units, shape))
 
 
 def export(snapshot, output):

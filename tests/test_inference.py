@@ -265,7 +265,7 @@ def test_file_loads_with_numpy_alone(packed_file):
                          spec['offset']).reshape(spec['shape'])
     numpy.testing.assert_array_equal(
         W, packed_format.load(packed_file).layers[0].weights)
-    assert (magic, version) == (packed_format.MAGIC, 1)
+    assert (magic, version) == (packed_format.MAGIC, packed_format.VERSION)
 
 
 def run_inference(capsys, *argv):
@@ -286,7 +286,7 @@ def damage(data, how):
     elif how == 'foreign':
         data = b'\x89PNG\r\n\x1a\n' + bytes(data[8:])
     elif how == 'version':
-        data[8] = 2
+        data[8] = packed_format.VERSION + 1
     elif how == 'extra bytes':
         data += b'\0'
     elif how == 'header':
@@ -297,7 +297,8 @@ def damage(data, how):
 @pytest.mark.parametrize('how,message', [
     ('flipped byte', 'checksum'), ('truncated', 'truncated'),
     ('empty', 'not a packed network'), ('foreign', 'not a packed network'),
-    ('version', 'version 2'), ('extra bytes', 'after its end'),
+    ('version', 'version {}'.format(packed_format.VERSION + 1)),
+    ('extra bytes', 'after its end'),
     ('header', '(damaged|checksum)')])
 def test_damaged_file_one_line_exit_1(packed_file, tmp_path, capsys, how,
                                       message):

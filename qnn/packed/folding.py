@@ -119,7 +119,8 @@ def _from_sign_table(positive, grid, bound):
     return thresholds, flip
 
 
-def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
+def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
+                         every_integer=False):
     """Folds a layer with :math:`\\pm 1` inputs, its batch normalization
     and the sign (see the module documentation).
 
@@ -128,6 +129,9 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
         gamma, beta, mean, var (ndarray): The ``(units,)`` parameters and
             running statistics of the batch normalization.
         eps (float): Its epsilon.
+        every_integer (bool): The sums take every integer in
+            :math:`[-n, n]`, not only those of :math:`n`'s parity: a
+            convolution, whose zero padding drops taps at the borders.
 
     Returns:
         tuple: ``(bits, thresholds)``: ``bool`` ``(units, n)`` weight bits
@@ -137,7 +141,8 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
     bits = sign_bits(W)
     _check_bn(gamma, beta, mean, var)
     n = bits.shape[1]
-    grid = numpy.arange(-n, n + 1, 2, dtype=numpy.int64)
+    grid = numpy.arange(-n, n + 1, 1 if every_integer else 2,
+                        dtype=numpy.int64)
     y = chainer_bn(numpy.repeat(grid[:, None], len(gamma), axis=1).astype(
         numpy.float32), gamma, beta, mean, var, eps)
     if numpy.isnan(y).any():

@@ -50,12 +50,15 @@ import numpy
 from qnn.utils import atomic_files
 
 MAGIC = b'\x89BNN\r\n\x1a\n'
-VERSION = 1
-FORMAT = 'qnn-packed-mlp'
+VERSION = 2
+# the header's "format" of each version this module reads
+FORMATS = {1: 'qnn-packed-mlp', 2: 'qnn-packed'}
+FORMAT = FORMATS[VERSION]
 ALIGN = 64
 CHECKSUM_BYTES = 32
 _PREFIX = struct.Struct('<8sII')
 WORD_BITS = 64
+TAPS = 9  # a 3x3 convolution
 
 # what each layer kind and output holds: array name -> dtype
 _ARRAYS = {
@@ -67,7 +70,22 @@ _OUTPUT_ARRAYS = {
     'sign': ('thresholds',),
     'affine': ('mean', 'inv_std', 'gamma', 'beta'),
 }
-KINDS = ('planes', 'xnor')
+DENSE_KINDS = ('planes', 'xnor')
+CONV_KINDS = ('conv_pixels', 'conv_xnor')
+KINDS = DENSE_KINDS + CONV_KINDS
+# the kinds a layer on the pixels may have, and those after it
+_FIRST_KINDS = ('planes', 'conv_pixels')
+
+
+def n_words(n):
+    """64-bit words holding ``n`` bits."""
+    return (n + WORD_BITS - 1) // WORD_BITS
+
+
+def pooled(size, pool):
+    """The size after 2x2 max pooling with stride 2 and ``cover_all`` (an
+    odd size rounds up: 7 to 4), or ``size`` without pooling."""
+    return (size + 1) // 2 if pool else size
 
 
 class PackedFileError(Exception):
@@ -79,47 +97,71 @@ class Layer(object):
     """One packed layer.
 
     Attributes:
-        name (str): Name of the layer in the trained model (``l1`` ...).
-        kind (str): ``'planes'`` (8-bit pixel input) or ``'xnor'``
-            (:math:`\\pm 1` input).
-        n_in (int), n_out (int): Inputs and units.
+        name (str): Name of the layer in the trained model (``l1``,
+            ``conv1_1``, ``fc1`` ...).
+        kind (str): ``'planes'`` (dense, 8-bit pixel input), ``'xnor'``
+            (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (3x3
+            convolution of 8-bit pixels) or ``'conv_xnor'`` (3x3
+            convolution of :math:`\\pm 1` feature maps).
+        n_in (int), n_out (int): Input and output values per image
+            (a convolution's: channels x height x width).
         output (str): ``'sign'`` or ``'affine'``.
-        weights (ndarray): ``uint64`` ``(n_out, ceil(n_in / 64))``.
-        thresholds (ndarray): ``int32`` ``(n_out,)`` (``'sign'``).
+        weights (ndarray): ``uint64``: ``(n_out, ceil(n_in / 64))`` for a
+            dense layer, ``(channels, 9, ceil(in_channels / 64))`` for a
+            convolution.
+        thresholds (ndarray): ``int32`` ``(units or channels,)``
+            (``'sign'``).
         mean, inv_std, gamma, beta (ndarray): ``float32`` ``(n_out,)``
             (``'affine'``).
+        conv (dict or None): A convolution's ``in_shape`` (channels,
+            height, width), ``channels`` (out) and ``pool`` (2x2 max
+            pooling after it).
     """
 
-    def __init__(self, name, kind, n_in, n_out, output, weights, **arrays):
+    def __init__(self, name, kind, n_in, n_out, output, weights, conv=None,
+                 **arrays):
         self.name = name
         self.kind = kind
         self.n_in = int(n_in)
         self.n_out = int(n_out)
         self.output = output
         self.weights = weights
+        self.conv = dict(conv) if conv is not None else None
         self.arrays = dict(arrays, weights=weights)
         for key, value in arrays.items():
             setattr(self, key, value)
-        self._transposed = None
-        self._device = {}
+        self._cache = {}
 
     @property
     def n_words(self):
-        return self.weights.shape[1]
+        return self.weights.shape[-1]
+
+    @property
+    def out_shape(self):
+        """A convolution's output (channels, height, width)."""
+        _, height, width = self.conv['in_shape']
+        pool = self.conv['pool']
+        return (self.conv['channels'], pooled(height, pool),
+                pooled(width, pool))
+
+    def cached(self, key, make):
+        """``make()``, computed once per layer (a kernel's layout of the
+        weights)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     def transposed_weights(self):
-        """The weights as ``(words, n_out)`` (the numba kernels' layout),
-        made once."""
-        if self._transposed is None:
-            self._transposed = numpy.ascontiguousarray(self.weights.T)
-        return self._transposed
+        """A dense layer's weights as ``(words, n_out)`` (the numba
+        kernels' layout), made once."""
+        return self.cached('transposed', lambda: numpy.ascontiguousarray(
+            self.weights.T))
 
     def device_weights(self, cupy):
         """The weights on the current CUDA device, copied once."""
         device = cupy.cuda.Device().id
-        if device not in self._device:
-            self._device[device] = cupy.asarray(self.weights)
-        return self._device[device]
+        return self.cached(('device', device),
+                           lambda: cupy.asarray(self.weights))
 
 
 class PackedNetwork(object):
@@ -135,49 +177,88 @@ class PackedNetwork(object):
 
 
 def _check_layers(layers, input):
-    """Raises :class:`PackedFileError` unless the layers chain up."""
+    """Raises :class:`PackedFileError` unless the layers chain up from the
+    input: dense layers after the convolutions, the output layer last."""
     if not layers:
         raise PackedFileError('it has no layers')
-    n = input['size']
+    shape = tuple(input.get('shape') or (input['size'],))
     for index, layer in enumerate(layers):
         where = 'layer {} ({})'.format(index + 1, layer.name)
-        expected_kind = 'planes' if index == 0 else 'xnor'
-        if layer.kind != expected_kind:
-            raise PackedFileError('{} is of kind {!r}, expected {!r}'.format(
-                where, layer.kind, expected_kind))
+        first = index == 0
+        if layer.kind not in KINDS or (layer.kind in _FIRST_KINDS) != first:
+            raise PackedFileError('{} is of kind {!r}'.format(
+                where, layer.kind))
         expected_output = 'affine' if index == len(layers) - 1 else 'sign'
-        if layer.output != expected_output:
+        if layer.output != expected_output or (
+                layer.kind in CONV_KINDS and layer.output != 'sign'):
             raise PackedFileError('{} has output {!r}, expected {!r}'.format(
                 where, layer.output, expected_output))
-        if layer.n_in != n or layer.n_out < 1:
-            raise PackedFileError('{} has {} inputs and {} units after a '
-                                  'layer of {}'.format(where, layer.n_in,
-                                                       layer.n_out, n))
-        words = (layer.n_in + WORD_BITS - 1) // WORD_BITS
-        shapes = {'weights': (layer.n_out, words)}
-        for name in _OUTPUT_ARRAYS[layer.output]:
-            shapes[name] = (layer.n_out,)
-        if set(layer.arrays) != set(shapes):
-            raise PackedFileError('{} has arrays {}, expected {}'.format(
-                where, sorted(layer.arrays), sorted(shapes)))
-        for name, shape in shapes.items():
-            array = layer.arrays[name]
-            if array.shape != shape or array.dtype != numpy.dtype(
-                    _ARRAYS[name]).newbyteorder('='):
-                raise PackedFileError('{} {} is {} {}, expected {} {}'.format(
-                    where, name, array.dtype, array.shape,
-                    numpy.dtype(_ARRAYS[name]).name, shape))
-        padding = layer.n_in % WORD_BITS
-        if padding and numpy.any(
-                layer.weights[:, -1] >> numpy.uint64(padding)):
-            raise PackedFileError('{} has padding bits set beyond its {} '
-                                  'inputs'.format(where, layer.n_in))
-        if layer.output == 'affine' and not all(
-                numpy.isfinite(layer.arrays[k]).all()
-                for k in _OUTPUT_ARRAYS['affine']):
-            raise PackedFileError('{} has a non-finite output '
-                                  'parameter'.format(where))
-        n = layer.n_out
+        if layer.kind in CONV_KINDS:
+            shape = _check_conv(layer, shape, where)
+        else:
+            shape = _check_dense(layer, shape, where)
+        _check_arrays(layer, where)
+
+
+def _check_conv(layer, shape, where):
+    conv = layer.conv
+    if not conv or len(shape) != 3 or tuple(conv['in_shape']) != shape:
+        raise PackedFileError('{}: a convolution of {} after a layer of '
+                              '{}'.format(where, conv and conv['in_shape'],
+                                          shape))
+    channels, height, width = shape
+    out = layer.out_shape
+    if layer.n_in != channels * height * width or \
+            layer.n_out != out[0] * out[1] * out[2] or out[0] < 1:
+        raise PackedFileError('{} has {} inputs and {} outputs, not those '
+                              'of its shapes'.format(where, layer.n_in,
+                                                     layer.n_out))
+    return out
+
+
+def _check_dense(layer, shape, where):
+    n = int(numpy.prod(shape))
+    if layer.conv is not None or layer.n_in != n or layer.n_out < 1:
+        raise PackedFileError('{} has {} inputs and {} units after a '
+                              'layer of {}'.format(where, layer.n_in,
+                                                   layer.n_out, n))
+    return (layer.n_out,)
+
+
+def _expected_shapes(layer):
+    if layer.kind in CONV_KINDS:
+        channels = layer.conv['channels']
+        n_bits = layer.conv['in_shape'][0]
+        shapes = {'weights': (channels, TAPS, n_words(n_bits))}
+    else:
+        channels, n_bits = layer.n_out, layer.n_in
+        shapes = {'weights': (channels, n_words(n_bits))}
+    for name in _OUTPUT_ARRAYS[layer.output]:
+        shapes[name] = (channels,)
+    return shapes, n_bits
+
+
+def _check_arrays(layer, where):
+    shapes, n_bits = _expected_shapes(layer)
+    if set(layer.arrays) != set(shapes):
+        raise PackedFileError('{} has arrays {}, expected {}'.format(
+            where, sorted(layer.arrays), sorted(shapes)))
+    for name, shape in shapes.items():
+        array = layer.arrays[name]
+        if array.shape != shape or array.dtype != numpy.dtype(
+                _ARRAYS[name]).newbyteorder('='):
+            raise PackedFileError('{} {} is {} {}, expected {} {}'.format(
+                where, name, array.dtype, array.shape,
+                numpy.dtype(_ARRAYS[name]).name, shape))
+    padding = n_bits % WORD_BITS
+    if padding and numpy.any(layer.weights[..., -1] >> numpy.uint64(padding)):
+        raise PackedFileError('{} has padding bits set beyond its {} '
+                              'inputs'.format(where, n_bits))
+    if layer.output == 'affine' and not all(
+            numpy.isfinite(layer.arrays[k]).all()
+            for k in _OUTPUT_ARRAYS['affine']):
+        raise PackedFileError('{} has a non-finite output '
+                              'parameter'.format(where))
 
 
 def encode(network):
@@ -189,6 +270,8 @@ def encode(network):
         table.append({'name': layer.name, 'kind': layer.kind,
                       'n_in': layer.n_in, 'n_out': layer.n_out,
                       'output': layer.output, 'arrays': {}})
+        if layer.conv is not None:
+            table[-1]['conv'] = layer.conv
         for name in ('weights',) + _OUTPUT_ARRAYS[layer.output]:
             array = numpy.ascontiguousarray(layer.arrays[name],
                                             dtype=_ARRAYS[name])
@@ -237,9 +320,10 @@ def decode(data):
     if size < _PREFIX.size + CHECKSUM_BYTES:
         raise PackedFileError('truncated ({} bytes)'.format(size))
     _, version, header_length = _PREFIX.unpack_from(data)
-    if version != VERSION:
+    if version not in FORMATS:
         raise PackedFileError('format version {}; this program reads '
-                              'version {}'.format(version, VERSION))
+                              'versions {}'.format(version, ', '.join(
+                                  str(v) for v in sorted(FORMATS))))
     if _PREFIX.size + header_length + CHECKSUM_BYTES > size:
         raise PackedFileError('truncated ({} bytes, shorter than its '
                               'header says)'.format(size))
@@ -259,8 +343,9 @@ def decode(data):
     if hashlib.sha256(body).digest() != bytes(data[size - CHECKSUM_BYTES:]):
         raise PackedFileError('damaged (SHA-256 checksum mismatch)')
     try:
-        if header['format'] != FORMAT or header['word_bits'] != WORD_BITS \
-                or header['bit_order'] != 'little':
+        if header['format'] != FORMATS[version] or \
+                header['word_bits'] != WORD_BITS or \
+                header['bit_order'] != 'little':
             raise PackedFileError('unsupported header {!r}'.format(
                 {k: header.get(k) for k in ('format', 'word_bits',
                                             'bit_order')}))
@@ -283,7 +368,8 @@ def decode(data):
                         dtype.newbyteorder('='))
             layers.append(Layer(entry['name'], entry['kind'],
                                 entry['n_in'], entry['n_out'],
-                                entry['output'], **arrays))
+                                entry['output'], conv=entry.get('conv'),
+                                **arrays))
         network = PackedNetwork(layers, header['input'],
                                 header.get('source'), size)
         if network.input.get('pixel_bits') != 8:

@@ -49,14 +49,12 @@ import sys
 import numpy
 
 from qnn.backends import cpu_kernels
+from qnn.packed import conv_kernels
+from qnn.packed.format import CONV_KINDS
+from qnn.packed.format import n_words
 
 WORD_BITS = 64
 PIXEL_BITS = 8
-
-
-def n_words(n):
-    """Number of 64-bit words that hold ``n`` bits."""
-    return (n + WORD_BITS - 1) // WORD_BITS
 
 
 def _array_module(a):
@@ -140,7 +138,11 @@ def _reference_xnor(X, W, n_in):
 
 
 def _reference(layer_sums, layers, x):
-    for layer in layers:
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.reference_layer(layer, x)
+            continue
+        x = _dense_input(layers, index, x)
         sums = layer_sums[layer.kind](x, layer.weights, layer.n_in)
         if layer.output == 'sign':
             x = pack_bits(sums >= layer.thresholds)
@@ -320,12 +322,22 @@ def _numba_kernels():
     return _numba
 
 
+def _dense_input(layers, index, x):
+    """``x`` as the packed input of the dense layer ``layers[index]``:
+    flattened if the layer before it is a convolution."""
+    if index and layers[index - 1].kind in CONV_KINDS:
+        return conv_kernels.flatten(x, layers[index - 1].conv['channels'])
+    return x
+
+
 def _run_numba(layers, pixels):
     k = _numba_kernels()
     # writable too: numba compiles a separate (slow to build) version of
     # each kernel for read-only arrays such as numpy.frombuffer's
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
     hidden = layers[1:-1]
+    if any(layer.kind in CONV_KINDS for layer in layers):
+        return _run_numba_layers(k, layers, x)
     if hidden and layers[-1].output != 'sign' and all(
             layer.output == 'sign' for layer in layers[:-1]):
         sums = numpy.empty((len(x), layers[-1].n_out), numpy.int64)
@@ -337,7 +349,16 @@ def _run_numba(layers, pixels):
             numpy.array([layer.n_in for layer in layers], numpy.int64), sums)
         return sums
     # layer by layer: a network of two layers (no hidden XNOR layer)
-    for layer in layers:
+    return _run_numba_layers(k, layers, x)
+
+
+def _run_numba_layers(k, layers, x):
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.numba_layer(layer, x)
+            continue
+        x = numpy.require(_dense_input(layers, index, x), requirements=[
+            'C', 'W'])
         WT = layer.transposed_weights()
         sums = numpy.empty((len(x), layer.n_out), numpy.int64)
         if layer.kind == 'planes':
@@ -406,6 +427,9 @@ _cupy_kernels = None
 
 
 def _run_cupy(layers, pixels):
+    if any(layer.kind in CONV_KINDS for layer in layers):
+        raise ValueError('no CUDA kernels for packed convolutions: run it '
+                         'on the CPU (--device -1)')
     import cupy
     global _cupy_kernels
     if _cupy_kernels is None:

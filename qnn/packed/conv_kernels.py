@@ -1,0 +1,217 @@
+"""Kernels of a packed binarized convolution: 3x3, padding 1, stride 1,
+then optionally 2x2 max pooling, then the folded batch normalization and
+sign.
+
+Layouts (those of :mod:`qnn.packed.format`):
+
+* feature maps of :math:`\\pm 1` values: ``uint64`` ``(B, H, W, words)``,
+  the channels of one position packed into
+  :math:`\\lceil C / 64 \\rceil` words (channel :math:`c` is bit
+  :math:`c \\bmod 64` of word :math:`\\lfloor c / 64 \\rfloor`, 1 is
+  :math:`+1`, padding bits 0);
+* weights: ``uint64`` ``(K, 9, words)``, tap :math:`t = 3 \\, dy + dx`
+  reading position :math:`(y + dy - 1, x + dx - 1)`, the channels packed
+  as above;
+* pixels (the first layer): ``uint8`` ``(B, C * H * W)``, rows of images
+  in channel, row, column order, as the data sets store them.
+
+Borders: the training graph pads its input with 0, which is no
+:math:`\\pm 1` value: a tap outside the image adds nothing. So a position's
+sum counts only the valid taps, each :math:`C - 2 \\,
+\\mathrm{popcount}(X \\oplus W)` over its :math:`C` channels (the padding
+bits agree, 0 in both). For pixels the padding is the pixel 0, which adds
+nothing either.
+
+Pooling is on the integer sums, before the threshold, as the network pools
+before its batch normalization; with ``cover_all`` an odd size rounds up
+and the last window holds the positions that exist. A channel whose batch
+normalization has :math:`\\gamma < 0` has its weights negated by the
+folding, so the maximum still selects the value the threshold decides on
+(:func:`qnn.packed.folding.fold_sign_from_signs`).
+
+``reference_*`` are the NumPy reference (the taps unpacked to integers);
+the numba kernels are tested equal to it.
+"""
+import numpy
+
+from qnn.backends import cpu_kernels
+from qnn.packed.format import n_words
+from qnn.packed.format import pooled
+
+WORD_BITS = 64
+TAPS = 9
+
+
+def unpack_channels(words, channels):
+    """``(..., words)`` to ``int64`` :math:`\\pm 1` ``(..., channels)``."""
+    raw = numpy.ascontiguousarray(words, dtype='<u8').view(numpy.uint8)
+    bits = numpy.unpackbits(raw, axis=-1, bitorder='little')[..., :channels]
+    return 2 * bits.astype(numpy.int64) - 1
+
+
+def pack_channels(bits):
+    """Booleans ``(..., C)`` to words ``(..., ceil(C / 64))``."""
+    C = bits.shape[-1]
+    padded = numpy.zeros(bits.shape[:-1] + (n_words(C) * WORD_BITS,),
+                         numpy.uint8)
+    padded[..., :C] = bits
+    packed = numpy.packbits(padded, axis=-1, bitorder='little')
+    return numpy.ascontiguousarray(packed).view('<u8').astype(numpy.uint64)
+
+
+def weight_taps(layer):
+    """The weights as ``int64`` :math:`\\pm 1` ``(K, C, 3, 3)``."""
+    channels = layer.conv['in_shape'][0]
+    W = unpack_channels(layer.weights, channels)  # (K, 9, C)
+    return W.transpose(0, 2, 1).reshape(len(W), channels, 3, 3)
+
+
+def conv_sums(x, W):
+    """Integer sums ``(B, K, H, W)`` of the 3x3 convolution of ``x``
+    ``(B, C, H, W)`` (integers; 0 outside the image) with ``W``
+    ``(K, C, 3, 3)``."""
+    B, C, H, Wd = x.shape
+    padded = numpy.zeros((B, C, H + 2, Wd + 2), numpy.int64)
+    padded[:, :, 1:-1, 1:-1] = x
+    sums = numpy.zeros((B, len(W), H, Wd), numpy.int64)
+    for dy in range(3):
+        for dx in range(3):
+            sums += numpy.einsum('bchw,kc->bkhw',
+                                 padded[:, :, dy:dy + H, dx:dx + Wd],
+                                 W[:, :, dy, dx])
+    return sums
+
+
+def max_pool(sums):
+    """2x2 max pooling with stride 2 and ``cover_all`` of ``(B, K, H, W)``
+    integers."""
+    B, K, H, Wd = sums.shape
+    low = numpy.iinfo(numpy.int64).min
+    padded = numpy.full((B, K, pooled(H, True) * 2, pooled(Wd, True) * 2),
+                        low, numpy.int64)
+    padded[:, :, :H, :Wd] = sums
+    return padded.reshape(B, K, pooled(H, True), 2, pooled(Wd, True),
+                          2).max(axis=(3, 5))
+
+
+def reference_sums(layer, x):
+    """The layer's integer sums after pooling, ``(B, K, H', W')``: ``x`` is
+    ``uint8`` pixels ``(B, C*H*W)`` for ``'conv_pixels'``, feature-map
+    words ``(B, H, W, words)`` for ``'conv_xnor'``."""
+    C, H, Wd = layer.conv['in_shape']
+    if layer.kind == 'conv_pixels':
+        values = numpy.asarray(x, numpy.int64).reshape(len(x), C, H, Wd)
+    else:
+        values = unpack_channels(x, C).transpose(0, 3, 1, 2)
+    sums = conv_sums(values, weight_taps(layer))
+    return max_pool(sums) if layer.conv['pool'] else sums
+
+
+def reference_layer(layer, x):
+    """The layer's output feature map ``(B, H', W', words)``."""
+    sums = reference_sums(layer, x)
+    bits = sums >= layer.thresholds[None, :, None, None]
+    return pack_channels(bits.transpose(0, 2, 3, 1))
+
+
+def flatten(maps, channels):
+    """Feature-map words ``(B, H, W, words)`` as the packed input of a dense
+    layer ``(B, ceil(H*W*C / 64))``: value :math:`(y W + x) C + c`."""
+    if channels % WORD_BITS == 0:
+        return numpy.ascontiguousarray(maps).reshape(len(maps), -1)
+    B, H, Wd, _ = maps.shape
+    bits = unpack_channels(maps, channels) > 0
+    return pack_channels(bits.reshape(B, H * Wd * channels))
+
+
+# --- numba ------------------------------------------------------------------
+
+_numba = None
+
+
+def _kernels():
+    global _numba
+    if _numba is None:
+        _numba = _build()
+    return _numba
+
+
+def _build():
+    numba = cpu_kernels.import_numba()
+    from qnn.packed.kernels import _popcount
+    popcount = _popcount(numba)
+
+    @numba.njit(inline='always')
+    def pool_threshold(sums, T, pool, out):
+        # sums (H, W, K) of one image; out (H', W', words) zeroed
+        H, Wd, K = sums.shape
+        step = 2 if pool else 1
+        for y in range(out.shape[0]):
+            for x in range(out.shape[1]):
+                for k in range(K):
+                    m = sums[y * step, x * step, k]
+                    for yy in range(y * step, min(y * step + step, H)):
+                        for xx in range(x * step, min(x * step + step, Wd)):
+                            m = max(m, sums[yy, xx, k])
+                    if m >= T[k]:
+                        out[y, x, k >> 6] |= numpy.uint64(1) << numpy.uint64(
+                            k & 63)
+
+    @numba.njit(parallel=True, cache=True)
+    def conv_xnor(X, W, C, T, pool, out):
+        B, H, Wd, _ = X.shape
+        K, _, Q = W.shape
+        for b in numba.prange(B):
+            sums = numpy.zeros((H, Wd, K), numpy.int64)
+            for y in range(H):
+                for x in range(Wd):
+                    for t in range(TAPS):
+                        yy, xx = y + t // 3 - 1, x + t % 3 - 1
+                        if yy < 0 or yy >= H or xx < 0 or xx >= Wd:
+                            continue
+                        for k in range(K):
+                            d = 0
+                            for q in range(Q):
+                                d += popcount(X[b, yy, xx, q] ^ W[k, t, q])
+                            sums[y, x, k] += C - 2 * d
+            pool_threshold(sums, T, pool, out[b])
+
+    @numba.njit(parallel=True, cache=True)
+    def conv_pixels(P, W, T, pool, out):
+        # P (B, C, H, W) uint8; W (C, 9, K) int64 +-1
+        B, C, H, Wd = P.shape
+        K = W.shape[2]
+        for b in numba.prange(B):
+            sums = numpy.zeros((H, Wd, K), numpy.int64)
+            for y in range(H):
+                for x in range(Wd):
+                    for c in range(C):
+                        for t in range(TAPS):
+                            yy, xx = y + t // 3 - 1, x + t % 3 - 1
+                            if yy < 0 or yy >= H or xx < 0 or xx >= Wd:
+                                continue
+                            p = numpy.int64(P[b, c, yy, xx])
+                            for k in range(K):
+                                sums[y, x, k] += p * W[c, t, k]
+            pool_threshold(sums, T, pool, out[b])
+
+    return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
+
+
+def numba_layer(layer, x):
+    """:func:`reference_layer` with the numba kernels."""
+    k = _kernels()
+    C, H, Wd = layer.conv['in_shape']
+    K, H2, W2 = layer.out_shape
+    out = numpy.zeros((len(x), H2, W2, n_words(K)), numpy.uint64)
+    T = numpy.ascontiguousarray(layer.thresholds, numpy.int64)
+    if layer.kind == 'conv_pixels':
+        P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
+            len(x), C, H, Wd)
+        W = layer.cached('taps', lambda: numpy.ascontiguousarray(
+            weight_taps(layer).reshape(K, C, TAPS).transpose(1, 2, 0)))
+        k['conv_pixels'](P, W, T, layer.conv['pool'], out)
+    else:
+        X = numpy.require(x, numpy.uint64, ['C', 'W'])
+        k['conv_xnor'](X, layer.weights, C, T, layer.conv['pool'], out)
+    return out

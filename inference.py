@@ -1,17 +1,22 @@
 #!/usr/bin/env python
-"""Run a packed binarized network (export.py's file) on the MNIST test set.
+"""Run a packed binarized network (export.py's file) on its test set.
 
-XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.kernels`): on
-the CPU with numba on all cores (``--kernel numpy``: the NumPy reference),
-on a GPU with CuPy RawKernels (``--device 0``). Prints one line,
+XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.kernels`,
+:mod:`qnn.packed.conv_kernels`): on the CPU with numba on all cores
+(``--kernel numpy``: the NumPy reference), on a GPU with CuPy RawKernels
+(``--device 0``; dense layers only). The test set is the one the file was
+trained on (recorded in it; ``--dataset`` to choose another of the same
+image shape). Prints one line,
 
     accuracy: 0.9824 (10000 images, 0.052 s, 192000 images/s)
 
 the time being that of the forward passes alone (from the uint8 pixels to
 the logits, after one untimed pass over two images that compiles the
-kernels). Needs NumPy (and numba, or CuPy); not Chainer.
+kernels); ``--predictions FILE`` also writes one predicted class per line,
+in test-set order.
 
     .venv/bin/python inference.py mlp.bnn
+    .venv/bin/python inference.py cnn.bnn --predictions predictions.txt
     .venv/bin/python inference.py mlp.bnn --summary
 """
 import argparse
@@ -19,20 +24,18 @@ import sys
 import time
 
 from qnn.utils import environment_check
-environment_check.require('inference.py', ('numpy',))
+environment_check.require('inference.py')
 
 import numpy  # NOQA: E402
 
-from qnn.datasets import mnist
+from qnn import datasets
 from qnn.packed import format as packed_format
 from qnn.packed import kernels as packed_kernels
 from qnn.packed import summary as packed_summary
 from qnn.training import option_types
+from qnn.utils import atomic_files
 from qnn.utils import errors
 from qnn.utils.errors import fail
-
-
-
 
 
 def parse_args(argv=None):
@@ -42,11 +45,19 @@ def parse_args(argv=None):
                         help='-1 or @numpy: CPU; N or @cupy:N: GPU N')
     parser.add_argument('--kernel', choices=('numba', 'numpy'),
                         default='numba', help='CPU kernels')
+    parser.add_argument('--dataset', choices=datasets.NAMES, default=None,
+                        help='the test set (default: the one the file was '
+                        'trained on, MNIST for files that do not say)')
     parser.add_argument('--data-dir', default=None,
-                        help='directory with the MNIST IDX files (default: '
-                        'the repository copy)')
-    parser.add_argument('--test-subset', type=option_types.positive_int, default=None,
-                        metavar='N', help='the first N test images only')
+                        help='directory with the data set\'s files '
+                        '(default: MNIST: the repository copy; '
+                        'Fashion-MNIST: Debian\'s; docs/data.md)')
+    parser.add_argument('--test-subset', type=option_types.positive_int,
+                        default=None, metavar='N',
+                        help='the first N test images only')
+    parser.add_argument('--predictions', metavar='FILE', default=None,
+                        help='write the predicted class of each test image '
+                        'to FILE, one per line, in test-set order')
     parser.add_argument('--batchsize', '-b', type=option_types.positive_int,
                         default=1000, help='images per forward pass')
     parser.add_argument('--summary', action='store_true',
@@ -73,14 +84,33 @@ def backend_of(spec, kernel, parser):
     return 'cupy', gpu
 
 
-def load_test(data_dir, subset):
+def load_test(network, args):
+    """The test images and labels the network is run on; fails with one
+    line if they cannot be read or are not of its input's shape."""
+    name = args.dataset or network.input.get('dataset', 'mnist')
     try:
-        images, labels = mnist.load_raw(data_dir)['test']
-    except mnist.MnistDataError as e:
+        images, labels = datasets.load_raw(name, args.data_dir)['test']
+    except datasets.DatasetError as e:
         fail(e)
-    if subset is not None:
-        images, labels = images[:subset], labels[:subset]
+    shape = tuple(network.input.get('shape') or (network.input['size'],))
+    if images.shape[1] != network.input['size']:
+        fail('{}: takes images of {} ({} values), but {} images have '
+             '{}'.format(args.file, 'x'.join(map(str, shape)),
+                         network.input['size'], datasets.get_info(name).label,
+                         images.shape[1]))
+    if args.test_subset is not None:
+        images, labels = images[:args.test_subset], labels[:args.test_subset]
     return images, labels
+
+
+def write_predictions(path, predictions):
+    """One class per line, all or nothing."""
+    text = ''.join('{}\n'.format(int(c)) for c in predictions)
+    try:
+        atomic_files.write_atomically(
+            path, lambda f: f.write(text.encode('ascii')))
+    except OSError as e:
+        fail('cannot write {}: {}'.format(path, e.strerror or e))
 
 
 def predict(network, images, batchsize, backend):
@@ -125,15 +155,17 @@ def main(argv=None):
     if args.summary:
         print(packed_summary.summary(network))
         return 0
-    if network.input['size'] != 784:
-        fail('{}: takes {} inputs, not MNIST\'s 784'.format(
-            args.file, network.input['size']))
-    images, labels = load_test(args.data_dir, args.test_subset)
+    images, labels = load_test(network, args)
     if args.gpu is not None:
         use_gpu(args.gpu)
-    packed_kernels.warm_up(network.layers, images, args.backend)
+    try:
+        packed_kernels.warm_up(network.layers, images, args.backend)
+    except ValueError as e:  # no kernels of that backend for a layer
+        fail('{}: {}'.format(args.file, e))
     predictions, seconds = predict(network, images, args.batchsize,
                                    args.backend)
+    if args.predictions is not None:
+        write_predictions(args.predictions, predictions)
     accuracy = float((predictions == labels).mean())
     print('accuracy: {:.4f} ({} images, {:.3f} s, {:.0f} images/s)'.format(
         accuracy, len(images), seconds, len(images) / seconds))

@@ -133,3 +133,17 @@ def get_dataset(name, data_dir=None, ndim=1, scale=1., shift=0.,
             images = dataset._datasets[0]
             images += images.dtype.type(shift)
     return splits
+
+
+def load_raw(name, data_dir=None):
+    """``{'train': (images, labels), 'test': (images, labels)}`` of the data
+    set ``name`` as stored: ``uint8`` flat images ``(n, in_size)`` in
+    channel, row, column order and ``uint8`` labels (what a packed network
+    reads). ``data_dir`` as :func:`get_dataset`'s; raises
+    :class:`DatasetError` or ``ValueError`` as it does."""
+    get_info(name)
+    if name == 'mnist':
+        return mnist.load_raw(data_dir)
+    if name == 'fashion-mnist':
+        return fashion_mnist.load_raw(data_dir)
+    return cifar10.load_raw(data_dir)

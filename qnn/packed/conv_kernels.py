@@ -26,8 +26,9 @@ Pooling is on the integer sums, before the threshold, as the network pools
 before its batch normalization; with ``cover_all`` an odd size rounds up
 and the last window holds the positions that exist. A channel whose batch
 normalization has :math:`\\gamma < 0` has its weights negated by the
-folding, so the maximum still selects the value the threshold decides on
-(:func:`qnn.packed.folding.fold_sign_from_signs`).
+folding (:func:`qnn.packed.folding.fold_sign_from_signs`) and is marked
+``flipped``: it pools with the minimum, since the network's maximum of the
+sums :math:`a` is the minimum of the negated sums :math:`-a`.
 
 ``reference_*`` are the NumPy reference (the taps unpacked to integers);
 the numba kernels are tested equal to it.
@@ -82,16 +83,20 @@ def conv_sums(x, W):
     return sums
 
 
-def max_pool(sums):
-    """2x2 max pooling with stride 2 and ``cover_all`` of ``(B, K, H, W)``
-    integers."""
+def pool(sums, flipped):
+    """2x2 pooling with stride 2 and ``cover_all`` of ``(B, K, H, W)``
+    integers: the maximum, the minimum for the ``flipped`` channels."""
     B, K, H, Wd = sums.shape
-    low = numpy.iinfo(numpy.int64).min
-    padded = numpy.full((B, K, pooled(H, True) * 2, pooled(Wd, True) * 2),
-                        low, numpy.int64)
-    padded[:, :, :H, :Wd] = sums
-    return padded.reshape(B, K, pooled(H, True), 2, pooled(Wd, True),
-                          2).max(axis=(3, 5))
+    windows = []
+    for fill, reduce in ((numpy.iinfo(numpy.int64).min, numpy.max),
+                         (numpy.iinfo(numpy.int64).max, numpy.min)):
+        padded = numpy.full((B, K, pooled(H, True) * 2,
+                             pooled(Wd, True) * 2), fill, numpy.int64)
+        padded[:, :, :H, :Wd] = sums
+        windows.append(reduce(padded.reshape(
+            B, K, pooled(H, True), 2, pooled(Wd, True), 2), axis=(3, 5)))
+    return numpy.where(numpy.asarray(flipped, bool)[None, :, None, None],
+                       windows[1], windows[0])
 
 
 def reference_sums(layer, x):
@@ -104,7 +109,7 @@ def reference_sums(layer, x):
     else:
         values = unpack_channels(x, C).transpose(0, 3, 1, 2)
     sums = conv_sums(values, weight_taps(layer))
-    return max_pool(sums) if layer.conv['pool'] else sums
+    return pool(sums, layer.flipped) if layer.conv['pool'] else sums
 
 
 def reference_layer(layer, x):
@@ -142,7 +147,7 @@ def _build():
     popcount = _popcount(numba)
 
     @numba.njit(inline='always')
-    def pool_threshold(sums, T, pool, out):
+    def pool_threshold(sums, T, flipped, pool, out):
         # sums (H, W, K) of one image; out (H', W', words) zeroed
         H, Wd, K = sums.shape
         step = 2 if pool else 1
@@ -152,13 +157,16 @@ def _build():
                     m = sums[y * step, x * step, k]
                     for yy in range(y * step, min(y * step + step, H)):
                         for xx in range(x * step, min(x * step + step, Wd)):
-                            m = max(m, sums[yy, xx, k])
+                            if flipped[k]:
+                                m = min(m, sums[yy, xx, k])
+                            else:
+                                m = max(m, sums[yy, xx, k])
                     if m >= T[k]:
                         out[y, x, k >> 6] |= numpy.uint64(1) << numpy.uint64(
                             k & 63)
 
     @numba.njit(parallel=True, cache=True)
-    def conv_xnor(X, W, C, T, pool, out):
+    def conv_xnor(X, W, C, T, flipped, pool, out):
         B, H, Wd, _ = X.shape
         K, _, Q = W.shape
         for b in numba.prange(B):
@@ -174,10 +182,10 @@ def _build():
                             for q in range(Q):
                                 d += popcount(X[b, yy, xx, q] ^ W[k, t, q])
                             sums[y, x, k] += C - 2 * d
-            pool_threshold(sums, T, pool, out[b])
+            pool_threshold(sums, T, flipped, pool, out[b])
 
     @numba.njit(parallel=True, cache=True)
-    def conv_pixels(P, W, T, pool, out):
+    def conv_pixels(P, W, T, flipped, pool, out):
         # P (B, C, H, W) uint8; W (C, 9, K) int64 +-1
         B, C, H, Wd = P.shape
         K = W.shape[2]
@@ -193,7 +201,7 @@ def _build():
                             p = numpy.int64(P[b, c, yy, xx])
                             for k in range(K):
                                 sums[y, x, k] += p * W[c, t, k]
-            pool_threshold(sums, T, pool, out[b])
+            pool_threshold(sums, T, flipped, pool, out[b])
 
     return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
 
@@ -210,8 +218,9 @@ def numba_layer(layer, x):
             len(x), C, H, Wd)
         W = layer.cached('taps', lambda: numpy.ascontiguousarray(
             weight_taps(layer).reshape(K, C, TAPS).transpose(1, 2, 0)))
-        k['conv_pixels'](P, W, T, layer.conv['pool'], out)
+        k['conv_pixels'](P, W, T, layer.flipped, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
-        k['conv_xnor'](X, layer.weights, C, T, layer.conv['pool'], out)
+        k['conv_xnor'](X, layer.weights, C, T, layer.flipped,
+                       layer.conv['pool'], out)
     return out

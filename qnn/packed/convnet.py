@@ -3,8 +3,11 @@
 Each convolution becomes a ``conv_pixels`` (the first, on the 8-bit
 pixels) or ``conv_xnor`` layer whose batch normalization and sign, after
 the pooling if its stage ends there, are folded into one integer threshold
-per channel (:mod:`qnn.packed.folding`; a channel with :math:`\\gamma < 0`
-gets its weights negated, so max pooling still picks the decisive sum).
+per channel (:mod:`qnn.packed.folding`). A channel with
+:math:`\\gamma < 0` gets its weights negated, and is marked ``flipped``:
+the network pools the maximum of the sums :math:`a` and the unit is
+:math:`+1` iff :math:`\\max a \\le t`, that is iff
+:math:`\\min(-a) \\ge -t`, so the negated sums pool with the minimum.
 The dense layers become ``xnor`` layers, the first of them reading the
 last feature map in (row, column, channel) order, the order the packed
 feature maps are stored in (:mod:`qnn.packed.conv_kernels`); the output
@@ -53,12 +56,14 @@ def _conv_layer(params, name, bn, shape, channels, pool, first, scale):
         bits, thresholds = folding.fold_sign_from_signs(
             weights, *_bn(params, bn, channels), every_integer=True)
         kind = 'conv_xnor'
+    flipped = (bits != folding.sign_bits(weights)).any(axis=1)
     # (K, C * 9) in Chainer's (channel, row, column) order to (K, 9, C)
     taps = bits.reshape(channels, C, conv_kernels.TAPS).transpose(0, 2, 1)
     conv = {'in_shape': [C, H, W], 'channels': channels, 'pool': pool}
     layer = packed_format.Layer(
         name, kind, C * H * W, 0, 'sign', conv_kernels.pack_channels(taps),
-        conv=conv, thresholds=thresholds)
+        conv=conv, thresholds=thresholds,
+        flipped=flipped.astype(numpy.uint8))
     layer.n_out = int(numpy.prod(layer.out_shape))
     return layer
 

@@ -64,6 +64,7 @@ TAPS = 9  # a 3x3 convolution
 _ARRAYS = {
     'weights': '<u8',
     'thresholds': '<i4',
+    'flipped': '|u1',
     'mean': '<f4', 'inv_std': '<f4', 'gamma': '<f4', 'beta': '<f4',
 }
 _OUTPUT_ARRAYS = {
@@ -111,6 +112,9 @@ class Layer(object):
             convolution.
         thresholds (ndarray): ``int32`` ``(units or channels,)``
             (``'sign'``).
+        flipped (ndarray): A convolution's ``uint8`` ``(channels,)``: 1
+            where the weights are negated (:math:`\\gamma < 0`), which
+            pools with the minimum.
         mean, inv_std, gamma, beta (ndarray): ``float32`` ``(n_out,)``
             (``'affine'``).
         conv (dict or None): A convolution's ``in_shape`` (channels,
@@ -229,7 +233,10 @@ def _expected_shapes(layer):
     if layer.kind in CONV_KINDS:
         channels = layer.conv['channels']
         n_bits = layer.conv['in_shape'][0]
-        shapes = {'weights': (channels, TAPS, n_words(n_bits))}
+        # 1 where the folding negated the channel's weights (gamma < 0):
+        # its pooling takes the minimum (see qnn.packed.conv_kernels)
+        shapes = {'weights': (channels, TAPS, n_words(n_bits)),
+                  'flipped': (channels,)}
     else:
         channels, n_bits = layer.n_out, layer.n_in
         shapes = {'weights': (channels, n_words(n_bits))}
@@ -272,7 +279,8 @@ def encode(network):
                       'output': layer.output, 'arrays': {}})
         if layer.conv is not None:
             table[-1]['conv'] = layer.conv
-        for name in ('weights',) + _OUTPUT_ARRAYS[layer.output]:
+        for name in ('weights',) + _OUTPUT_ARRAYS[layer.output] + tuple(
+                name for name in ('flipped',) if name in layer.arrays):
             array = numpy.ascontiguousarray(layer.arrays[name],
                                             dtype=_ARRAYS[name])
             table[-1]['arrays'][name] = {

@@ -1,9 +1,11 @@
 """Model summary of a packed network, in the spirit of larq's.
 
-One row per layer: kind, shape, weight and input (activation) bits,
+One row per layer: kind, shape (a convolution's input and output
+channels x height x width), weight and input (activation) bits,
 parameters, the bytes they take in the file, and multiply-accumulates per
 image: binary (1-bit by 1-bit, done as XNOR and popcount), 8-bit by 1-bit
-(the first layer's pixels, done as 8 AND-popcounts, one per bit plane), and
+(the first layer's pixels: a dense layer's as 8 AND-popcounts, one per bit
+plane; a convolution's as integer sums), and
 float (none: the batch normalizations are folded into integer thresholds,
 the last one into 2 float32 multiplies and 2 adds per logit). Then the
 totals, the size of the same parameters as float32, and the size of the
@@ -14,28 +16,54 @@ from qnn.packed import format as packed_format
 _FLOAT_BYTES = 4
 
 
+def _conv_macs(layer):
+    """Multiply-accumulates of a 3x3 convolution per image: one per valid
+    tap, input channel and output channel at each position (before
+    pooling), as the zero padding adds nothing."""
+    channels, height, width = layer.conv['in_shape']
+    rows = 3 * height - 2  # valid row taps summed over the rows
+    columns = 3 * width - 2
+    return rows * columns * channels * layer.conv['channels']
+
+
+def _kind(layer):
+    if layer.conv is not None:
+        return '{} conv 3x3{}, {}'.format(
+            'pixel' if layer.kind == 'conv_pixels' else 'XNOR',
+            ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
+    return '{} dense, {}'.format(
+        'bit-plane' if layer.kind == 'planes' else 'XNOR', layer.output)
+
+
+def _shape(layer):
+    if layer.conv is not None:
+        return '{}->{}'.format('x'.join(map(str, layer.conv['in_shape'])),
+                               'x'.join(map(str, layer.out_shape)))
+    return '{}x{}'.format(layer.n_in, layer.n_out)
+
+
 def rows(network):
     """Per-layer dicts of the summary's columns."""
     out = []
     for layer in network.layers:
-        weights = layer.n_in * layer.n_out
+        weights = layer.weights.shape[0] * (
+            layer.conv['in_shape'][0] * 9 if layer.conv else layer.n_in)
+        macs = _conv_macs(layer) if layer.conv else weights
+        units = len(layer.arrays[
+            'thresholds' if layer.output == 'sign' else 'mean'])
         folded = sum(a.size for name, a in layer.arrays.items()
                      if name != 'weights')
-        packed = sum(a.nbytes for a in layer.arrays.values())
-        planes = layer.kind == 'planes'
+        on_pixels = layer.kind in ('planes', 'conv_pixels')
         out.append({
-            'name': layer.name,
-            'kind': '{} dense, {}'.format(
-                'bit-plane' if planes else 'XNOR', layer.output),
-            'shape': '{}x{}'.format(layer.n_in, layer.n_out),
+            'name': layer.name, 'kind': _kind(layer), 'shape': _shape(layer),
             'weight_bits': 1,
-            'input_bits': network.input['pixel_bits'] if planes else 1,
+            'input_bits': network.input['pixel_bits'] if on_pixels else 1,
             'params': weights + folded,
-            'packed_bytes': packed,
+            'packed_bytes': sum(a.nbytes for a in layer.arrays.values()),
             # the unfolded layer: W and gamma, beta, mean, var of its BN
-            'float32_bytes': (weights + 4 * layer.n_out) * _FLOAT_BYTES,
-            'binary_macs': 0 if planes else weights,
-            'int8_macs': weights if planes else 0,
+            'float32_bytes': (weights + 4 * units) * _FLOAT_BYTES,
+            'binary_macs': 0 if on_pixels else macs,
+            'int8_macs': macs if on_pixels else 0,
             'float_macs': 0,
         })
     return out

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Packed networks against their Chainer models: agreement, size, speed.
+
+For each snapshot (its config.json beside it; an MLP or a ConvNet of any
+size and data set) it exports the packed file with export.py's folding and
+runs the test set the network was trained on:
+
+* agreement: predictions of the packed network (numba) that differ from
+  the Chainer model's in evaluation mode (the first few listed), logits
+  equal to Chainer's bit for bit, and logits equal to the NumPy reference
+  of the packed arithmetic (exact integers; ``--reference-images`` of
+  them, the reference being slow for ConvNets);
+* sizes: the float32 weights and BN parameters, the packed file;
+* speed: images per second of the Chainer model and of the packed network
+  at batch ``--batchsize`` (all test images) and at batch 1 (latency, over
+  ``--latency-images``), each the median of ``--rounds`` rounds, the two
+  alternating in one run.
+
+    .venv/bin/python bench/packed_networks.py result/cnn/snapshot_iter_1200 ...
+
+A benchmark, not a test: it asserts nothing. The machines drift; only the
+ratios of one run mean much.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy  # NOQA: E402
+
+from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
+import chainer  # NOQA: E402
+
+import export  # NOQA: E402
+import train_mnist  # NOQA: E402
+from qnn import datasets  # NOQA: E402
+from qnn.packed import format as packed_format  # NOQA: E402
+from qnn.packed import kernels as packed_kernels  # NOQA: E402
+from qnn.packed import summary as packed_summary  # NOQA: E402
+from qnn.training import options as train_options  # NOQA: E402
+from qnn.training.extensions import snapshots  # NOQA: E402
+
+
+def chainer_predictor(snapshot, config):
+    args = train_options.parse_args([])
+    vars(args).update({k: v for k, v in config.items() if hasattr(args, k)})
+    model = train_mnist.build_model(args)
+    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
+    return model.predictor
+
+
+def in_batches(function, x, batchsize):
+    return numpy.concatenate([function(x[lo:lo + batchsize])
+                              for lo in range(0, len(x), batchsize)])
+
+
+def alternate(runs, rounds):
+    """Median seconds of each ``(name, function)``, run in turn."""
+    seconds = {name: [] for name, _ in runs}
+    for _ in range(rounds):
+        for name, function in runs:
+            start = time.perf_counter()
+            function()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in seconds.items()}
+
+
+def measure(snapshot, options):
+    config = export.read_config(snapshot)
+    network = export.fold(export.read_parameters(snapshot), config, snapshot)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'network.bnn')
+        packed_format.save(path, network)
+        network = packed_format.load(path)
+    name = network.input['dataset']
+    images, labels = datasets.load_raw(name, options.data_dir)['test']
+    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
+    x = images.astype(numpy.float32) * numpy.float32(pixels['scale'] / 255.)
+    x += numpy.float32(pixels['shift'])
+    predictor = chainer_predictor(snapshot, config)
+
+    def chainer_logits(batch):
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            return predictor(batch).array
+
+    def packed_logits(batch):
+        return packed_kernels.forward(network, batch, 'numba')
+
+    packed_kernels.warm_up(network.layers, images)
+    ours = in_batches(packed_logits, images, options.batchsize)
+    theirs = in_batches(chainer_logits, x, options.batchsize)
+    n_ref = min(options.reference_images, len(images))
+    reference = in_batches(lambda b: packed_kernels.forward(
+        network, b, 'numpy'), images[:n_ref], 100)
+    differ = numpy.flatnonzero(ours.argmax(1) != theirs.argmax(1))
+    latency = slice(0, options.latency_images)
+    speed = alternate([
+        ('chainer', lambda: in_batches(chainer_logits, x,
+                                       options.batchsize)),
+        ('packed', lambda: in_batches(packed_logits, images,
+                                      options.batchsize)),
+        ('chainer-1', lambda: in_batches(chainer_logits, x[latency], 1)),
+        ('packed-1', lambda: in_batches(packed_logits, images[latency], 1)),
+    ], options.rounds)
+    rows = packed_summary.rows(network)
+    return {
+        'snapshot': snapshot, 'network': describe(config), 'dataset': name,
+        'images': len(images), 'differ': differ,
+        'equal_chainer': int((ours == theirs).all(axis=1).sum()),
+        'equal_reference': int((ours[:n_ref] == reference).all(
+            axis=1).sum()), 'reference_images': n_ref,
+        'accuracy': ((theirs.argmax(1) == labels).mean(),
+                     (ours.argmax(1) == labels).mean()),
+        'float32_bytes': sum(r['float32_bytes'] for r in rows),
+        'file_bytes': network.file_size,
+        'rate': {k: (len(images) if '-1' not in k else
+                     len(images[latency])) / v for k, v in speed.items()},
+        'labels': labels, 'ours': ours, 'theirs': theirs,
+    }
+
+
+def describe(config):
+    if config.get('arch') == 'cnn':
+        return 'CNN {}'.format(config.get('cnn_size', 'small'))
+    return 'MLP {}x{}'.format(config.get('layers', 2), config.get('unit'))
+
+
+def report(results, options):
+    print('| network | data set | test images | predictions differing | '
+          'logits = Chainer\'s | logits = reference | accuracy Chainer / '
+          'packed | float32 B | file B | smaller |')
+    print('|---|---|---:|---:|---:|---:|---|---:|---:|---:|')
+    for r in results:
+        print('| {} | {} | {} | {} | {} | {} of {} | {:.4f} / {:.4f} | {} | '
+              '{} | {:.1f}x |'.format(
+                  r['network'], r['dataset'], r['images'], len(r['differ']),
+                  r['equal_chainer'], r['equal_reference'],
+                  r['reference_images'], r['accuracy'][0],
+                  r['accuracy'][1], r['float32_bytes'], r['file_bytes'],
+                  r['float32_bytes'] / r['file_bytes']))
+    print()
+    print('images/s, median of {} rounds alternating; numba threads '
+          '{}'.format(options.rounds,
+                      __import__('numba').get_num_threads()))
+    print()
+    print('| network | data set | Chainer, batch {b} | packed, batch {b} | '
+          'ratio | Chainer, batch 1 | packed, batch 1 | ratio |'.format(
+              b=options.batchsize))
+    print('|---|---|---:|---:|---:|---:|---:|---:|')
+    for r in results:
+        rate = r['rate']
+        print('| {} | {} | {:.0f} | {:.0f} | {:.2f}x | {:.0f} | {:.0f} | '
+              '{:.2f}x |'.format(
+                  r['network'], r['dataset'], rate['chainer'],
+                  rate['packed'], rate['packed'] / rate['chainer'],
+                  rate['chainer-1'], rate['packed-1'],
+                  rate['packed-1'] / rate['chainer-1']))
+    for r in results:
+        for index in r['differ'][:5]:
+            print('{}: image {}, label {}, Chainer {}, packed {}'.format(
+                r['snapshot'], index, r['labels'][index],
+                r['theirs'][index].argmax(), r['ours'][index].argmax()))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('snapshots', nargs='+', metavar='SNAPSHOT')
+    parser.add_argument('--data-dir', default=None)
+    parser.add_argument('--batchsize', type=int, default=1000)
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--latency-images', type=int, default=200)
+    parser.add_argument('--reference-images', type=int, default=1000)
+    options = parser.parse_args(argv)
+    results = []
+    for snapshot in options.snapshots:
+        try:
+            results.append(measure(snapshot, options))
+        except (export.ExportError, datasets.DatasetError,
+                snapshots.SnapshotError) as e:
+            sys.exit('{}: {}'.format(snapshot, e))
+    report(results, options)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

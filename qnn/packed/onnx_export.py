@@ -15,8 +15,7 @@ logits to the bit:
   ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
   integer threshold as float32 (exact too); the output layer is
   ``((a - mean) * inv_std) * gamma + beta`` in float32, in the order of
-  :func:`qnn.packed.kernels.affine_logits` (``a - mean`` as
-  ``a + (-mean)``, the same float).
+  :func:`qnn.packed.kernels.affine_logits`.
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
   ``float32`` ``(1, 784)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
@@ -24,8 +23,8 @@ logits to the bit:
   (scale 1: ``BIPOLAR``); each batch normalization and sign as a
   ``MultiThreshold`` node with one threshold per unit, ``out_scale`` 2 and
   ``out_bias`` -1 (the form FINN's streamlining gives a sign), its output
-  annotated ``BIPOLAR``; the output layer's affine map as ``Add`` and
-  ``Mul`` nodes, as in :func:`to_onnx`.
+  annotated ``BIPOLAR``; the output layer's affine map as ``Sub``,
+  ``Mul`` and ``Add`` nodes, as in :func:`to_onnx`.
 
 Each layer is one function of the dialect's tables, chosen by the
 layer's ``kind`` (its sums) and ``output`` (what follows them); a network
@@ -116,16 +115,16 @@ def _onnx_sign(graph, layer, sums):
 
 def _affine(graph, layer, sums):
     """``((a - mean) * inv_std) * gamma + beta`` (both dialects)."""
+    # Sub, not Add of -mean: onnxruntime fuses a MatMul and the Add after
+    # it into one Gemm, which adds the bias inside the sum's rounding
     x = sums
-    for op, name, value in (('Add', 'minus_mean', -layer.mean),
-                            ('Mul', 'inv_std', layer.inv_std),
-                            ('Mul', 'gamma', layer.gamma),
-                            ('Add', 'beta', layer.beta)):
+    for op, name in (('Sub', 'mean'), ('Mul', 'inv_std'), ('Mul', 'gamma'),
+                     ('Add', 'beta')):
         c = graph.constant('{}/{}'.format(layer.name, name),
-                           numpy.asarray(value, numpy.float32))
-        x = graph.node(op, [x, c], '{}/times_{}'.format(layer.name, name)
-                       if op == 'Mul' else '{}/plus_{}'.format(
-                           layer.name, name))
+                           numpy.asarray(getattr(layer, name),
+                                         numpy.float32))
+        x = graph.node(op, [x, c], '{}/{}_{}'.format(
+            layer.name, op.lower(), name))
     return x
 
 

@@ -84,6 +84,55 @@ def test_onnx_logits_equal_the_packed_network(trained, tmp_path,
         logits.argmax(axis=1), chainer_predictions(snapshot, test_images))
 
 
+def random_network(rng, sizes=(784, 1000, 1000, 10)):
+    """A packed network of the default widths with random weight bits,
+    thresholds near the middle of each layer's sums, and an affine map of
+    the scale a trained one has."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        kind = 'planes' if i == 0 else 'xnor'
+        weights = packed_kernels.pack_bits(rng.random((n_out, n_in)) < 0.5)
+        name = 'l{}'.format(i + 1)
+        if i < len(sizes) - 2:
+            spread = (255 * 20 if i == 0 else 1) * int(n_in ** 0.5)
+            layers.append(packed_format.Layer(
+                name, kind, n_in, n_out, 'sign', weights,
+                thresholds=rng.integers(-spread, spread + 1, n_out).astype(
+                    numpy.int32)))
+            continue
+        affine = {'mean': rng.normal(0, 10, n_out),
+                  'inv_std': rng.uniform(0.01, 0.1, n_out),
+                  'gamma': rng.uniform(0.5, 2, n_out),
+                  'beta': rng.normal(0, 1, n_out)}
+        layers.append(packed_format.Layer(
+            name, kind, n_in, n_out, 'affine', weights,
+            **{k: v.astype(numpy.float32) for k, v in affine.items()}))
+    return packed_format.PackedNetwork(
+        layers, {'size': 784, 'pixel_bits': 8, 'scale': 255, 'shift': 0})
+
+
+@pytest.mark.parametrize('level', ['ORT_DISABLE_ALL', 'ORT_ENABLE_ALL'])
+def test_onnx_of_a_wide_network_is_exact(test_images, level):
+    # sums up to 255 * 784 and 1000: large enough that a runtime fusing
+    # the first output operation into the MatMul (a Gemm with bias) would
+    # round differently
+    require('onnx')
+    onnxruntime = require('onnxruntime')
+    from qnn.packed import onnx_export
+    network = random_network(numpy.random.default_rng(0))
+    images = test_images[:2000]
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = getattr(
+        onnxruntime.GraphOptimizationLevel, level)
+    session = onnxruntime.InferenceSession(
+        onnx_export.to_onnx(network).SerializeToString(), options,
+        providers=['CPUExecutionProvider'])
+    logits, = session.run(None, {'pixels': images})
+    expected = packed_kernels.forward(network, images, 'numba')
+    assert len(set(expected.argmax(axis=1))) > 1  # not a constant net
+    numpy.testing.assert_array_equal(logits, expected)
+
+
 def test_onnx_default_output_name(trained, tmp_path, capsys):
     require('onnx')
     snapshot, _ = trained

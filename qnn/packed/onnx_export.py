@@ -62,11 +62,9 @@ class _Graph(object):
         self.initializers = []
         self.datatypes = {}
 
-    def constant(self, name, array, datatype=None):
+    def constant(self, name, array):
         self.initializers.append(numpy_helper.from_array(
             numpy.ascontiguousarray(array), name))
-        if datatype is not None:
-            self.datatypes[name] = datatype
         return name
 
     def node(self, op, inputs, output, domain='', datatype=None,
@@ -179,9 +177,10 @@ def check_supported(network, kinds, outputs, dialect):
 
 
 def _model(network, graph, x, dialect, input_type, batch):
-    doc = ('{} of the packed network {}: input {!r}, {} ({}, {}), raw '
+    source = network.source.get('snapshot')
+    doc = ('{} of the packed network{}: input {!r}, {} ({}, {}), the raw '
            'pixel values 0..255; output {!r}, float32 ({}, {}), the '
-           'logits'.format(dialect, network.source.get('snapshot', ''),
+           'logits'.format(dialect, ' of ' + source if source else '',
                            INPUT, input_type, batch, network.input['size'],
                            OUTPUT, batch, network.layers[-1].n_out))
     inputs = [helper.make_tensor_value_info(

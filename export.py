@@ -199,10 +199,11 @@ def export(snapshot, output):
 
 
 def onnx_exporter(dialect):
-    """:mod:`qnn.packed.onnx_export`, imported only here: the packed path
-    needs no onnx package."""
+    """:mod:`qnn.packed.onnx_export`, imported only here (the packed path
+    needs no onnx package), once it has found onnx."""
+    from qnn.packed import onnx_export
     try:
-        from qnn.packed import onnx_export
+        onnx_export.import_onnx()
     except ImportError as e:
         raise ExportError('--format {} needs the onnx package, which this '
                           'Python cannot import ({}): run make onnx'.format(

@@ -29,13 +29,12 @@ logits to the bit:
 Each layer is one function of the dialect's tables, chosen by the
 layer's ``kind`` (its sums) and ``output`` (what follows them); a network
 with a kind or output that a table lacks is refused with
-:class:`UnsupportedLayer`. Needs the ``onnx`` package (``make onnx``);
-nothing in the training or the packed path imports this module.
+:class:`UnsupportedLayer`. Needs the ``onnx`` package (``make onnx``),
+imported on first use (:func:`import_onnx`), so that this module imports
+without it; nothing in the training or the packed path imports this
+module.
 """
 import numpy
-import onnx
-from onnx import helper
-from onnx import numpy_helper
 
 from qnn.packed import kernels
 
@@ -52,18 +51,28 @@ class UnsupportedLayer(Exception):
     """A layer the export does not know; the message says which."""
 
 
+def import_onnx():
+    """The ``onnx`` package with its ``helper`` and ``numpy_helper``;
+    raises ``ImportError`` without it."""
+    import onnx
+    import onnx.helper
+    import onnx.numpy_helper
+    return onnx
+
+
 class _Graph(object):
 
     """The nodes, initializers and QONNX datatype annotations (tensor name
     -> ``'BIPOLAR'``, ...) of a graph being built."""
 
     def __init__(self):
+        self.onnx = import_onnx()
         self.nodes = []
         self.initializers = []
         self.datatypes = {}
 
     def constant(self, name, array):
-        self.initializers.append(numpy_helper.from_array(
+        self.initializers.append(self.onnx.numpy_helper.from_array(
             numpy.ascontiguousarray(array), name))
         return name
 
@@ -71,7 +80,7 @@ class _Graph(object):
              **attributes):
         """Adds ``op`` (named after its one output) and returns the
         output's name."""
-        self.nodes.append(helper.make_node(
+        self.nodes.append(self.onnx.helper.make_node(
             op, inputs, [output], name=output, domain=domain, **attributes))
         if datatype is not None:
             self.datatypes[output] = datatype
@@ -90,14 +99,14 @@ def signs(layer):
 def _onnx_matmul(graph, layer, x):
     w = graph.constant(layer.name + '/weights', signs(layer))
     w = graph.node('Cast', [w], layer.name + '/weights_float',
-                   to=onnx.TensorProto.FLOAT)
+                   to=graph.onnx.TensorProto.FLOAT)
     return graph.node('MatMul', [x, w], layer.name + '/sums')
 
 
 def _onnx_planes(graph, layer, pixels):
     # the pixel values as float32, exact (0..255)
     x = graph.node('Cast', [pixels], layer.name + '/pixels',
-                   to=onnx.TensorProto.FLOAT)
+                   to=graph.onnx.TensorProto.FLOAT)
     return _onnx_matmul(graph, layer, x)
 
 
@@ -177,6 +186,8 @@ def check_supported(network, kinds, outputs, dialect):
 
 
 def _model(network, graph, x, dialect, input_type, batch):
+    onnx = graph.onnx
+    helper = onnx.helper
     source = network.source.get('snapshot')
     doc = ('{} of the packed network{}: input {!r}, {} ({}, {}), the raw '
            'pixel values 0..255; output {!r}, float32 ({}, {}), the '
@@ -237,6 +248,8 @@ DIALECTS = {'onnx': to_onnx, 'qonnx': to_qonnx}
 
 def describe(model):
     """One line: opset, input and output, node count."""
+    helper = import_onnx().helper
+
     def tensor(info):
         t = info.type.tensor_type
         return '{} {} ({})'.format(

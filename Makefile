@@ -2,6 +2,7 @@
 #   make train   set up .venv (pinned) and train with the defaults
 #   make test    set up .venv (with the MPI extra) and run the test suite
 #   make mpi     add MPI (MPICH and mpi4py wheels) for --communicator
+#   make onnx    add onnx, onnxruntime and qonnx for export.py --format onnx
 #   make gpu     add CuPy 14 for the driver's CUDA 12 or 13 (CUDA=12|13)
 #   make gpu-check   GPU tests, a --gpu=0 training against the CPU, speed
 #   make wheels  download every pinned wheel into wheels/ for a machine
@@ -16,6 +17,7 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check \
 	$(if $(WHEELS),--no-index --find-links $(WHEELS))
 MPI_STAMP := $(VENV)/.installed-mpi
+ONNX_STAMP := $(VENV)/.installed-onnx
 # qnn.pth in the environment: the repository on sys.path and a plain
 # `import chainer` that works (qnn/backends/chainer_import_hook.py)
 PTH_STAMP := $(VENV)/.installed-pth
@@ -27,7 +29,7 @@ PTH_STAMP := $(VENV)/.installed-pth
 # one. chainer_compat.py supplies what NumPy 2 and Python 3.12+ removed.
 BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
-.PHONY: setup train test gpu gpu-check wheels mpi clean
+.PHONY: setup train test gpu gpu-check wheels mpi onnx clean
 
 setup: $(STAMP) $(PTH_STAMP)
 
@@ -45,8 +47,9 @@ $(PTH_STAMP): $(STAMP) qnn/backends/chainer_import_hook.py
 train: setup
 	$(PY) train_mnist.py $(ARGS)
 
-# the tests run real 2-process trainings under mpiexec
-test: setup $(MPI_STAMP) fashion-mnist
+# the tests run real 2-process trainings under mpiexec and check the ONNX
+# export with onnxruntime and qonnx
+test: setup $(MPI_STAMP) $(ONNX_STAMP) fashion-mnist
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # the CuPy wheel for the driver's CUDA (qnn/backends/gpu_requirements.py
@@ -66,12 +69,19 @@ wheels: $(STAMP)
 		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform any \
 		$(BUILD_PINS) -r requirements.txt -r requirements-test.txt \
+		-r requirements-onnx.txt \
 		$$(CUDA=$${CUDA:-13} $(PY) -m qnn.backends.gpu_requirements)
 
 mpi: $(MPI_STAMP)
 
 $(MPI_STAMP): $(STAMP) requirements-mpi.txt
 	$(PIP) -r requirements-mpi.txt
+	touch $@
+
+onnx: $(ONNX_STAMP)
+
+$(ONNX_STAMP): $(STAMP) requirements-onnx.txt
+	$(PIP) -r requirements-onnx.txt
 	touch $@
 
 clean:

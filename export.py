@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Export a trained binarized MLP to a packed file of bits.
+"""Export a trained binarized network to a packed file of bits, or to ONNX.
 
 Reads a training snapshot of train_mnist.py (the Trainer's NPZ) and the
 config.json beside it, folds each batch normalization and sign into
 integer thresholds (:mod:`qnn.packed.folding`), packs the weights to 64-bit
 words and writes the file of :mod:`qnn.packed.format`; then prints its summary
-(:mod:`qnn.packed.summary`). inference.py runs the file.
+(:mod:`qnn.packed.summary`). inference.py runs the file. ``--format onnx``
+and ``--format qonnx`` write the same folded network as an ONNX graph
+instead (:mod:`qnn.packed.onnx_export`; ``make onnx`` installs onnx).
 
     .venv/bin/python export.py result/snapshot_iter_12000 -o mlp.bnn
+    .venv/bin/python export.py result/snapshot_iter_12000 --format onnx
 """
 import argparse
 import json
@@ -28,6 +31,7 @@ from qnn.packed import kernels as packed_kernels
 from qnn.packed import summary as packed_summary
 from qnn.serializers import npz_arrays
 from qnn.training import run_history
+from qnn.utils import atomic_files
 from qnn.utils import errors
 from qnn.utils.errors import fail
 
@@ -38,6 +42,8 @@ SOURCE_OPTIONS = ('arch', 'cnn_size', 'dataset', 'unit', 'layers', 'epoch',
                   'seed', 'weight_bits', 'activation_bits', 'quantizer',
                   'stochastic_activations', 'stochastic_weights',
                   'input_range', 'versions')
+# --format: the default output's suffix (SNAPSHOT + suffix)
+SUFFIXES = {'packed': '.bnn', 'onnx': '.onnx', 'qonnx': '.qonnx.onnx'}
 
 
 class ExportError(Exception):
@@ -50,7 +56,13 @@ def parse_args(argv=None):
                         help='snapshot_iter_N written by train_mnist.py '
                         '(its config.json must be beside it)')
     parser.add_argument('-o', '--output', metavar='FILE', default=None,
-                        help='packed file to write (default: SNAPSHOT.bnn)')
+                        help='file to write (default: SNAPSHOT.bnn, '
+                        'SNAPSHOT.onnx or SNAPSHOT.qonnx.onnx)')
+    parser.add_argument('--format', '-f', choices=tuple(SUFFIXES),
+                        default='packed',
+                        help='packed: the file of bits that inference.py '
+                        'runs; onnx: a standard ONNX model; qonnx: the '
+                        'QONNX dialect for FINN (default: packed)')
     return parser.parse_args(argv)
 
 
@@ -189,13 +201,18 @@ def _check_mlp(params, sizes, units):
                 '({})'.format(key, params[key].shape, units, shape))
 
 
-def export(snapshot, output):
-    """Writes the packed file of ``snapshot`` to ``output``; returns the
-    network read back from it."""
+def load(snapshot):
+    """The folded network (:func:`fold`) of ``snapshot``."""
     if not os.path.isfile(snapshot):
         raise ExportError('{}: no such file'.format(snapshot))
     config = read_config(snapshot)
-    network = fold(read_parameters(snapshot), config, snapshot)
+    return fold(read_parameters(snapshot), config, snapshot)
+
+
+def export(snapshot, output):
+    """Writes the packed file of ``snapshot`` to ``output``; returns the
+    network read back from it."""
+    network = load(snapshot)
     try:
         packed_format.save(output, network)
     except OSError as e:
@@ -204,16 +221,52 @@ def export(snapshot, output):
     return packed_format.load(output)
 
 
+def onnx_exporter(dialect):
+    """:mod:`qnn.packed.onnx_export`, imported only here (the packed path
+    needs no onnx package), once it has found onnx."""
+    from qnn.packed import onnx_export
+    try:
+        onnx_export.import_onnx()
+    except ImportError as e:
+        raise ExportError('--format {} needs the onnx package, which this '
+                          'Python cannot import ({}): run make onnx'.format(
+                              dialect, e))
+    return onnx_export
+
+
+def export_onnx(snapshot, output, dialect):
+    """Writes the ONNX (``'onnx'``) or QONNX (``'qonnx'``) model of
+    ``snapshot`` to ``output``; returns a line describing it."""
+    onnx_export = onnx_exporter(dialect)
+    network = load(snapshot)
+    try:
+        model = onnx_export.DIALECTS[dialect](network)
+    except onnx_export.UnsupportedLayer as e:
+        raise ExportError('{}: cannot export it to {}: {}'.format(
+            snapshot, dialect, e))
+    data = model.SerializeToString()
+    try:
+        atomic_files.write_atomically(output, lambda f: f.write(data))
+    except OSError as e:
+        raise ExportError('cannot write {}: {}'.format(
+            output, e.strerror or e))
+    return '{} {}\nfile size: {} bytes'.format(
+        dialect.upper(), onnx_export.describe(model), len(data))
+
+
 def main(argv=None):
     errors.program = 'export.py'
     args = parse_args(argv)
-    output = args.output or args.snapshot + '.bnn'
+    output = args.output or args.snapshot + SUFFIXES[args.format]
     try:
-        network = export(args.snapshot, output)
+        if args.format == 'packed':
+            text = packed_summary.summary(export(args.snapshot, output))
+        else:
+            text = export_onnx(args.snapshot, output, args.format)
     except (ExportError, packed_format.PackedFileError) as e:
         fail(e)
     print('# {} -> {}'.format(args.snapshot, output))
-    print(packed_summary.summary(network))
+    print(text)
     return 0
 
 

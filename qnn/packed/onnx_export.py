@@ -1,0 +1,262 @@
+"""The packed network as an ONNX graph, standard or in the QONNX dialect.
+
+Built from the folded network (:class:`qnn.packed.format.PackedNetwork`,
+what ``export.fold`` returns), so that the graph computes the packed
+network's integer arithmetic (:mod:`qnn.packed.kernels`) and gives its
+logits to the bit:
+
+* :func:`to_onnx`: standard ONNX (opset :data:`OPSET`). Input ``pixels``,
+  ``uint8`` ``(N, 784)``, the raw pixel values 0..255 (the training's
+  scaling is folded into the thresholds); output ``logits``, ``float32``
+  ``(N, 10)``. Each layer is a ``MatMul`` by its :math:`\\pm 1` weights
+  in float32 (stored as ``int8``, cast once); every sum is an integer
+  below :math:`2^{24}` (at most 255 * 784), so float32 holds it exactly
+  whatever the order of summation. A ``'sign'`` unit is
+  ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
+  integer threshold as float32 (exact too); the output layer is
+  ``((a - mean) * inv_std) * gamma + beta`` in float32, in the order of
+  :func:`qnn.packed.kernels.affine_logits`.
+* :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
+  ``float32`` ``(1, 784)`` holding the pixel values 0..255, annotated
+  ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
+  wants a fixed batch); the weights :math:`\\pm 1` through ``BipolarQuant``
+  (scale 1: ``BIPOLAR``); each batch normalization and sign as a
+  ``MultiThreshold`` node with one threshold per unit, ``out_scale`` 2 and
+  ``out_bias`` -1 (the form FINN's streamlining gives a sign), its output
+  annotated ``BIPOLAR``; the output layer's affine map as ``Sub``,
+  ``Mul`` and ``Add`` nodes, as in :func:`to_onnx`.
+
+Each layer is one function of the dialect's tables, chosen by the
+layer's ``kind`` (its sums) and ``output`` (what follows them); a network
+with a kind or output that a table lacks is refused with
+:class:`UnsupportedLayer`. Needs the ``onnx`` package (``make onnx``),
+imported on first use (:func:`import_onnx`), so that this module imports
+without it; nothing in the training or the packed path imports this
+module.
+"""
+import numpy
+
+from qnn.packed import kernels
+
+OPSET = 17
+# the IR version of opset 17 (onnx 1.12), which runtimes of that time read
+IR_VERSION = 8
+QONNX_DOMAIN = 'qonnx.custom_op.general'
+INPUT = 'pixels'
+OUTPUT = 'logits'
+PRODUCER = 'qnn export.py'
+
+
+class UnsupportedLayer(Exception):
+    """A layer the export does not know; the message says which."""
+
+
+def import_onnx():
+    """The ``onnx`` package with its ``helper`` and ``numpy_helper``;
+    raises ``ImportError`` without it."""
+    import onnx
+    import onnx.helper
+    import onnx.numpy_helper
+    return onnx
+
+
+class _Graph(object):
+
+    """The nodes, initializers and QONNX datatype annotations (tensor name
+    -> ``'BIPOLAR'``, ...) of a graph being built."""
+
+    def __init__(self):
+        self.onnx = import_onnx()
+        self.nodes = []
+        self.initializers = []
+        self.datatypes = {}
+
+    def constant(self, name, array):
+        self.initializers.append(self.onnx.numpy_helper.from_array(
+            numpy.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op, inputs, output, domain='', datatype=None,
+             **attributes):
+        """Adds ``op`` (named after its one output) and returns the
+        output's name."""
+        self.nodes.append(self.onnx.helper.make_node(
+            op, inputs, [output], name=output, domain=domain, **attributes))
+        if datatype is not None:
+            self.datatypes[output] = datatype
+        return output
+
+
+def signs(layer):
+    """The layer's weights as :math:`\\pm 1` ``int8`` ``(n_in, n_out)``
+    (bit 1 is +1), the layout of ``MatMul(x, W)``."""
+    bits = kernels.unpack_bits(layer.weights, layer.n_in)
+    return numpy.where(bits, 1, -1).astype(numpy.int8).T
+
+
+# --- standard ONNX ----------------------------------------------------------
+
+def _onnx_matmul(graph, layer, x):
+    w = graph.constant(layer.name + '/weights', signs(layer))
+    w = graph.node('Cast', [w], layer.name + '/weights_float',
+                   to=graph.onnx.TensorProto.FLOAT)
+    return graph.node('MatMul', [x, w], layer.name + '/sums')
+
+
+def _onnx_planes(graph, layer, pixels):
+    # the pixel values as float32, exact (0..255)
+    x = graph.node('Cast', [pixels], layer.name + '/pixels',
+                   to=graph.onnx.TensorProto.FLOAT)
+    return _onnx_matmul(graph, layer, x)
+
+
+def _onnx_sign(graph, layer, sums):
+    t = graph.constant(layer.name + '/thresholds',
+                       layer.thresholds.astype(numpy.float32))
+    bits = graph.node('GreaterOrEqual', [sums, t], layer.name + '/bits')
+    one = graph.constant(layer.name + '/one', numpy.float32(1))
+    minus_one = graph.constant(layer.name + '/minus_one', numpy.float32(-1))
+    return graph.node('Where', [bits, one, minus_one],
+                      layer.name + '/signs')
+
+
+def _affine(graph, layer, sums):
+    """``((a - mean) * inv_std) * gamma + beta`` (both dialects)."""
+    # Sub, not Add of -mean: onnxruntime fuses a MatMul and the Add after
+    # it into one Gemm, which adds the bias inside the sum's rounding
+    x = sums
+    for op, name in (('Sub', 'mean'), ('Mul', 'inv_std'), ('Mul', 'gamma'),
+                     ('Add', 'beta')):
+        c = graph.constant('{}/{}'.format(layer.name, name),
+                           numpy.asarray(getattr(layer, name),
+                                         numpy.float32))
+        x = graph.node(op, [x, c], '{}/{}_{}'.format(
+            layer.name, op.lower(), name))
+    return x
+
+
+ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _onnx_matmul}
+ONNX_OUTPUTS = {'sign': _onnx_sign, 'affine': _affine}
+
+
+# --- QONNX ------------------------------------------------------------------
+
+def _qonnx_matmul(graph, layer, x):
+    w = graph.constant(layer.name + '/weights',
+                       signs(layer).astype(numpy.float32))
+    scale = graph.constant(layer.name + '/weight_scale', numpy.float32(1))
+    w = graph.node('BipolarQuant', [w, scale],
+                   layer.name + '/weights_bipolar', domain=QONNX_DOMAIN,
+                   datatype='BIPOLAR')
+    return graph.node('MatMul', [x, w], layer.name + '/sums')
+
+
+def _multithreshold(graph, layer, sums):
+    # MultiThreshold counts the thresholds its input reaches (>=): one per
+    # unit gives 0 or 1, times 2 minus 1 gives the sign
+    t = graph.constant(layer.name + '/thresholds', layer.thresholds.astype(
+        numpy.float32).reshape(-1, 1))
+    return graph.node('MultiThreshold', [sums, t], layer.name + '/signs',
+                      domain=QONNX_DOMAIN, datatype='BIPOLAR',
+                      out_dtype='BIPOLAR', out_scale=2.0, out_bias=-1.0,
+                      data_layout='NC')
+
+
+QONNX_KINDS = {'planes': _qonnx_matmul, 'xnor': _qonnx_matmul}
+QONNX_OUTPUTS = {'sign': _multithreshold, 'affine': _affine}
+
+
+# --- the model --------------------------------------------------------------
+
+def check_supported(network, kinds, outputs, dialect):
+    """Raises :class:`UnsupportedLayer` for the first layer whose kind or
+    output the tables ``kinds`` and ``outputs`` lack."""
+    for index, layer in enumerate(network.layers):
+        for what, value, table in (('kind', layer.kind, kinds),
+                                   ('output', layer.output, outputs)):
+            if value not in table:
+                raise UnsupportedLayer(
+                    'layer {} ({}) is of {} {!r}, which the {} export does '
+                    'not know (it knows {})'.format(
+                        index + 1, layer.name, what, value, dialect,
+                        ', '.join(sorted(table))))
+    if not network.layers or network.layers[-1].output != 'affine':
+        raise UnsupportedLayer('the network does not end in an affine '
+                               'output layer')
+
+
+def _model(network, graph, x, dialect, input_type, batch):
+    onnx = graph.onnx
+    helper = onnx.helper
+    source = network.source.get('snapshot')
+    doc = ('{} of the packed network{}: input {!r}, {} ({}, {}), the raw '
+           'pixel values 0..255; output {!r}, float32 ({}, {}), the '
+           'logits'.format(dialect, ' of ' + source if source else '',
+                           INPUT, input_type, batch, network.input['size'],
+                           OUTPUT, batch, network.layers[-1].n_out))
+    inputs = [helper.make_tensor_value_info(
+        INPUT, helper.np_dtype_to_tensor_dtype(numpy.dtype(input_type)),
+        [batch, network.input['size']])]
+    outputs = [helper.make_tensor_value_info(
+        OUTPUT, onnx.TensorProto.FLOAT, [batch, network.layers[-1].n_out])]
+    # the last node's output is the graph's
+    last, = [node for node in graph.nodes if node.output[0] == x]
+    last.output[0] = last.name = OUTPUT
+    proto = helper.make_graph(graph.nodes, 'packed_network', inputs,
+                              outputs, graph.initializers)
+    for name, datatype in sorted(graph.datatypes.items()):
+        proto.quantization_annotation.append(onnx.TensorAnnotation(
+            tensor_name=name, quant_parameter_tensor_names=[
+                onnx.StringStringEntryProto(key='finn_datatype',
+                                            value=datatype)]))
+    opsets = [helper.make_opsetid('', OPSET)]
+    if any(node.domain == QONNX_DOMAIN for node in graph.nodes):
+        opsets.append(helper.make_opsetid(QONNX_DOMAIN, 1))
+    model = helper.make_model(proto, opset_imports=opsets,
+                              producer_name=PRODUCER, doc_string=doc)
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _build(network, kinds, outputs, dialect):
+    check_supported(network, kinds, outputs, dialect)
+    graph = _Graph()
+    x = INPUT
+    for layer in network.layers:
+        x = outputs[layer.output](graph, layer, kinds[layer.kind](
+            graph, layer, x))
+    return graph, x
+
+
+def to_onnx(network):
+    """The standard ONNX model (``onnx.ModelProto``) of ``network``: uint8
+    ``pixels`` ``(N, 784)`` in, float32 ``logits`` out."""
+    graph, x = _build(network, ONNX_KINDS, ONNX_OUTPUTS, 'ONNX')
+    return _model(network, graph, x, 'ONNX', 'uint8', 'N')
+
+
+def to_qonnx(network):
+    """The QONNX model of ``network``: ``pixels`` ``(1, 784)`` in (float32,
+    annotated ``UINT8``), float32 ``logits`` out."""
+    graph, x = _build(network, QONNX_KINDS, QONNX_OUTPUTS, 'QONNX')
+    graph.datatypes[INPUT] = 'UINT8'
+    return _model(network, graph, x, 'QONNX', 'float32', 1)
+
+
+DIALECTS = {'onnx': to_onnx, 'qonnx': to_qonnx}
+
+
+def describe(model):
+    """One line: opset, input and output, node count."""
+    helper = import_onnx().helper
+
+    def tensor(info):
+        t = info.type.tensor_type
+        return '{} {} ({})'.format(
+            info.name, helper.tensor_dtype_to_np_dtype(t.elem_type),
+            ', '.join(d.dim_param or str(d.dim_value)
+                      for d in t.shape.dim))
+    opset = [o.version for o in model.opset_import if not o.domain]
+    return 'opset {}: input {}, output {}; {} nodes'.format(
+        opset[0], tensor(model.graph.input[0]),
+        tensor(model.graph.output[0]), len(model.graph.node))

@@ -46,9 +46,8 @@ def run_export(capsys, *argv):
 def chainer_predictions(snapshot, images):
     with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
         config = json.load(f)
-    args = train_options.parse_args(['--unit', str(config['unit']),
-                                     '--layers', str(config['layers']),
-                                     '--bn-eps', str(config['bn_eps'])])
+    args = train_options.parse_args([])
+    vars(args).update(config)
     model = train_mnist.build_model(args)
     snapshots.load_arrays(snapshot, model, 'updater/model:main/')
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]

@@ -41,15 +41,19 @@ def test_images():
     return mnist.load_raw()['test'][0]
 
 
-@pytest.fixture(scope='module', params=[2, 3], ids=['layers2', 'layers3'])
+NETWORKS = {'layers2': ['--unit', '33', '--layers', '2'],
+            'layers3': ['--unit', '33', '--layers', '3'],
+            'cnn': ['--arch', 'cnn']}
+
+
+@pytest.fixture(scope='module', params=sorted(NETWORKS))
 def trained(request, tmp_path_factory):
-    """A 784-33-...-10 network of 2 or 3 hidden layers after one epoch on
-    500 images, and its folded network."""
+    """A 784-33-...-10 network of 2 or 3 hidden layers, or the small
+    ConvNet, after one epoch on 500 images, and its folded network."""
     out = str(tmp_path_factory.mktemp('trained'))
-    assert train_mnist.main([
-        '--epoch', '1', '--unit', '33', '--layers', str(request.param),
-        '--train-subset', '500', '--test-subset', '100', '--batchsize',
-        '50', '--noplot', '--out', out]) == 0
+    assert train_mnist.main(NETWORKS[request.param] + [
+        '--epoch', '1', '--train-subset', '500', '--test-subset', '100',
+        '--batchsize', '50', '--noplot', '--out', out]) == 0
     snapshot = os.path.join(out, 'snapshot_iter_10')
     return snapshot, export.load(snapshot)
 
@@ -172,9 +176,11 @@ def test_qonnx_graph_and_datatypes(trained, tmp_path):
     model = qonnx_model(snapshot, tmp_path / 'clean')
     ops = [node.op_type for node in model.graph.node]
     hidden = len(network.layers) - 1
+    convolutions = sum(layer.conv is not None for layer in network.layers)
     assert ops.count('MultiThreshold') == hidden
     assert ops.count('BipolarQuant') == hidden + 1
-    assert ops.count('MatMul') == hidden + 1
+    assert ops.count('Conv') == convolutions
+    assert ops.count('MatMul') == hidden + 1 - convolutions
     assert str(model.get_tensor_datatype(model.graph.input[0].name)) == \
         'UINT8'
     for node in model.graph.node:
@@ -183,7 +189,8 @@ def test_qonnx_graph_and_datatypes(trained, tmp_path):
                 'BIPOLAR', node
         if node.op_type == 'MultiThreshold':
             thresholds = model.get_initializer(node.input[1])
-            assert thresholds.shape == (33, 1)
+            assert thresholds.shape[1] == 1
+            assert thresholds.shape[0] in (33, 16, 32, 64, 512)
 
 
 def test_qonnx_execution_equals_the_packed_network(trained, tmp_path,
@@ -224,7 +231,8 @@ def test_unknown_layer_kind_is_refused(trained, tmp_path, capsys,
     strange = network_with_kind(network, 'conv3x3_pool')
     with pytest.raises(onnx_export.UnsupportedLayer) as e:
         onnx_export.DIALECTS[dialect](strange)
-    assert "layer 2 (l2) is of kind 'conv3x3_pool'" in str(e.value)
+    assert "layer 2 ({}) is of kind 'conv3x3_pool'".format(
+        network.layers[1].name) in str(e.value)
     monkeypatch.setattr(export, 'load', lambda snapshot: strange)
     output = str(tmp_path / 'strange.onnx')
     code, out, err = run_export(capsys, snapshot, '--format', dialect,

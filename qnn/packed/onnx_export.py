@@ -6,22 +6,29 @@ network's integer arithmetic (:mod:`qnn.packed.kernels`) and gives its
 logits to the bit:
 
 * :func:`to_onnx`: standard ONNX (opset :data:`OPSET`). Input ``pixels``,
-  ``uint8`` ``(N, 784)``, the raw pixel values 0..255 (the training's
-  scaling is folded into the thresholds); output ``logits``, ``float32``
-  ``(N, 10)``. Each layer is a ``MatMul`` by its :math:`\\pm 1` weights
-  in float32 (stored as ``int8``, cast once); every sum is an integer
-  below :math:`2^{24}` (at most 255 * 784), so float32 holds it exactly
+  ``uint8`` ``(N, size)`` (784 for MNIST), the raw pixel values 0..255 in
+  the data set's channel, row, column order (the training's scaling is
+  folded into the thresholds); output ``logits``, ``float32``
+  ``(N, classes)``. Each dense layer is a ``MatMul`` by its
+  :math:`\\pm 1` weights in float32 (stored as ``int8``, cast once), each
+  convolution a ``Conv`` (3x3, zero padding 1, which adds nothing as the
+  packed layer's valid taps) followed by ``MaxPool`` (2x2, ``ceil_mode``,
+  as ``cover_all``; ``-MaxPool(-x)`` for the flipped channels); the first
+  dense layer after the convolutions reads the feature map transposed to
+  (row, column, channel). Every sum is an integer below :math:`2^{24}` (at
+  most 255 * 784, or 255 * 9 * channels), so float32 holds it exactly
   whatever the order of summation. A ``'sign'`` unit is
   ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
   integer threshold as float32 (exact too); the output layer is
   ``((a - mean) * inv_std) * gamma + beta`` in float32, in the order of
   :func:`qnn.packed.kernels.affine_logits`.
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
-  ``float32`` ``(1, 784)`` holding the pixel values 0..255, annotated
+  ``float32`` ``(1, size)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
   wants a fixed batch); the weights :math:`\\pm 1` through ``BipolarQuant``
   (scale 1: ``BIPOLAR``); each batch normalization and sign as a
-  ``MultiThreshold`` node with one threshold per unit, ``out_scale`` 2 and
+  ``MultiThreshold`` node with one threshold per unit or channel
+  (``data_layout`` NCHW after a convolution), ``out_scale`` 2 and
   ``out_bias`` -1 (the form FINN's streamlining gives a sign), its output
   annotated ``BIPOLAR``; the output layer's affine map as ``Sub``,
   ``Mul`` and ``Add`` nodes, as in :func:`to_onnx`.
@@ -36,6 +43,7 @@ module.
 """
 import numpy
 
+from qnn.packed import conv_kernels
 from qnn.packed import kernels
 
 OPSET = 17
@@ -70,6 +78,8 @@ class _Graph(object):
         self.nodes = []
         self.initializers = []
         self.datatypes = {}
+        # whether the last output is a feature map (N, K, H, W)
+        self.maps = False
 
     def constant(self, name, array):
         self.initializers.append(self.onnx.numpy_helper.from_array(
@@ -88,19 +98,79 @@ class _Graph(object):
 
 
 def signs(layer):
-    """The layer's weights as :math:`\\pm 1` ``int8`` ``(n_in, n_out)``
-    (bit 1 is +1), the layout of ``MatMul(x, W)``."""
+    """The layer's weights as :math:`\\pm 1` ``int8``: ``(n_in, n_out)``
+    (bit 1 is +1), the layout of ``MatMul(x, W)``, for a dense layer;
+    ``(K, C, 3, 3)``, the layout of ``Conv``, for a convolution."""
+    if layer.conv is not None:
+        return conv_kernels.weight_taps(layer).astype(numpy.int8)
     bits = kernels.unpack_bits(layer.weights, layer.n_in)
     return numpy.where(bits, 1, -1).astype(numpy.int8).T
 
 
+def _thresholds(layer):
+    """The thresholds as float32 (exact integers), shaped to broadcast
+    over a convolution's ``(N, K, H, W)`` sums."""
+    t = layer.thresholds.astype(numpy.float32)
+    return t.reshape(1, -1, 1, 1) if layer.conv is not None else t
+
+
+def _flattened(graph, layer, x):
+    """``x``, or the feature map before it as one row per image in the
+    (row, column, channel) order of the packed layer's weights."""
+    if not graph.maps:
+        return x
+    graph.maps = False
+    x = graph.node('Transpose', [x], layer.name + '/maps_hwc',
+                   perm=[0, 2, 3, 1])
+    shape = graph.constant(layer.name + '/flat_shape',
+                           numpy.array([-1, layer.n_in], numpy.int64))
+    return graph.node('Reshape', [x, shape], layer.name + '/flat')
+
+
+def _conv(graph, layer, x, weights):
+    """The 3x3 convolution (zero padding: a tap outside adds nothing),
+    then the 2x2 pooling of the packed layer: the maximum, the minimum
+    (``-MaxPool(-x)``) for the flipped channels."""
+    graph.maps = True
+    if layer.kind == 'conv_pixels':
+        pixels = graph.node('Cast', [x], layer.name + '/pixels',
+                            to=graph.onnx.TensorProto.FLOAT)
+        shape = graph.constant(layer.name + '/image_shape', numpy.array(
+            [-1] + list(layer.conv['in_shape']), numpy.int64))
+        x = graph.node('Reshape', [pixels, shape], layer.name + '/images')
+    sums = graph.node('Conv', [x, weights], layer.name + '/sums',
+                      kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    if not layer.conv['pool']:
+        return sums
+    pool = dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    high = graph.node('MaxPool', [sums], layer.name + '/max', **pool)
+    if not layer.flipped.any():
+        return high
+    negated = graph.node('Neg', [sums], layer.name + '/negated')
+    low = graph.node('Neg', [graph.node(
+        'MaxPool', [negated], layer.name + '/max_negated', **pool)],
+        layer.name + '/min')
+    flipped = graph.constant(layer.name + '/flipped', layer.flipped.astype(
+        bool).reshape(1, -1, 1, 1))
+    return graph.node('Where', [flipped, low, high], layer.name + '/pooled')
+
+
 # --- standard ONNX ----------------------------------------------------------
 
-def _onnx_matmul(graph, layer, x):
+def _onnx_weights(graph, layer):
     w = graph.constant(layer.name + '/weights', signs(layer))
-    w = graph.node('Cast', [w], layer.name + '/weights_float',
-                   to=graph.onnx.TensorProto.FLOAT)
-    return graph.node('MatMul', [x, w], layer.name + '/sums')
+    return graph.node('Cast', [w], layer.name + '/weights_float',
+                      to=graph.onnx.TensorProto.FLOAT)
+
+
+def _onnx_matmul(graph, layer, x):
+    x = _flattened(graph, layer, x)
+    return graph.node('MatMul', [x, _onnx_weights(graph, layer)],
+                      layer.name + '/sums')
+
+
+def _onnx_conv(graph, layer, x):
+    return _conv(graph, layer, x, _onnx_weights(graph, layer))
 
 
 def _onnx_planes(graph, layer, pixels):
@@ -111,8 +181,7 @@ def _onnx_planes(graph, layer, pixels):
 
 
 def _onnx_sign(graph, layer, sums):
-    t = graph.constant(layer.name + '/thresholds',
-                       layer.thresholds.astype(numpy.float32))
+    t = graph.constant(layer.name + '/thresholds', _thresholds(layer))
     bits = graph.node('GreaterOrEqual', [sums, t], layer.name + '/bits')
     one = graph.constant(layer.name + '/one', numpy.float32(1))
     minus_one = graph.constant(layer.name + '/minus_one', numpy.float32(-1))
@@ -135,20 +204,30 @@ def _affine(graph, layer, sums):
     return x
 
 
-ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _onnx_matmul}
+ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _onnx_matmul,
+              'conv_pixels': _onnx_conv, 'conv_xnor': _onnx_conv}
 ONNX_OUTPUTS = {'sign': _onnx_sign, 'affine': _affine}
 
 
 # --- QONNX ------------------------------------------------------------------
 
-def _qonnx_matmul(graph, layer, x):
+def _qonnx_weights(graph, layer):
     w = graph.constant(layer.name + '/weights',
                        signs(layer).astype(numpy.float32))
     scale = graph.constant(layer.name + '/weight_scale', numpy.float32(1))
-    w = graph.node('BipolarQuant', [w, scale],
-                   layer.name + '/weights_bipolar', domain=QONNX_DOMAIN,
-                   datatype='BIPOLAR')
-    return graph.node('MatMul', [x, w], layer.name + '/sums')
+    return graph.node('BipolarQuant', [w, scale],
+                      layer.name + '/weights_bipolar', domain=QONNX_DOMAIN,
+                      datatype='BIPOLAR')
+
+
+def _qonnx_matmul(graph, layer, x):
+    x = _flattened(graph, layer, x)
+    return graph.node('MatMul', [x, _qonnx_weights(graph, layer)],
+                      layer.name + '/sums')
+
+
+def _qonnx_conv(graph, layer, x):
+    return _conv(graph, layer, x, _qonnx_weights(graph, layer))
 
 
 def _multithreshold(graph, layer, sums):
@@ -159,10 +238,11 @@ def _multithreshold(graph, layer, sums):
     return graph.node('MultiThreshold', [sums, t], layer.name + '/signs',
                       domain=QONNX_DOMAIN, datatype='BIPOLAR',
                       out_dtype='BIPOLAR', out_scale=2.0, out_bias=-1.0,
-                      data_layout='NC')
+                      data_layout='NCHW' if layer.conv else 'NC')
 
 
-QONNX_KINDS = {'planes': _qonnx_matmul, 'xnor': _qonnx_matmul}
+QONNX_KINDS = {'planes': _qonnx_matmul, 'xnor': _qonnx_matmul,
+               'conv_pixels': _qonnx_conv, 'conv_xnor': _qonnx_conv}
 QONNX_OUTPUTS = {'sign': _multithreshold, 'affine': _affine}
 
 

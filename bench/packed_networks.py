@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Packed networks against their Chainer models: agreement, size, speed.
+"""Packed networks against their Chainer models and onnxruntime: agreement,
+size, speed.
 
 For each snapshot (its config.json beside it; an MLP or a ConvNet of any
 size and data set) it exports the packed file with export.py's folding and
@@ -11,10 +12,13 @@ runs the test set the network was trained on:
   of the packed arithmetic (exact integers; ``--reference-images`` of
   them, the reference being slow for ConvNets);
 * sizes: the float32 weights and BN parameters, the packed file;
-* speed: images per second of the Chainer model and of the packed network
-  at batch ``--batchsize`` (all test images) and at batch 1 (latency, over
-  ``--latency-images``), each the median of ``--rounds`` rounds, the two
-  alternating in one run.
+* speed: images per second of the Chainer model, of the packed network
+  and of onnxruntime running the same folded network as a float32 graph
+  (``export.py --format onnx``, the float engine a user would deploy
+  with; the same number of threads as numba's) at batch ``--batchsize``
+  (all test images) and at batch 1 (latency, over ``--latency-images``),
+  each the median of ``--rounds`` rounds, the three alternating in one
+  run; and how many of onnxruntime's logits equal the packed network's.
 
     .venv/bin/python bench/packed_networks.py result/cnn/snapshot_iter_1200 ...
 
@@ -92,12 +96,18 @@ def measure(snapshot, options):
     def packed_logits(batch):
         return packed_kernels.forward(network, batch, 'numba')
 
+    session = onnx_session(network)
+
+    def onnx_logits(batch):
+        return session.run(None, {'pixels': batch})[0]
+
     packed_kernels.warm_up(network.layers, images)
     ours = in_batches(packed_logits, images, options.batchsize)
     theirs = in_batches(chainer_logits, x, options.batchsize)
     n_ref = min(options.reference_images, len(images))
     reference = in_batches(lambda b: packed_kernels.forward(
         network, b, 'numpy'), images[:n_ref], 100)
+    floats = in_batches(onnx_logits, images, options.batchsize)
     differ = numpy.flatnonzero(ours.argmax(1) != theirs.argmax(1))
     latency = slice(0, options.latency_images)
     speed = alternate([
@@ -105,14 +115,17 @@ def measure(snapshot, options):
                                        options.batchsize)),
         ('packed', lambda: in_batches(packed_logits, images,
                                       options.batchsize)),
+        ('onnx', lambda: in_batches(onnx_logits, images, options.batchsize)),
         ('chainer-1', lambda: in_batches(chainer_logits, x[latency], 1)),
         ('packed-1', lambda: in_batches(packed_logits, images[latency], 1)),
+        ('onnx-1', lambda: in_batches(onnx_logits, images[latency], 1)),
     ], options.rounds)
     rows = packed_summary.rows(network)
     return {
         'snapshot': snapshot, 'network': describe(config), 'dataset': name,
         'images': len(images), 'differ': differ,
         'equal_chainer': int((ours == theirs).all(axis=1).sum()),
+        'equal_onnx': int((ours == floats).all(axis=1).sum()),
         'equal_reference': int((ours[:n_ref] == reference).all(
             axis=1).sum()), 'reference_images': n_ref,
         'accuracy': ((theirs.argmax(1) == labels).mean(),
@@ -125,6 +138,18 @@ def measure(snapshot, options):
     }
 
 
+def onnx_session(network):
+    """onnxruntime on the network's ONNX graph, as many threads as numba."""
+    import onnxruntime
+    from qnn.packed import onnx_export
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = __import__('numba').get_num_threads()
+    settings.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        onnx_export.to_onnx(network).SerializeToString(), settings,
+        providers=['CPUExecutionProvider'])
+
+
 def describe(config):
     if config.get('arch') == 'cnn':
         return 'CNN {}'.format(config.get('cnn_size', 'small'))
@@ -133,15 +158,16 @@ def describe(config):
 
 def report(results, options):
     print('| network | data set | test images | predictions differing | '
-          'logits = Chainer\'s | logits = reference | accuracy Chainer / '
-          'packed | float32 B | file B | smaller |')
-    print('|---|---|---:|---:|---:|---:|---|---:|---:|---:|')
+          'logits = Chainer\'s | logits = reference | logits = '
+          'onnxruntime\'s | accuracy Chainer / packed | float32 B | file B '
+          '| smaller |')
+    print('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|')
     for r in results:
-        print('| {} | {} | {} | {} | {} | {} of {} | {:.4f} / {:.4f} | {} | '
-              '{} | {:.1f}x |'.format(
+        print('| {} | {} | {} | {} | {} | {} of {} | {} | {:.4f} / {:.4f} | '
+              '{} | {} | {:.1f}x |'.format(
                   r['network'], r['dataset'], r['images'], len(r['differ']),
                   r['equal_chainer'], r['equal_reference'],
-                  r['reference_images'], r['accuracy'][0],
+                  r['reference_images'], r['equal_onnx'], r['accuracy'][0],
                   r['accuracy'][1], r['float32_bytes'], r['file_bytes'],
                   r['float32_bytes'] / r['file_bytes']))
     print()
@@ -149,18 +175,21 @@ def report(results, options):
           '{}'.format(options.rounds,
                       __import__('numba').get_num_threads()))
     print()
-    print('| network | data set | Chainer, batch {b} | packed, batch {b} | '
-          'ratio | Chainer, batch 1 | packed, batch 1 | ratio |'.format(
-              b=options.batchsize))
-    print('|---|---|---:|---:|---:|---:|---:|---:|')
-    for r in results:
-        rate = r['rate']
-        print('| {} | {} | {:.0f} | {:.0f} | {:.2f}x | {:.0f} | {:.0f} | '
-              '{:.2f}x |'.format(
-                  r['network'], r['dataset'], rate['chainer'],
-                  rate['packed'], rate['packed'] / rate['chainer'],
-                  rate['chainer-1'], rate['packed-1'],
-                  rate['packed-1'] / rate['chainer-1']))
+    for batch, suffix in ((options.batchsize, ''), (1, '-1')):
+        print()
+        print('batch {}: | network | data set | Chainer | onnxruntime | '
+              'packed | packed / onnxruntime | packed / Chainer |'.format(
+                  batch))
+        print('|---|---|---:|---:|---:|---:|---:|')
+        for r in results:
+            rate = {k[:-len(suffix)] if suffix else k: v
+                    for k, v in r['rate'].items() if k.endswith(suffix) and
+                    (suffix or '-' not in k)}
+            print('| {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.2f}x | {:.2f}x '
+                  '|'.format(r['network'], r['dataset'], rate['chainer'],
+                             rate['onnx'], rate['packed'],
+                             rate['packed'] / rate['onnx'],
+                             rate['packed'] / rate['chainer']))
     for r in results:
         for index in r['differ'][:5]:
             print('{}: image {}, label {}, Chainer {}, packed {}'.format(

@@ -27,6 +27,7 @@ from qnn import datasets
 from qnn.packed import convnet
 from qnn.packed import folding
 from qnn.packed import format as packed_format
+from qnn.packed import levels
 from qnn.packed import kernels as packed_kernels
 from qnn.packed import summary as packed_summary
 from qnn.serializers import npz_arrays
@@ -84,11 +85,18 @@ def read_config(snapshot):
     run_history.upgrade(config)
     weight_bits = config.get('weight_bits', 1)
     activation_bits = config.get('activation_bits', 1)
-    if weight_bits != 1 or activation_bits != 1:
+    k_bits = weight_bits != 1 or activation_bits != 1
+    if max(weight_bits, activation_bits) > levels.MAX_BITS or k_bits and (
+            config.get('arch', 'mlp') != 'mlp' or
+            config.get('quantizer', 'linear') != 'linear'):
         raise ExportError(
             '{}: the network has {}-bit weights and {}-bit activations '
-            '({}); only 1-bit weights and activations can be packed'.format(
-                snapshot, weight_bits, activation_bits, path))
+            '({}, {} quantizer, {}); the packed format holds 1-bit '
+            'networks, and MLPs of up to {} bits with the linear '
+            'quantizer'.format(snapshot, weight_bits, activation_bits,
+                               config.get('arch', 'mlp'),
+                               config.get('quantizer', 'linear'), path,
+                               levels.MAX_BITS))
     if config.get('bn', 'standard') != 'standard':
         raise ExportError(
             '{}: the network uses {}-based batch normalization ({}); only '
@@ -132,6 +140,10 @@ def fold(params, config, snapshot):
             layers = convnet.fold_convnet(
                 params, net.ARCHITECTURES[config.get('cnn_size', 'small')],
                 info.shape, info.n_classes, scale)
+        elif config.get('weight_bits', 1) != 1 or \
+                config.get('activation_bits', 1) != 1:
+            layers = fold_mlp_levels(params, config, info, scale,
+                                     pixels['shift'])
         else:
             layers = fold_mlp(params, config, info, scale, pixels['shift'])
     except convnet.MissingParameter as e:
@@ -181,6 +193,37 @@ def fold_mlp(params, config, info, scale, shift):
             layers.append(packed_format.Layer(
                 name, kind, sizes[i - 1], sizes[i], 'sign', pack(bits),
                 thresholds=thresholds))
+    return layers
+
+
+def fold_mlp_levels(params, config, info, scale, shift):
+    """The packed layers of an MLP of k-bit weights or activations
+    (:mod:`qnn.packed.levels`): ``levels_pixels``, then ``levels``."""
+    hidden = config.get('layers', 2)
+    eps = config.get('bn_eps', folding.DEFAULT_EPS)
+    sizes = [info.in_size] + [config.get('unit')] * hidden + [
+        info.n_classes]
+    _check_mlp(params, sizes, config.get('unit'))
+    kw, ka = config.get('weight_bits', 1), config.get('activation_bits', 1)
+    layers = []
+    for i in range(1, hidden + 2):
+        W, bn = params['l{}/W'.format(i)], _bn(params, i)
+        meta = {'weight_bits': kw, 'input_bits': 8 if i == 1 else ka,
+                'output_bits': ka if i <= hidden else None}
+        kind = 'levels_pixels' if i == 1 else 'levels'
+        if i == hidden + 1:
+            planes, affine = levels.fold_levels_affine(W, bn, kw, ka, eps)
+            layers.append(packed_format.Layer(
+                'l{}'.format(i), kind, sizes[i - 1], sizes[i], 'affine',
+                planes, levels=meta, **dict(zip(
+                    ('mean', 'inv_std', 'gamma', 'beta'), affine))))
+        else:
+            planes, thresholds = levels.fold_levels(
+                W, bn, kw, ka, eps, in_bits=None if i == 1 else ka,
+                scale=scale, shift=shift)
+            layers.append(packed_format.Layer(
+                'l{}'.format(i), kind, sizes[i - 1], sizes[i], 'levels',
+                planes, levels=meta, thresholds=thresholds))
     return layers
 
 

@@ -121,17 +121,22 @@ def test_snapshot_without_config(trained, tmp_path, capsys):
     assert not os.path.exists(snapshot + '.bnn')
 
 
-@pytest.mark.parametrize('option', ['weight_bits', 'activation_bits'])
-def test_more_than_one_bit_is_refused(trained, tmp_path, capsys, option):
+@pytest.mark.parametrize('option, value, word', [
+    ('weight_bits', 5, '5-bit'), ('activation_bits', 8, '8-bit'),
+    ('quantizer', 'log', 'log quantizer'), ('arch', 'cnn', 'cnn')])
+def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
+                                                 option, value, word):
     snapshot = copy_run(trained, tmp_path)
     path = os.path.join(os.path.dirname(snapshot), 'config.json')
     with open(path) as f:
         config = json.load(f)
-    config[option] = 2
+    config['weight_bits'] = 2
+    config[option] = value
     with open(path, 'w') as f:
         json.dump(config, f)
     code, out, err = run_export(capsys, snapshot)
-    assert_one_line(code, out, err, snapshot, '2-bit')
+    assert_one_line(code, out, err, snapshot, word)
+    assert not os.listdir(str(tmp_path / 'run')) == []
 
 
 def test_source_records_the_stochastic_options(trained, tmp_path):

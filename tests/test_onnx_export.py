@@ -43,7 +43,9 @@ def test_images():
 
 NETWORKS = {'layers2': ['--unit', '33', '--layers', '2'],
             'layers3': ['--unit', '33', '--layers', '3'],
-            'cnn': ['--arch', 'cnn']}
+            'cnn': ['--arch', 'cnn'],
+            'bits2': ['--unit', '33', '--weight-bits', '2',
+                      '--activation-bits', '2']}
 
 
 @pytest.fixture(scope='module', params=sorted(NETWORKS))
@@ -178,18 +180,19 @@ def test_qonnx_graph_and_datatypes(trained, tmp_path):
     hidden = len(network.layers) - 1
     convolutions = sum(layer.conv is not None for layer in network.layers)
     assert ops.count('MultiThreshold') == hidden
-    assert ops.count('BipolarQuant') == hidden + 1
+    assert ops.count('BipolarQuant') + ops.count('Quant') == hidden + 1
     assert ops.count('Conv') == convolutions
     assert ops.count('MatMul') == hidden + 1 - convolutions
     assert str(model.get_tensor_datatype(model.graph.input[0].name)) == \
         'UINT8'
+    bipolar = network.layers[0].levels is None
     for node in model.graph.node:
-        if node.op_type in ('MultiThreshold', 'BipolarQuant'):
-            assert str(model.get_tensor_datatype(node.output[0])) == \
-                'BIPOLAR', node
+        if node.op_type in ('MultiThreshold', 'BipolarQuant', 'Quant'):
+            assert str(model.get_tensor_datatype(node.output[0])) == (
+                'BIPOLAR' if bipolar else 'INT3'), node
         if node.op_type == 'MultiThreshold':
             thresholds = model.get_initializer(node.input[1])
-            assert thresholds.shape[1] == 1
+            assert thresholds.shape[1] == (1 if bipolar else 3)
             assert thresholds.shape[0] in (33, 16, 32, 64, 512)
 
 

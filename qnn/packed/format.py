@@ -16,11 +16,12 @@ Like PNG's, the magic number fails a file passed through a text-mode or
 the dtypes ``<u8`` (packed weights), ``<i4`` (thresholds) and ``<f4`` (the
 output layer's affine map), located by the header.
 
-Header::
+Header (docs/deployment.md specifies every key)::
 
-    {"format": "qnn-packed-mlp", "file_size": <bytes of the whole file>,
+    {"format": "qnn-packed", "file_size": <bytes of the whole file>,
      "word_bits": 64, "bit_order": "little", "padding": "zero",
-     "input": {"size": 784, "pixel_bits": 8, "scale": 255, "shift": 0},
+     "input": {"dataset": "mnist", "shape": [1, 28, 28], "size": 784,
+               "pixel_bits": 8, "scale": 255, "shift": 0},
      "layers": [{"name": "l1", "kind": "planes", "n_in": 784,
                  "n_out": 1000, "output": "sign",
                  "arrays": {"weights": {"dtype": "<u8",
@@ -28,18 +29,27 @@ Header::
                                         "offset": 1024}, ...}}, ...],
      "source": {...}}
 
+A convolution's entry also has ``"conv"`` (``in_shape``, ``channels``,
+``pool``), a k-bit layer's ``"levels"`` (``weight_bits``, ``input_bits``,
+``output_bits``). Version 1 files (``"qnn-packed-mlp"``: the MLP's
+``planes`` and ``xnor`` layers, an input of ``size`` only) load too.
+
 Weights: one row of :math:`\\lceil n_{in}/64 \\rceil` words per unit; input
 :math:`i` is bit :math:`i \\bmod 64` (least significant first) of word
 :math:`\\lfloor i/64 \\rfloor`; 1 is :math:`+1`, 0 is :math:`-1`; the
 padding bits are 0 (checked on load). Layer kinds (see
-:mod:`qnn.packed.kernels` for the arithmetic): ``planes`` (first layer: 8-bit
-pixels :math:`p`, the network's input being :math:`p / \\text{scale} +
-\\text{shift}`; the thresholds hold both) and
-``xnor`` (:math:`\\pm 1` inputs). Outputs: ``sign`` (array ``thresholds``,
-``<i4``: the unit's bit is 1 iff its integer sum :math:`a \\ge T`) and
-``affine`` (the last layer: arrays ``mean``, ``inv_std``, ``gamma``,
-``beta``, ``<f4``: logits :math:`((a - \\mu) r) \\gamma + \\beta` in
-float32, that order).
+:mod:`qnn.packed.kernels`, :mod:`qnn.packed.conv_kernels` and
+:mod:`qnn.packed.levels` for the arithmetic): ``planes`` (first layer:
+8-bit pixels :math:`p`, the network's input being :math:`p / \\text{scale}
++ \\text{shift}`; the thresholds hold both), ``xnor`` (:math:`\\pm 1`
+inputs), ``conv_pixels`` and ``conv_xnor`` (3x3 convolutions),
+``levels_pixels`` and ``levels`` (k-bit weights as bit planes). Outputs:
+``sign`` (array ``thresholds``, ``<i4``: the unit's bit is 1 iff its
+integer sum :math:`a \\ge T`), ``levels`` (``thresholds`` ``(units,
+2^k - 1)``: the unit's level is the number it reaches) and ``affine``
+(the last layer: arrays ``mean``, ``inv_std``, ``gamma``, ``beta``,
+``<f4``: logits :math:`((a - \\mu) r) \\gamma + \\beta` in float32, that
+order).
 """
 import hashlib
 import json
@@ -69,13 +79,15 @@ _ARRAYS = {
 }
 _OUTPUT_ARRAYS = {
     'sign': ('thresholds',),
+    'levels': ('thresholds',),
     'affine': ('mean', 'inv_std', 'gamma', 'beta'),
 }
 DENSE_KINDS = ('planes', 'xnor')
 CONV_KINDS = ('conv_pixels', 'conv_xnor')
-KINDS = DENSE_KINDS + CONV_KINDS
+LEVEL_KINDS = ('levels_pixels', 'levels')
+KINDS = DENSE_KINDS + CONV_KINDS + LEVEL_KINDS
 # the kinds a layer on the pixels may have, and those after it
-_FIRST_KINDS = ('planes', 'conv_pixels')
+_FIRST_KINDS = ('planes', 'conv_pixels', 'levels_pixels')
 
 
 def n_words(n):
@@ -120,10 +132,13 @@ class Layer(object):
         conv (dict or None): A convolution's ``in_shape`` (channels,
             height, width), ``channels`` (out) and ``pool`` (2x2 max
             pooling after it).
+        levels (dict or None): A k-bit layer's ``weight_bits``,
+            ``input_bits`` (8: pixels) and ``output_bits`` (``None`` for
+            the output layer); see :mod:`qnn.packed.levels`.
     """
 
     def __init__(self, name, kind, n_in, n_out, output, weights, conv=None,
-                 **arrays):
+                 levels=None, **arrays):
         self.name = name
         self.kind = kind
         self.n_in = int(n_in)
@@ -131,6 +146,7 @@ class Layer(object):
         self.output = output
         self.weights = weights
         self.conv = dict(conv) if conv is not None else None
+        self.levels = dict(levels) if levels is not None else None
         self.arrays = dict(arrays, weights=weights)
         for key, value in arrays.items():
             setattr(self, key, value)
@@ -193,15 +209,38 @@ def _check_layers(layers, input):
             raise PackedFileError('{} is of kind {!r}'.format(
                 where, layer.kind))
         expected_output = 'affine' if index == len(layers) - 1 else 'sign'
-        if layer.output != expected_output or (
+        output = 'sign' if layer.output == 'levels' else layer.output
+        if output != expected_output or (
                 layer.kind in CONV_KINDS and layer.output != 'sign'):
             raise PackedFileError('{} has output {!r}, expected {!r}'.format(
                 where, layer.output, expected_output))
+        if (layer.kind in LEVEL_KINDS) != (layers[0].kind in LEVEL_KINDS) or \
+                (layer.output == 'levels') != (layer.kind in LEVEL_KINDS and
+                                               expected_output == 'sign'):
+            raise PackedFileError('{}: a {} layer with output {!r} in a '
+                                  'network of {} layers'.format(
+                                      where, layer.kind, layer.output,
+                                      layers[0].kind))
+        if layer.kind in LEVEL_KINDS:
+            _check_levels(layer, layers[index - 1] if index else None, where)
         if layer.kind in CONV_KINDS:
             shape = _check_conv(layer, shape, where)
         else:
             shape = _check_dense(layer, shape, where)
         _check_arrays(layer, where)
+
+
+def _check_levels(layer, previous, where):
+    bits = layer.levels or {}
+    expected_in = 8 if previous is None else previous.levels['output_bits']
+    out = bits.get('output_bits')
+    if not 1 <= bits.get('weight_bits', 0) <= 4 or \
+            bits.get('input_bits') != expected_in or \
+            (out is None) != (layer.output == 'affine') or \
+            out is not None and not 1 <= out <= 4:
+        raise PackedFileError('{} has levels {}, after a layer of {}-bit '
+                              'outputs'.format(where, layer.levels,
+                                               expected_in))
 
 
 def _check_conv(layer, shape, where):
@@ -237,11 +276,18 @@ def _expected_shapes(layer):
         # its pooling takes the minimum (see qnn.packed.conv_kernels)
         shapes = {'weights': (channels, TAPS, n_words(n_bits)),
                   'flipped': (channels,)}
+    elif layer.kind in LEVEL_KINDS:
+        channels, n_bits = layer.n_out, layer.n_in
+        shapes = {'weights': (channels, int(layer.levels['weight_bits']),
+                              n_words(n_bits))}
     else:
         channels, n_bits = layer.n_out, layer.n_in
         shapes = {'weights': (channels, n_words(n_bits))}
     for name in _OUTPUT_ARRAYS[layer.output]:
         shapes[name] = (channels,)
+    if layer.output == 'levels':
+        shapes['thresholds'] = (channels,
+                                2 ** int(layer.levels['output_bits']) - 1)
     return shapes, n_bits
 
 
@@ -279,6 +325,8 @@ def encode(network):
                       'output': layer.output, 'arrays': {}})
         if layer.conv is not None:
             table[-1]['conv'] = layer.conv
+        if layer.levels is not None:
+            table[-1]['levels'] = layer.levels
         for name in ('weights',) + _OUTPUT_ARRAYS[layer.output] + tuple(
                 name for name in ('flipped',) if name in layer.arrays):
             array = numpy.ascontiguousarray(layer.arrays[name],
@@ -377,7 +425,7 @@ def decode(data):
             layers.append(Layer(entry['name'], entry['kind'],
                                 entry['n_in'], entry['n_out'],
                                 entry['output'], conv=entry.get('conv'),
-                                **arrays))
+                                levels=entry.get('levels'), **arrays))
         network = PackedNetwork(layers, header['input'],
                                 header.get('source'), size)
         if network.input.get('pixel_bits') != 8:

@@ -50,7 +50,9 @@ import numpy
 
 from qnn.backends import cpu_kernels
 from qnn.packed import conv_kernels
+from qnn.packed import levels
 from qnn.packed.format import CONV_KINDS
+from qnn.packed.format import LEVEL_KINDS
 from qnn.packed.format import n_words
 
 WORD_BITS = 64
@@ -137,7 +139,20 @@ def _reference_xnor(X, W, n_in):
     return out
 
 
+def _run_levels(layers, x, sums_of):
+    """A network of k-bit layers (:mod:`qnn.packed.levels`): the last
+    layer's integer sums."""
+    for layer in layers:
+        sums = numpy.asarray(sums_of(layer, x)).astype(numpy.int64)
+        if layer.output != 'levels':
+            return sums
+        x = levels.output_levels(sums, layer.thresholds)
+    raise ValueError('the network has no output layer')
+
+
 def _reference(layer_sums, layers, x):
+    if layers[0].kind in LEVEL_KINDS:
+        return _run_levels(layers, x, levels.reference_sums)
     for index, layer in enumerate(layers):
         if layer.kind in CONV_KINDS:
             x = conv_kernels.reference_layer(layer, x)
@@ -336,6 +351,8 @@ def _run_numba(layers, pixels):
     # each kernel for read-only arrays such as numpy.frombuffer's
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
     hidden = layers[1:-1]
+    if layers[0].kind in LEVEL_KINDS:
+        return _run_levels(layers, x, levels.fast_sums)
     if any(layer.kind in CONV_KINDS for layer in layers):
         return _run_numba_layers(k, layers, x)
     if hidden and layers[-1].output != 'sign' and all(
@@ -427,9 +444,9 @@ _cupy_kernels = None
 
 
 def _run_cupy(layers, pixels):
-    if any(layer.kind in CONV_KINDS for layer in layers):
-        raise ValueError('no CUDA kernels for packed convolutions: run it '
-                         'on the CPU (--device -1)')
+    if any(layer.kind in CONV_KINDS + LEVEL_KINDS for layer in layers):
+        raise ValueError('no CUDA kernels for packed convolutions or k-bit '
+                         'layers: run it on the CPU (--device -1)')
     import cupy
     global _cupy_kernels
     if _cupy_kernels is None:

@@ -45,6 +45,7 @@ import numpy
 
 from qnn.packed import conv_kernels
 from qnn.packed import kernels
+from qnn.packed import levels
 
 OPSET = 17
 # the IR version of opset 17 (onnx 1.12), which runtimes of that time read
@@ -83,7 +84,7 @@ class _Graph(object):
 
     def constant(self, name, array):
         self.initializers.append(self.onnx.numpy_helper.from_array(
-            numpy.ascontiguousarray(array), name))
+            numpy.array(array, order='C'), name))  # 0-d stays 0-d
         return name
 
     def node(self, op, inputs, output, domain='', datatype=None,
@@ -204,9 +205,49 @@ def _affine(graph, layer, sums):
     return x
 
 
+def _level_values(layer):
+    """The k-bit layer's weights as the integers :math:`2v - L_w`,
+    ``(n_in, n_out)``."""
+    return levels.signed_weights(layer).T
+
+
+def _onnx_levels(graph, layer, x):
+    # the input: pixels, or the signed levels 2u - L_a of the layer before
+    if layer.kind == 'levels_pixels':
+        x = graph.node('Cast', [x], layer.name + '/pixels',
+                       to=graph.onnx.TensorProto.FLOAT)
+    w = graph.constant(layer.name + '/weights',
+                       _level_values(layer).astype(numpy.int8))
+    w = graph.node('Cast', [w], layer.name + '/weights_float',
+                   to=graph.onnx.TensorProto.FLOAT)
+    return graph.node('MatMul', [x, w], layer.name + '/sums')
+
+
+def _onnx_levels_output(graph, layer, sums):
+    """The level u each unit reaches (the thresholds its sum reaches,
+    counted), as the next layer's input 2u - L."""
+    axes = graph.constant(layer.name + '/last_axis',
+                          numpy.array([-1], numpy.int64))
+    x = graph.node('Unsqueeze', [sums, axes], layer.name + '/sums_column')
+    t = graph.constant(layer.name + '/thresholds',
+                       layer.thresholds.astype(numpy.float32))
+    x = graph.node('GreaterOrEqual', [x, t], layer.name + '/reached')
+    x = graph.node('Cast', [x], layer.name + '/reached_float',
+                   to=graph.onnx.TensorProto.FLOAT)
+    x = graph.node('ReduceSum', [x, axes], layer.name + '/levels',
+                   keepdims=0)
+    two = graph.constant(layer.name + '/two', numpy.float32(2))
+    top = graph.constant(layer.name + '/top', numpy.float32(
+        layer.thresholds.shape[1]))
+    x = graph.node('Mul', [x, two], layer.name + '/levels_twice')
+    return graph.node('Sub', [x, top], layer.name + '/signed_levels')
+
+
 ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _onnx_matmul,
-              'conv_pixels': _onnx_conv, 'conv_xnor': _onnx_conv}
-ONNX_OUTPUTS = {'sign': _onnx_sign, 'affine': _affine}
+              'conv_pixels': _onnx_conv, 'conv_xnor': _onnx_conv,
+              'levels_pixels': _onnx_levels, 'levels': _onnx_levels}
+ONNX_OUTPUTS = {'sign': _onnx_sign, 'affine': _affine,
+                'levels': _onnx_levels_output}
 
 
 # --- QONNX ------------------------------------------------------------------
@@ -241,9 +282,41 @@ def _multithreshold(graph, layer, sums):
                       data_layout='NCHW' if layer.conv else 'NC')
 
 
+def _qonnx_levels(graph, layer, x):
+    # the weights 2v - L_w through Quant: signed integers of k + 1 bits,
+    # which it leaves as they are
+    bits = layer.levels['weight_bits'] + 1
+    w = graph.constant(layer.name + '/weights',
+                       _level_values(layer).astype(numpy.float32))
+    scale = graph.constant(layer.name + '/weight_scale', numpy.float32(1))
+    zero = graph.constant(layer.name + '/weight_zero', numpy.float32(0))
+    width = graph.constant(layer.name + '/weight_bits', numpy.float32(bits))
+    w = graph.node('Quant', [w, scale, zero, width],
+                   layer.name + '/weights_int', domain=QONNX_DOMAIN,
+                   datatype='INT{}'.format(bits), signed=1, narrow=0,
+                   rounding_mode='ROUND')
+    return graph.node('MatMul', [x, w], layer.name + '/sums')
+
+
+def _multithreshold_levels(graph, layer, sums):
+    # the count of thresholds reached is the level u; out_scale 2 and
+    # out_bias -L give the next layer's input 2u - L
+    top = layer.thresholds.shape[1]
+    datatype = 'BIPOLAR' if top == 1 else 'INT{}'.format(
+        layer.levels['output_bits'] + 1)
+    t = graph.constant(layer.name + '/thresholds',
+                       layer.thresholds.astype(numpy.float32))
+    return graph.node('MultiThreshold', [sums, t], layer.name + '/levels',
+                      domain=QONNX_DOMAIN, datatype=datatype,
+                      out_dtype=datatype, out_scale=2.0,
+                      out_bias=float(-top), data_layout='NC')
+
+
 QONNX_KINDS = {'planes': _qonnx_matmul, 'xnor': _qonnx_matmul,
-               'conv_pixels': _qonnx_conv, 'conv_xnor': _qonnx_conv}
-QONNX_OUTPUTS = {'sign': _multithreshold, 'affine': _affine}
+               'conv_pixels': _qonnx_conv, 'conv_xnor': _qonnx_conv,
+               'levels_pixels': _qonnx_levels, 'levels': _qonnx_levels}
+QONNX_OUTPUTS = {'sign': _multithreshold, 'affine': _affine,
+                 'levels': _multithreshold_levels}
 
 
 # --- the model --------------------------------------------------------------

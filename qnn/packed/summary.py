@@ -5,7 +5,8 @@ channels x height x width), weight and input (activation) bits,
 parameters, the bytes they take in the file, and multiply-accumulates per
 image: binary (1-bit by 1-bit, done as XNOR and popcount), 8-bit by 1-bit
 (the first layer's pixels: a dense layer's as 8 AND-popcounts, one per bit
-plane; a convolution's as integer sums), and
+plane; a convolution's as integer sums), k-bit (weights or activations of
+2 to 4 bits: exact integer sums, :mod:`qnn.packed.levels`), and
 float (none: the batch normalizations are folded into integer thresholds,
 the last one into 2 float32 multiplies and 2 adds per logit). Then the
 totals, the size of the same parameters as float32, and the size of the
@@ -27,6 +28,11 @@ def _conv_macs(layer):
 
 
 def _kind(layer):
+    if layer.levels is not None:
+        return '{}-bit dense{}, {}'.format(
+            layer.levels['weight_bits'],
+            ' on pixels' if layer.kind == 'levels_pixels' else '',
+            layer.output)
     if layer.conv is not None:
         return '{} conv 3x3{}, {}'.format(
             'pixel' if layer.kind == 'conv_pixels' else 'XNOR',
@@ -49,21 +55,26 @@ def rows(network):
         weights = layer.weights.shape[0] * (
             layer.conv['in_shape'][0] * 9 if layer.conv else layer.n_in)
         macs = _conv_macs(layer) if layer.conv else weights
-        units = len(layer.arrays[
-            'thresholds' if layer.output == 'sign' else 'mean'])
+        units = layer.weights.shape[0]
         folded = sum(a.size for name, a in layer.arrays.items()
                      if name != 'weights')
-        on_pixels = layer.kind in ('planes', 'conv_pixels')
+        on_pixels = layer.kind in ('planes', 'conv_pixels', 'levels_pixels')
+        bits = layer.levels or {}
+        weight_bits = bits.get('weight_bits', 1)
+        input_bits = network.input['pixel_bits'] if on_pixels else \
+            bits.get('input_bits', 1)
+        kind = 'binary' if max(weight_bits, input_bits) == 1 else \
+            'int8' if weight_bits == 1 else 'multibit'
         out.append({
             'name': layer.name, 'kind': _kind(layer), 'shape': _shape(layer),
-            'weight_bits': 1,
-            'input_bits': network.input['pixel_bits'] if on_pixels else 1,
+            'weight_bits': weight_bits, 'input_bits': input_bits,
             'params': weights + folded,
             'packed_bytes': sum(a.nbytes for a in layer.arrays.values()),
             # the unfolded layer: W and gamma, beta, mean, var of its BN
             'float32_bytes': (weights + 4 * units) * _FLOAT_BYTES,
-            'binary_macs': 0 if on_pixels else macs,
-            'int8_macs': macs if on_pixels else 0,
+            'binary_macs': macs if kind == 'binary' else 0,
+            'int8_macs': macs if kind == 'int8' else 0,
+            'multibit_macs': macs if kind == 'multibit' else 0,
             'float_macs': 0,
         })
     return out
@@ -73,17 +84,18 @@ def summary(network):
     """The summary as text (lines without a final newline)."""
     table = rows(network)
     header = ('layer', 'kind', 'shape', 'w bits', 'in bits', 'params',
-              'packed B', '1x1 MACs', '8x1 MACs', 'float MACs')
+              'packed B', '1x1 MACs', '8x1 MACs', 'kxk MACs', 'float MACs')
     lines = [[r['name'], r['kind'], r['shape'], r['weight_bits'],
               r['input_bits'], r['params'], r['packed_bytes'],
-              r['binary_macs'], r['int8_macs'], r['float_macs']]
-             for r in table]
+              r['binary_macs'], r['int8_macs'], r['multibit_macs'],
+              r['float_macs']] for r in table]
     total = {k: sum(r[k] for r in table) for k in (
         'params', 'packed_bytes', 'float32_bytes', 'binary_macs',
-        'int8_macs', 'float_macs')}
+        'int8_macs', 'multibit_macs', 'float_macs')}
     lines.append(['total', '', '', '', '', total['params'],
                   total['packed_bytes'], total['binary_macs'],
-                  total['int8_macs'], total['float_macs']])
+                  total['int8_macs'], total['multibit_macs'],
+                  total['float_macs']])
     cells = [list(header)] + [[str(c) for c in line] for line in lines]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     text = []

@@ -1,0 +1,146 @@
+"""k-bit packed layers (qnn/packed/levels.py) against the real network
+they fold: the quantizer of qst on the batch normalization of the exact
+pre-activation, with gamma < 0, gamma = 0 and ties at a level boundary;
+the fast sums against the integer reference; a trained 2-bit MLP against
+its Chainer model."""
+import numpy
+import pytest
+
+import export
+import qst
+import train_mnist
+from qnn import datasets
+from qnn.packed import folding
+from qnn.packed import format as packed_format
+from qnn.packed import kernels as packed_kernels
+from qnn.packed import levels
+from test_export import chainer_predictions
+
+BITS = [(2, 2), (3, 1), (1, 4), (4, 3), (1, 1)]
+
+
+def quantized(W, bits):
+    """The exact values of the ``bits``-bit levels qst's linear quantizer
+    gives ``W`` (its float32 results are these, rounded)."""
+    return -1 + 2 * levels.weight_levels(W, bits) / levels.n_levels(bits)
+
+
+def level_of(y, bits):
+    """The level index qst's linear quantizer gives ``y`` (float64)."""
+    L = levels.n_levels(bits)
+    return numpy.floor((numpy.clip(y, -1, 1) + 1) * L / 2 + 0.5).astype(int)
+
+
+def random_bn(rng, units, spread):
+    gamma = rng.normal(size=units)
+    gamma[::4] *= -1
+    gamma[2::7] = 0
+    beta = rng.uniform(-1.2, 1.2, size=units)
+    mean = rng.uniform(-spread, spread, size=units) / 4
+    var = rng.uniform(0.5, 2, size=units) * spread
+    return [v.astype(numpy.float32) for v in (gamma, beta, mean, var)]
+
+
+def layer_of(W, bn, weight_bits, in_bits, out_bits, **kwargs):
+    planes, thresholds = levels.fold_levels(
+        W, bn, weight_bits, out_bits, in_bits=in_bits, **kwargs)
+    meta = {'weight_bits': weight_bits, 'input_bits': in_bits or 8,
+            'output_bits': out_bits}
+    return packed_format.Layer(
+        'l', 'levels_pixels' if in_bits is None else 'levels', W.shape[1],
+        W.shape[0], 'levels', planes, levels=meta, thresholds=thresholds)
+
+
+@pytest.mark.parametrize('weight_bits, act_bits', BITS)
+def test_hidden_layer_is_the_real_layer(weight_bits, act_bits):
+    rng = numpy.random.RandomState(weight_bits * 10 + act_bits)
+    n, units = 37, 29
+    W = rng.normal(size=(units, n)).astype(numpy.float32)
+    bn = random_bn(rng, units, n)
+    # ties: a unit whose beta is a level boundary and whose mean an
+    # achievable pre-activation reaches that boundary exactly
+    boundary = (2 * 1 - 1) / levels.n_levels(act_bits) - 1
+    bn[1][1] = numpy.float32(boundary)
+    layer = layer_of(W, bn, weight_bits, act_bits, act_bits)
+    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(50, n))
+    x = -1 + 2 * u / levels.n_levels(act_bits)
+    a = x @ quantized(W, weight_bits).T
+    bn[2][1] = numpy.float32(a[0, 1])  # the tie, on image 0
+    layer = layer_of(W, bn, weight_bits, act_bits, act_bits)
+    gamma, beta, mean, var = (v.astype(numpy.float64) for v in bn)
+    y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
+    expected = level_of(y, act_bits)
+    sums = levels.reference_sums(layer, u)
+    # the folding negates the weights of a unit with gamma < 0
+    negated = numpy.where(bn[0] < 0, -1, 1)
+    numpy.testing.assert_array_equal(
+        sums, negated * numpy.rint(a * levels.n_levels(act_bits) *
+                                   levels.n_levels(weight_bits)))
+    numpy.testing.assert_array_equal(
+        levels.output_levels(sums, layer.thresholds), expected)
+    numpy.testing.assert_array_equal(levels.fast_sums(layer, u), sums)
+    zero = bn[0] == 0
+    assert (expected[:, zero] == expected[:1, zero]).all()  # constant
+
+
+@pytest.mark.parametrize('shift, scale', [(0., 255.), (-1., 127.5)])
+def test_pixel_layer_is_the_real_layer(shift, scale):
+    rng = numpy.random.RandomState(5)
+    n, units, weight_bits, out_bits = 40, 23, 2, 3
+    W = rng.normal(size=(units, n)).astype(numpy.float32)
+    bn = random_bn(rng, units, n)
+    layer = layer_of(W, bn, weight_bits, None, out_bits, scale=scale,
+                     shift=shift)
+    pixels = rng.randint(0, 256, size=(60, n))
+    a = (pixels / scale + shift) @ quantized(W, weight_bits).T
+    gamma, beta, mean, var = (v.astype(numpy.float64) for v in bn)
+    y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
+    numpy.testing.assert_array_equal(
+        levels.output_levels(levels.reference_sums(layer, pixels),
+                             layer.thresholds), level_of(y, out_bits))
+
+
+def test_levels_pack_and_unpack():
+    rng = numpy.random.RandomState(2)
+    for bits, n in ((1, 65), (3, 64), (4, 130)):
+        v = rng.randint(0, 2 ** bits, size=(7, n))
+        planes = levels.pack_levels(v, bits)
+        assert planes.shape == (7, bits, (n + 63) // 64)
+        numpy.testing.assert_array_equal(levels.unpack_levels(planes, n), v)
+
+
+def test_weight_levels_are_the_quantized_weights():
+    W = numpy.linspace(-1.5, 1.5, 61, dtype=numpy.float32)[None]
+    for bits in (1, 2, 3, 4):
+        v = levels.weight_levels(W, bits)
+        assert v.min() == 0 and v.max() == levels.n_levels(bits)
+        numpy.testing.assert_array_equal(
+            (-1 + 2 * v / levels.n_levels(bits)).astype(numpy.float32),
+            qst.quantize(W, bits, 'linear'))
+
+
+@pytest.fixture(scope='module')
+def two_bit(tmp_path_factory):
+    out = tmp_path_factory.mktemp('two_bit')
+    assert train_mnist.main([
+        '--unit', '48', '--weight-bits', '2', '--activation-bits', '2',
+        '--epoch', '1', '--train-subset', '1000', '--test-subset', '100',
+        '--batchsize', '50', '--noplot', '--out', str(out)]) == 0
+    snapshot = str(out / 'snapshot_iter_20')
+    packed = str(out / 'two_bit.bnn')
+    assert export.main([snapshot, '-o', packed]) == 0
+    return snapshot, packed
+
+
+def test_two_bit_mlp_predicts_as_its_chainer_model(two_bit):
+    snapshot, packed = two_bit
+    network = packed_format.load(packed)
+    assert [layer.kind for layer in network.layers] == [
+        'levels_pixels', 'levels', 'levels']
+    images = datasets.load_raw('mnist')['test'][0]
+    logits = packed_kernels.forward(network, images, 'numba')
+    numpy.testing.assert_array_equal(
+        logits.argmax(axis=1), chainer_predictions(snapshot, images))
+    numpy.testing.assert_array_equal(
+        packed_kernels.forward(network, images[:200], 'numpy'),
+        logits[:200])

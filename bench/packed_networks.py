@@ -153,7 +153,11 @@ def onnx_session(network):
 def describe(config):
     if config.get('arch') == 'cnn':
         return 'CNN {}'.format(config.get('cnn_size', 'small'))
-    return 'MLP {}x{}'.format(config.get('layers', 2), config.get('unit'))
+    bits = (config.get('weight_bits', 1), config.get('activation_bits', 1))
+    return 'MLP {}x{}{}'.format(
+        config.get('layers', 2), config.get('unit'),
+        '' if bits == (1, 1) else ', {}-bit weights, {}-bit activations'
+        .format(*bits))
 
 
 def report(results, options):

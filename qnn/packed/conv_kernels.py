@@ -147,61 +147,78 @@ def _build():
     popcount = _popcount(numba)
 
     @numba.njit(inline='always')
-    def pool_threshold(sums, T, flipped, pool, out):
-        # sums (H, W, K) of one image; out (H', W', words) zeroed
+    def pool_threshold(sums, T, sign, pool, out):
+        # sums (H, W, K) of one image; out (H', W', words) zeroed; sign[k]
+        # -1 for a flipped channel: its minimum is -max(-sums)
         H, Wd, K = sums.shape
         step = 2 if pool else 1
         for y in range(out.shape[0]):
             for x in range(out.shape[1]):
+                y1, x1 = min(y * step + step, H), min(x * step + step, Wd)
                 for k in range(K):
-                    m = sums[y * step, x * step, k]
-                    for yy in range(y * step, min(y * step + step, H)):
-                        for xx in range(x * step, min(x * step + step, Wd)):
-                            if flipped[k]:
-                                m = min(m, sums[yy, xx, k])
-                            else:
-                                m = max(m, sums[yy, xx, k])
-                    if m >= T[k]:
+                    m = sign[k] * sums[y * step, x * step, k]
+                    for yy in range(y * step, y1):
+                        for xx in range(x * step, x1):
+                            m = max(m, sign[k] * sums[yy, xx, k])
+                    if sign[k] * m >= T[k]:
                         out[y, x, k >> 6] |= numpy.uint64(1) << numpy.uint64(
                             k & 63)
 
-    @numba.njit(parallel=True, cache=True)
-    def conv_xnor(X, W, C, T, flipped, pool, out):
-        B, H, Wd, _ = X.shape
-        K, _, Q = W.shape
-        for b in numba.prange(B):
-            sums = numpy.zeros((H, Wd, K), numpy.int64)
-            for y in range(H):
-                for x in range(Wd):
-                    for t in range(TAPS):
-                        yy, xx = y + t // 3 - 1, x + t % 3 - 1
-                        if yy < 0 or yy >= H or xx < 0 or xx >= Wd:
-                            continue
-                        for k in range(K):
-                            d = 0
-                            for q in range(Q):
-                                d += popcount(X[b, yy, xx, q] ^ W[k, t, q])
-                            sums[y, x, k] += C - 2 * d
-            pool_threshold(sums, T, flipped, pool, out[b])
+    @numba.njit(inline='always')
+    def valid(d, size):
+        # the output rows (or columns) whose tap at offset d - 1 is inside
+        return max(0, 1 - d), min(size, size + 1 - d)
 
     @numba.njit(parallel=True, cache=True)
-    def conv_pixels(P, W, T, flipped, pool, out):
-        # P (B, C, H, W) uint8; W (C, 9, K) int64 +-1
-        B, C, H, Wd = P.shape
-        K = W.shape[2]
+    def conv_xnor(X, WT, C, T, sign, pool, out):
+        # X (B, H, W, Q) words; WT (9, Q, K): the channels' words of each
+        # tap, output channels last, so that the inner loop runs over them;
+        # tap by tap over the positions it reaches (no test per position)
+        B, H, Wd, Q = X.shape
+        K = WT.shape[2]
         for b in numba.prange(B):
-            sums = numpy.zeros((H, Wd, K), numpy.int64)
+            sums = numpy.zeros((H, Wd, K), numpy.int32)
+            for t in range(TAPS):
+                dy, dx = t // 3, t % 3
+                y0, y1 = valid(dy, H)
+                x0, x1 = valid(dx, Wd)
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        for k in range(K):
+                            sums[y, x, k] += C
+                        for q in range(Q):
+                            word = X[b, y + dy - 1, x + dx - 1, q]
+                            for k in range(K):
+                                sums[y, x, k] -= 2 * popcount(
+                                    word ^ WT[t, q, k])
+            pool_threshold(sums, T, sign, pool, out[b])
+
+    @numba.njit(parallel=True, cache=True)
+    def conv_pixels(P, M, T, sign, pool, out):
+        # P (B, C, H, W) uint8; M (C, 9, K) int32: -1 (all bits) where the
+        # weight is +1, else 0. p w = 2 (p and M) - p: a mask, not a
+        # multiply, per weight; the pixels' window sum once per position
+        B, C, H, Wd = P.shape
+        K = M.shape[2]
+        for b in numba.prange(B):
+            sums = numpy.zeros((H, Wd, K), numpy.int32)
+            window = numpy.zeros((H, Wd), numpy.int32)
+            for c in range(C):
+                for t in range(TAPS):
+                    dy, dx = t // 3, t % 3
+                    y0, y1 = valid(dy, H)
+                    x0, x1 = valid(dx, Wd)
+                    for y in range(y0, y1):
+                        for x in range(x0, x1):
+                            p = numpy.int32(P[b, c, y + dy - 1, x + dx - 1])
+                            window[y, x] += p
+                            for k in range(K):
+                                sums[y, x, k] += p & M[c, t, k]
             for y in range(H):
                 for x in range(Wd):
-                    for c in range(C):
-                        for t in range(TAPS):
-                            yy, xx = y + t // 3 - 1, x + t % 3 - 1
-                            if yy < 0 or yy >= H or xx < 0 or xx >= Wd:
-                                continue
-                            p = numpy.int64(P[b, c, yy, xx])
-                            for k in range(K):
-                                sums[y, x, k] += p * W[c, t, k]
-            pool_threshold(sums, T, flipped, pool, out[b])
+                    for k in range(K):
+                        sums[y, x, k] = 2 * sums[y, x, k] - window[y, x]
+            pool_threshold(sums, T, sign, pool, out[b])
 
     return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
 
@@ -212,15 +229,20 @@ def numba_layer(layer, x):
     C, H, Wd = layer.conv['in_shape']
     K, H2, W2 = layer.out_shape
     out = numpy.zeros((len(x), H2, W2, n_words(K)), numpy.uint64)
-    T = numpy.ascontiguousarray(layer.thresholds, numpy.int64)
+    T = layer.cached('thresholds', lambda: numpy.ascontiguousarray(
+        layer.thresholds, numpy.int32))
+    sign = layer.cached('sign', lambda: numpy.where(
+        layer.flipped.astype(bool), -1, 1).astype(numpy.int32))
     if layer.kind == 'conv_pixels':
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
-        W = layer.cached('taps', lambda: numpy.ascontiguousarray(
-            weight_taps(layer).reshape(K, C, TAPS).transpose(1, 2, 0)))
-        k['conv_pixels'](P, W, T, layer.flipped, layer.conv['pool'], out)
+        M = layer.cached('masks', lambda: numpy.ascontiguousarray(
+            numpy.where(weight_taps(layer).reshape(K, C, TAPS).transpose(
+                1, 2, 0) > 0, -1, 0), numpy.int32))
+        k['conv_pixels'](P, M, T, sign, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
-        k['conv_xnor'](X, layer.weights, C, T, layer.flipped,
-                       layer.conv['pool'], out)
+        WT = layer.cached('taps', lambda: numpy.ascontiguousarray(
+            layer.weights.transpose(1, 2, 0)))
+        k['conv_xnor'](X, WT, C, T, sign, layer.conv['pool'], out)
     return out

@@ -97,10 +97,11 @@ def read_config(snapshot):
                                config.get('arch', 'mlp'),
                                config.get('quantizer', 'linear'), path,
                                levels.MAX_BITS))
-    if config.get('bn', 'standard') != 'standard':
+    if config.get('bn', 'standard') != 'standard' and (
+            k_bits or config.get('arch', 'mlp') != 'mlp'):
         raise ExportError(
-            '{}: the network uses {}-based batch normalization ({}); only '
-            'standard BN can be folded into thresholds yet'.format(
+            '{}: the network uses {}-based batch normalization ({}); it is '
+            'folded for the binarized MLP only'.format(
                 snapshot, config['bn'], path))
     if config.get('arch', 'mlp') == 'cnn' and \
             config.get('input_range', 'unit') != 'unit':
@@ -173,6 +174,8 @@ def fold_mlp(params, config, info, scale, shift):
     sizes = [info.in_size] + [config.get('unit')] * hidden + [
         info.n_classes]
     _check_mlp(params, sizes, config.get('unit'))
+    # --bn shift normalizes the hidden layers only
+    shift_bn = config.get('bn', 'standard') == 'shift'
     pack = packed_kernels.pack_bits
     layers = []
     for i in range(1, hidden + 2):
@@ -185,11 +188,15 @@ def fold_mlp(params, config, info, scale, shift):
                 **dict(zip(('mean', 'inv_std', 'gamma', 'beta'), affine))))
         else:
             if i == 1:
+                bn = _bn(params, i)
+                if shift_bn:
+                    bn = folding.shift_bn_as_standard(*bn, eps=eps)
                 bits, thresholds = folding.fold_sign_from_pixels(
-                    W, *_bn(params, i), eps=eps, scale=scale, shift=shift)
+                    W, *bn, eps=eps, scale=scale, shift=shift)
             else:
                 bits, thresholds = folding.fold_sign_from_signs(
-                    W, *_bn(params, i), eps=eps)
+                    W, *_bn(params, i), eps=eps, bn=folding.shift_bn
+                    if shift_bn else folding.chainer_bn)
             layers.append(packed_format.Layer(
                 name, kind, sizes[i - 1], sizes[i], 'sign', pack(bits),
                 thresholds=thresholds))

@@ -123,7 +123,8 @@ def test_snapshot_without_config(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize('option, value, word', [
     ('weight_bits', 5, '5-bit'), ('activation_bits', 8, '8-bit'),
-    ('quantizer', 'log', 'log quantizer'), ('arch', 'cnn', 'cnn')])
+    ('quantizer', 'log', 'log quantizer'), ('arch', 'cnn', 'cnn'),
+    ('bn', 'shift', 'shift-based')])
 def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
                                                  option, value, word):
     snapshot = copy_run(trained, tmp_path)
@@ -136,7 +137,8 @@ def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
         json.dump(config, f)
     code, out, err = run_export(capsys, snapshot)
     assert_one_line(code, out, err, snapshot, word)
-    assert not os.listdir(str(tmp_path / 'run')) == []
+    assert sorted(os.listdir(str(tmp_path / 'run'))) == [
+        'config.json', os.path.basename(snapshot)]  # nothing written
 
 
 def test_source_records_the_stochastic_options(trained, tmp_path):
@@ -233,14 +235,19 @@ def test_export_of_a_network_on_symmetric_pixels(tmp_path):
             logits.argmax(axis=1)).any()
 
 
-def test_shift_bn_is_refused(tmp_path, capsys):
+def test_shift_bn_mlp_predicts_as_its_chainer_model(tmp_path):
+    # the hidden layers' shift-based BN folds into thresholds like the
+    # standard one (its rounded scale is the affine map's)
     out = str(tmp_path / 'shift')
     assert train_mnist.main([
-        '--epoch', '1', '--unit', '16', '--bn', 'shift', '--train-subset',
-        '100', '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--epoch', '1', '--unit', '32', '--bn', 'shift', '--train-subset',
+        '1000', '--test-subset', '100', '--batchsize', '50', '--noplot',
         '--out', out]) == 0
-    capsys.readouterr()
-    code, _, err = run_export(capsys, os.path.join(out, 'snapshot_iter_2'))
-    assert code == 1
-    assert 'shift-based batch normalization' in err
-    assert len(err.strip().splitlines()) == 1
+    snapshot = os.path.join(out, 'snapshot_iter_20')
+    output = str(tmp_path / 'shift.bnn')
+    assert export.main([snapshot, '-o', output]) == 0
+    images = mnist.load_raw()['test'][0]
+    logits = packed_kernels.forward(packed_format.load(output), images,
+                                    'numba')
+    numpy.testing.assert_array_equal(logits.argmax(axis=1),
+                                     chainer_predictions(snapshot, images))

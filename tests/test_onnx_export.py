@@ -45,7 +45,8 @@ NETWORKS = {'layers2': ['--unit', '33', '--layers', '2'],
             'layers3': ['--unit', '33', '--layers', '3'],
             'cnn': ['--arch', 'cnn'],
             'bits2': ['--unit', '33', '--weight-bits', '2',
-                      '--activation-bits', '2']}
+                      '--activation-bits', '2'],
+            'shift_bn': ['--unit', '33', '--bn', 'shift']}
 
 
 @pytest.fixture(scope='module', params=sorted(NETWORKS))

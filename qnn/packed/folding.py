@@ -119,8 +119,35 @@ def _from_sign_table(positive, grid, bound):
     return thresholds, flip
 
 
+def shift_bn(a, gamma, beta, mean, var, eps=DEFAULT_EPS):
+    """The evaluation-mode shift-based batch normalization of ``a``
+    ``(B, units)`` in float32, the function :class:`net.MnistMLP` calls with
+    ``bn='shift'``: :math:`(a - \\mu) \\, \\mathrm{AP2}(\\gamma) \\,
+    \\mathrm{AP2}((\\sigma^2 + \\epsilon)^{-1/2}) + \\beta`."""
+    from qnn.functions import shift_batch_normalization
+    with chainer.using_config('train', False):
+        return shift_batch_normalization.fixed_shift_batch_normalization(
+            numpy.asarray(a, numpy.float32), *(
+                numpy.asarray(v, numpy.float32)
+                for v in (gamma, beta, mean, var)), eps=eps).array
+
+
+def shift_bn_as_standard(gamma, beta, mean, var, eps=DEFAULT_EPS):
+    """``(gamma, beta, mean, var)`` of the standard batch normalization
+    (with ``eps``) that is the same affine map as :func:`shift_bn`, in
+    float64: the rounded scale as gamma and a variance whose
+    :math:`(\\sigma^2 + \\epsilon)^{-1/2}` is 1."""
+    from qnn.functions.ap2 import ap2
+    g = ap2(numpy.asarray(gamma, numpy.float32))
+    s = ap2(1 / numpy.sqrt(numpy.asarray(var, numpy.float32) +
+                           numpy.float32(eps)))
+    return (g.astype(numpy.float64) * s, numpy.asarray(beta, numpy.float64),
+            numpy.asarray(mean, numpy.float64),
+            numpy.full(len(g), 1.0 - eps))
+
+
 def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
-                         every_integer=False):
+                         every_integer=False, bn=chainer_bn):
     """Folds a layer with :math:`\\pm 1` inputs, its batch normalization
     and the sign (see the module documentation).
 
@@ -132,6 +159,8 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
         every_integer (bool): The sums take every integer in
             :math:`[-n, n]`, not only those of :math:`n`'s parity: a
             convolution, whose zero padding drops taps at the borders.
+        bn: The trained network's evaluation-mode normalization,
+            :func:`chainer_bn` or :func:`shift_bn`.
 
     Returns:
         tuple: ``(bits, thresholds)``: ``bool`` ``(units, n)`` weight bits
@@ -143,7 +172,7 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
     n = bits.shape[1]
     grid = numpy.arange(-n, n + 1, 1 if every_integer else 2,
                         dtype=numpy.int64)
-    y = chainer_bn(numpy.repeat(grid[:, None], len(gamma), axis=1).astype(
+    y = bn(numpy.repeat(grid[:, None], len(gamma), axis=1).astype(
         numpy.float32), gamma, beta, mean, var, eps)
     if numpy.isnan(y).any():
         raise FoldingError('batch normalization gives NaN')

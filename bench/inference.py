@@ -6,8 +6,10 @@ it, on the 10,000 MNIST test images at one batch size:
 
 * throughput: ``--rounds`` times, the Chainer model in evaluation mode
   (float32 pixels / 255, what train_mnist.py evaluates) and then the packed
-  network (uint8 pixels, numba), each timed over the forward passes alone;
-  median images/s of each and their ratio;
+  network (uint8 pixels, numba), and, with ``make onnx``, onnxruntime
+  running the network's own ONNX export (``export.py --format onnx``, the
+  float peer, numba's number of threads), each timed over the forward
+  passes alone; median images/s of each and their ratios;
 * the first layer alone, both ways, alternating: the packed file's
   bit-plane layer (8 AND-popcounts per word, integer thresholds) against a
   float first layer (float32 pixels times the +-1 weights as one BLAS
@@ -77,6 +79,29 @@ def packed_forward(network, images, batchsize):
     return numpy.concatenate([
         packed_kernels.forward(network, images[lo:lo + batchsize])
         for lo in range(0, len(images), batchsize)])
+
+
+def onnx_peer(network):
+    """``forward(images, batchsize)`` of onnxruntime running the
+    network's own ONNX export (``export.py --format onnx``) with numba's
+    number of threads, or ``None`` without onnxruntime (``make onnx``)."""
+    try:
+        import onnxruntime
+        from qnn.packed import onnx_export
+        onnx_export.import_onnx()
+    except ImportError:
+        return None
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = __import__('numba').get_num_threads()
+    session = onnxruntime.InferenceSession(
+        onnx_export.to_onnx(network).SerializeToString(), settings,
+        providers=['CPUExecutionProvider'])
+
+    def forward(images, batchsize):
+        return numpy.concatenate([
+            session.run(None, {'pixels': images[lo:lo + batchsize]})[0]
+            for lo in range(0, len(images), batchsize)])
+    return forward
 
 
 def timed(function, *args):
@@ -187,15 +212,19 @@ def main(argv=None):
     packed_kernels.warm_up(network.layers, images)
     chainer_forward(predictor, x[:args.batchsize], args.batchsize)
 
-    seconds = {'chainer': [], 'packed': []}
+    peer = onnx_peer(network)
+    seconds = {'chainer': [], 'packed': [], 'onnxruntime': []}
     for _ in range(args.rounds):
         t, chainer_logits = timed(chainer_forward, predictor, x,
                                   args.batchsize)
         seconds['chainer'].append(t)
         t, logits = timed(packed_forward, network, images, args.batchsize)
         seconds['packed'].append(t)
+        if peer is not None:
+            seconds['onnxruntime'].append(timed(
+                peer, images, args.batchsize)[0])
     n = len(images)
-    rate = {k: n / statistics.median(v) for k, v in seconds.items()}
+    rate = {k: n / statistics.median(v) for k, v in seconds.items() if v}
     layer1 = first_layer(network, images, x, args.batchsize, args.rounds)
     memory = {kind: peak_rss(kind, args) for kind in ('chainer', 'packed')}
     float_bytes = sum(
@@ -219,6 +248,11 @@ def main(argv=None):
     print('| accuracy | {:.4f} | {:.4f} | |'.format(
         (chainer_logits.argmax(1) == labels).mean(),
         (logits.argmax(1) == labels).mean()))
+    if 'onnxruntime' in rate:
+        print()
+        print('onnxruntime on export.py --format onnx (the float peer), '
+              'median: {:.0f} images/s; packed {:.2f}x'.format(
+                  rate['onnxruntime'], rate['packed'] / rate['onnxruntime']))
     print()
     print('| size | bytes | vs packed |')
     print('|---|---:|---:|')

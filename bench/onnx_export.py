@@ -48,9 +48,9 @@ def chainer_predictions(snapshot, images):
     import train_mnist
     with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
         config = json.load(f)
-    args = train_options.parse_args([
-        '--unit', str(config['unit']), '--layers', str(config['layers']),
-        '--bn-eps', str(config['bn_eps'])])
+    # the network of the run's options (MLP or ConvNet, any bits)
+    args = train_options.parse_args([])
+    vars(args).update({k: v for k, v in config.items() if hasattr(args, k)})
     model = train_mnist.build_model(args)
     snapshots.load_arrays(snapshot, model, 'updater/model:main/')
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]

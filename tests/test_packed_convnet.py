@@ -84,7 +84,7 @@ def folded_layer(rng, shape, first):
 def random_maps(rng, n, C, H, W):
     """+-1 feature maps ``(n, C, H, W)`` and their packed words."""
     values = rng.choice([-1, 1], size=(n, C, H, W))
-    words = conv_kernels.pack_channels(values.transpose(0, 2, 3, 1) > 0)
+    words = packed_kernels.pack_bits(values.transpose(0, 2, 3, 1) > 0)
     return values, words
 
 
@@ -135,7 +135,7 @@ def test_border_taps_count_only_inside_the_image():
     layer = convnet._conv_layer(params, 'conv', 'bn', (C, H, W), 1, False,
                                 False, scale=1.)
     _, words = random_maps(numpy.random.RandomState(0), 1, C, H, W)
-    words[...] = conv_kernels.pack_channels(numpy.ones((1, H, W, C), bool))
+    words[...] = packed_kernels.pack_bits(numpy.ones((1, H, W, C), bool))
     rows = numpy.array([2, 3, 3, 2])[:, None]
     columns = numpy.array([2, 3, 3, 3, 2])[None, :]
     numpy.testing.assert_array_equal(

@@ -36,6 +36,7 @@ the numba kernels are tested equal to it.
 import numpy
 
 from qnn.backends import cpu_kernels
+from qnn.packed import kernels
 from qnn.packed.format import n_words
 from qnn.packed.format import pooled
 
@@ -45,19 +46,8 @@ TAPS = 9
 
 def unpack_channels(words, channels):
     """``(..., words)`` to ``int64`` :math:`\\pm 1` ``(..., channels)``."""
-    raw = numpy.ascontiguousarray(words, dtype='<u8').view(numpy.uint8)
-    bits = numpy.unpackbits(raw, axis=-1, bitorder='little')[..., :channels]
+    bits = kernels.unpack_bits(words, channels)
     return 2 * bits.astype(numpy.int64) - 1
-
-
-def pack_channels(bits):
-    """Booleans ``(..., C)`` to words ``(..., ceil(C / 64))``."""
-    C = bits.shape[-1]
-    padded = numpy.zeros(bits.shape[:-1] + (n_words(C) * WORD_BITS,),
-                         numpy.uint8)
-    padded[..., :C] = bits
-    packed = numpy.packbits(padded, axis=-1, bitorder='little')
-    return numpy.ascontiguousarray(packed).view('<u8').astype(numpy.uint64)
 
 
 def weight_taps(layer):
@@ -116,7 +106,7 @@ def reference_layer(layer, x):
     """The layer's output feature map ``(B, H', W', words)``."""
     sums = reference_sums(layer, x)
     bits = sums >= layer.thresholds[None, :, None, None]
-    return pack_channels(bits.transpose(0, 2, 3, 1))
+    return kernels.pack_bits(bits.transpose(0, 2, 3, 1))
 
 
 def flatten(maps, channels):
@@ -126,7 +116,7 @@ def flatten(maps, channels):
         return numpy.ascontiguousarray(maps).reshape(len(maps), -1)
     B, H, Wd, _ = maps.shape
     bits = unpack_channels(maps, channels) > 0
-    return pack_channels(bits.reshape(B, H * Wd * channels))
+    return kernels.pack_bits(bits.reshape(B, H * Wd * channels))
 
 
 # --- numba ------------------------------------------------------------------
@@ -143,8 +133,7 @@ def _kernels():
 
 def _build():
     numba = cpu_kernels.import_numba()
-    from qnn.packed.kernels import _popcount
-    popcount = _popcount(numba)
+    popcount = kernels._popcount(numba)
 
     @numba.njit(inline='always')
     def pool_threshold(sums, T, sign, pool, out):

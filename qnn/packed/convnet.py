@@ -61,7 +61,7 @@ def _conv_layer(params, name, bn, shape, channels, pool, first, scale):
     taps = bits.reshape(channels, C, conv_kernels.TAPS).transpose(0, 2, 1)
     conv = {'in_shape': [C, H, W], 'channels': channels, 'pool': pool}
     layer = packed_format.Layer(
-        name, kind, C * H * W, 0, 'sign', conv_kernels.pack_channels(taps),
+        name, kind, C * H * W, 0, 'sign', pack_bits(taps),
         conv=conv, thresholds=thresholds,
         flipped=flipped.astype(numpy.uint8))
     layer.n_out = int(numpy.prod(layer.out_shape))

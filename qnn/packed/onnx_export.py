@@ -164,21 +164,29 @@ def _onnx_weights(graph, layer):
                       to=graph.onnx.TensorProto.FLOAT)
 
 
-def _onnx_matmul(graph, layer, x):
-    x = _flattened(graph, layer, x)
-    return graph.node('MatMul', [x, _onnx_weights(graph, layer)],
-                      layer.name + '/sums')
+def _dense(weights):
+    """A dense layer's sums, its weights from ``weights(graph, layer)``
+    (the dialect's)."""
+    def layer_sums(graph, layer, x):
+        return graph.node('MatMul', [_flattened(graph, layer, x),
+                                     weights(graph, layer)],
+                          layer.name + '/sums')
+    return layer_sums
 
 
-def _onnx_conv(graph, layer, x):
-    return _conv(graph, layer, x, _onnx_weights(graph, layer))
+def _convolution(weights):
+    """A convolution's pooled sums (:func:`_conv`), its weights from
+    ``weights(graph, layer)``."""
+    def layer_sums(graph, layer, x):
+        return _conv(graph, layer, x, weights(graph, layer))
+    return layer_sums
 
 
 def _onnx_planes(graph, layer, pixels):
     # the pixel values as float32, exact (0..255)
     x = graph.node('Cast', [pixels], layer.name + '/pixels',
                    to=graph.onnx.TensorProto.FLOAT)
-    return _onnx_matmul(graph, layer, x)
+    return _dense(_onnx_weights)(graph, layer, x)
 
 
 def _onnx_sign(graph, layer, sums):
@@ -243,8 +251,9 @@ def _onnx_levels_output(graph, layer, sums):
     return graph.node('Sub', [x, top], layer.name + '/signed_levels')
 
 
-ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _onnx_matmul,
-              'conv_pixels': _onnx_conv, 'conv_xnor': _onnx_conv,
+ONNX_KINDS = {'planes': _onnx_planes, 'xnor': _dense(_onnx_weights),
+              'conv_pixels': _convolution(_onnx_weights),
+              'conv_xnor': _convolution(_onnx_weights),
               'levels_pixels': _onnx_levels, 'levels': _onnx_levels}
 ONNX_OUTPUTS = {'sign': _onnx_sign, 'affine': _affine,
                 'levels': _onnx_levels_output}
@@ -259,16 +268,6 @@ def _qonnx_weights(graph, layer):
     return graph.node('BipolarQuant', [w, scale],
                       layer.name + '/weights_bipolar', domain=QONNX_DOMAIN,
                       datatype='BIPOLAR')
-
-
-def _qonnx_matmul(graph, layer, x):
-    x = _flattened(graph, layer, x)
-    return graph.node('MatMul', [x, _qonnx_weights(graph, layer)],
-                      layer.name + '/sums')
-
-
-def _qonnx_conv(graph, layer, x):
-    return _conv(graph, layer, x, _qonnx_weights(graph, layer))
 
 
 def _multithreshold(graph, layer, sums):
@@ -312,8 +311,10 @@ def _multithreshold_levels(graph, layer, sums):
                       out_bias=float(-top), data_layout='NC')
 
 
-QONNX_KINDS = {'planes': _qonnx_matmul, 'xnor': _qonnx_matmul,
-               'conv_pixels': _qonnx_conv, 'conv_xnor': _qonnx_conv,
+QONNX_KINDS = {'planes': _dense(_qonnx_weights),
+               'xnor': _dense(_qonnx_weights),
+               'conv_pixels': _convolution(_qonnx_weights),
+               'conv_xnor': _convolution(_qonnx_weights),
                'levels_pixels': _qonnx_levels, 'levels': _qonnx_levels}
 QONNX_OUTPUTS = {'sign': _multithreshold, 'affine': _affine,
                  'levels': _multithreshold_levels}

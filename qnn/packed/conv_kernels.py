@@ -42,6 +42,10 @@ from qnn.packed.format import pooled
 
 WORD_BITS = 64
 TAPS = 9
+# the kernels' channel loops run over blocks of this many channels (one
+# AVX-512 vector of int32): a fixed trip count vectorizes with no remainder
+# loop, which is where small layers (16 or 32 channels) spent their time
+LANES = 16
 
 
 def unpack_channels(words, channels):
@@ -134,82 +138,133 @@ def _kernels():
 def _build():
     numba = cpu_kernels.import_numba()
     popcount = kernels._popcount(numba)
+    pool_threshold = _pool_threshold(numba)
+    return {'conv_xnor': _conv_xnor(numba, popcount, pool_threshold),
+            'conv_pixels': _conv_pixels(numba, pool_threshold)}
 
+
+def _pool_threshold(numba):
     @numba.njit(inline='always')
     def pool_threshold(sums, T, sign, pool, out):
-        # sums (H, W, K) of one image; out (H', W', words) zeroed; sign[k]
-        # -1 for a flipped channel: its minimum is -max(-sums)
+        # sums (H, W, K) of one image, each channel times its sign[k]
+        # (-1 for a flipped channel, whose minimum is -max(-sums)); out
+        # (H', W', words). Vector loops over the channels.
         H, Wd, K = sums.shape
         step = 2 if pool else 1
+        # the bits of a position before packing, whole words of them (0
+        # past K): a fixed 64-bit loop per word vectorizes
+        bits = numpy.zeros(out.shape[2] * WORD_BITS, numpy.uint64)
         for y in range(out.shape[0]):
+            # with cover_all the last window of an odd size holds one row
+            # (column): its index clamped, read twice, changes no maximum
+            y0 = y * step
+            y1 = min(y0 + step - 1, H - 1)
             for x in range(out.shape[1]):
-                y1, x1 = min(y * step + step, H), min(x * step + step, Wd)
+                x0 = x * step
+                x1 = min(x0 + step - 1, Wd - 1)
                 for k in range(K):
-                    m = sign[k] * sums[y * step, x * step, k]
-                    for yy in range(y * step, y1):
-                        for xx in range(x * step, x1):
-                            m = max(m, sign[k] * sums[yy, xx, k])
-                    if sign[k] * m >= T[k]:
-                        out[y, x, k >> 6] |= numpy.uint64(1) << numpy.uint64(
-                            k & 63)
+                    best = max(max(sums[y0, x0, k], sums[y0, x1, k]),
+                               max(sums[y1, x0, k], sums[y1, x1, k]))
+                    bits[k] = sign[k] * best >= T[k]
+                for q in range(out.shape[2]):
+                    word = numpy.uint64(0)
+                    for i in range(WORD_BITS):
+                        word |= bits[q * WORD_BITS + i] << numpy.uint64(i)
+                    out[y, x, q] = word
 
-    @numba.njit(inline='always')
-    def valid(d, size):
-        # the output rows (or columns) whose tap at offset d - 1 is inside
-        return max(0, 1 - d), min(size, size + 1 - d)
+    return pool_threshold
 
+
+def _conv_xnor(numba, popcount, pool_threshold):
     @numba.njit(parallel=True, cache=True)
-    def conv_xnor(X, WT, C, T, sign, pool, out):
-        # X (B, H, W, Q) words; WT (9, Q, K): the channels' words of each
-        # tap, output channels last, so that the inner loop runs over them;
-        # tap by tap over the positions it reaches (no test per position)
+    def conv_xnor(X, WT, ones, C, T, sign, pool, out):
+        # X (B, H, W, Q) words; WT (9, Q, K), output channels last: the
+        # inner loop runs over them with the 9 taps' words held. A tap
+        # outside the image reads a zero word and counts popcount(W) of
+        # its weights, ones[t, k], taken back at the border.
         B, H, Wd, Q = X.shape
         K = WT.shape[2]
         for b in numba.prange(B):
+            x_ = numpy.zeros((H + 2, Wd + 2, Q), numpy.uint64)
+            x_[1:H + 1, 1:Wd + 1] = X[b]
             sums = numpy.zeros((H, Wd, K), numpy.int32)
-            for t in range(TAPS):
-                dy, dx = t // 3, t % 3
-                y0, y1 = valid(dy, H)
-                x0, x1 = valid(dx, Wd)
-                for y in range(y0, y1):
-                    for x in range(x0, x1):
+            for y in range(H):
+                for x in range(Wd):
+                    for q in range(Q):
+                        w0, w1, w2 = x_[y, x, q], x_[y, x + 1, q], x_[
+                            y, x + 2, q]
+                        w3, w4, w5 = x_[y + 1, x, q], x_[y + 1, x + 1, q], x_[
+                            y + 1, x + 2, q]
+                        w6, w7, w8 = x_[y + 2, x, q], x_[y + 2, x + 1, q], x_[
+                            y + 2, x + 2, q]
                         for k in range(K):
-                            sums[y, x, k] += C
-                        for q in range(Q):
-                            word = X[b, y + dy - 1, x + dx - 1, q]
+                            sums[y, x, k] += (
+                                popcount(w0 ^ WT[0, q, k])
+                                + popcount(w1 ^ WT[1, q, k])
+                                + popcount(w2 ^ WT[2, q, k])
+                                + popcount(w3 ^ WT[3, q, k])
+                                + popcount(w4 ^ WT[4, q, k])
+                                + popcount(w5 ^ WT[5, q, k])
+                                + popcount(w6 ^ WT[6, q, k])
+                                + popcount(w7 ^ WT[7, q, k])
+                                + popcount(w8 ^ WT[8, q, k]))
+                    valid = 0
+                    for t in range(TAPS):
+                        yy, xx = y + t // 3 - 1, x + t % 3 - 1
+                        if 0 <= yy < H and 0 <= xx < Wd:
+                            valid += C
+                        else:
                             for k in range(K):
-                                sums[y, x, k] -= 2 * popcount(
-                                    word ^ WT[t, q, k])
+                                sums[y, x, k] -= ones[t, k]
+                    for k in range(K):
+                        sums[y, x, k] = sign[k] * (valid - 2 * sums[y, x, k])
             pool_threshold(sums, T, sign, pool, out[b])
 
+    return conv_xnor
+
+
+def _conv_pixels(numba, pool_threshold):
     @numba.njit(parallel=True, cache=True)
     def conv_pixels(P, M, T, sign, pool, out):
         # P (B, C, H, W) uint8; M (C, 9, K) int32: -1 (all bits) where the
         # weight is +1, else 0. p w = 2 (p and M) - p: a mask, not a
-        # multiply, per weight; the pixels' window sum once per position
+        # multiply; the inner loop runs over the channels with the 9
+        # pixels of the window held; 0 outside the image adds nothing
         B, C, H, Wd = P.shape
         K = M.shape[2]
         for b in numba.prange(B):
-            sums = numpy.zeros((H, Wd, K), numpy.int32)
+            p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.int32)
             window = numpy.zeros((H, Wd), numpy.int32)
             for c in range(C):
-                for t in range(TAPS):
-                    dy, dx = t // 3, t % 3
-                    y0, y1 = valid(dy, H)
-                    x0, x1 = valid(dx, Wd)
-                    for y in range(y0, y1):
-                        for x in range(x0, x1):
-                            p = numpy.int32(P[b, c, y + dy - 1, x + dx - 1])
-                            window[y, x] += p
-                            for k in range(K):
-                                sums[y, x, k] += p & M[c, t, k]
+                for y in range(H):
+                    for x in range(Wd):
+                        p_[c, y + 1, x + 1] = P[b, c, y, x]
+            sums = numpy.zeros((H, Wd, K), numpy.int32)
+            for c in range(C):
+                for y in range(H):
+                    for x in range(Wd):
+                        p0, p1, p2 = p_[c, y, x], p_[c, y, x + 1], p_[
+                            c, y, x + 2]
+                        p3, p4, p5 = p_[c, y + 1, x], p_[c, y + 1, x + 1], p_[
+                            c, y + 1, x + 2]
+                        p6, p7, p8 = p_[c, y + 2, x], p_[c, y + 2, x + 1], p_[
+                            c, y + 2, x + 2]
+                        window[y, x] += p0 + p1 + p2 + p3 + p4 + p5 + p6 + p7 + p8
+                        for k in range(K):
+                            sums[y, x, k] += (
+                                (p0 & M[c, 0, k]) + (p1 & M[c, 1, k])
+                                + (p2 & M[c, 2, k]) + (p3 & M[c, 3, k])
+                                + (p4 & M[c, 4, k]) + (p5 & M[c, 5, k])
+                                + (p6 & M[c, 6, k]) + (p7 & M[c, 7, k])
+                                + (p8 & M[c, 8, k]))
             for y in range(H):
                 for x in range(Wd):
                     for k in range(K):
-                        sums[y, x, k] = 2 * sums[y, x, k] - window[y, x]
+                        sums[y, x, k] = sign[k] * (
+                            2 * sums[y, x, k] - window[y, x])
             pool_threshold(sums, T, sign, pool, out[b])
 
-    return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
+    return conv_pixels
 
 
 def numba_layer(layer, x):
@@ -218,20 +273,33 @@ def numba_layer(layer, x):
     C, H, Wd = layer.conv['in_shape']
     K, H2, W2 = layer.out_shape
     out = numpy.zeros((len(x), H2, W2, n_words(K)), numpy.uint64)
-    T = layer.cached('thresholds', lambda: numpy.ascontiguousarray(
-        layer.thresholds, numpy.int32))
-    sign = layer.cached('sign', lambda: numpy.where(
-        layer.flipped.astype(bool), -1, 1).astype(numpy.int32))
+    # the channels padded to whole blocks of LANES: a padding channel's
+    # weights are 0 and its threshold is never reached (its bits stay 0)
+    T = layer.cached('thresholds', lambda: _padded(
+        layer.thresholds.astype(numpy.int32), numpy.iinfo(numpy.int32).max))
+    sign = layer.cached('sign', lambda: _padded(numpy.where(
+        layer.flipped.astype(bool), -1, 1).astype(numpy.int32), 1))
     if layer.kind == 'conv_pixels':
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
-        M = layer.cached('masks', lambda: numpy.ascontiguousarray(
-            numpy.where(weight_taps(layer).reshape(K, C, TAPS).transpose(
-                1, 2, 0) > 0, -1, 0), numpy.int32))
+        M = layer.cached('masks', lambda: _padded(numpy.where(
+            weight_taps(layer).reshape(K, C, TAPS).transpose(1, 2, 0) > 0,
+            -1, 0).astype(numpy.int32), 0))
         k['conv_pixels'](P, M, T, sign, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
-        WT = layer.cached('taps', lambda: numpy.ascontiguousarray(
-            layer.weights.transpose(1, 2, 0)))
-        k['conv_xnor'](X, WT, C, T, sign, layer.conv['pool'], out)
+        WT = layer.cached('taps', lambda: _padded(
+            layer.weights.transpose(1, 2, 0), 0))
+        ones = layer.cached('tap_ones', lambda: numpy.bitwise_count(
+            WT).sum(axis=1, dtype=numpy.int32))
+        k['conv_xnor'](X, WT, ones, C, T, sign, layer.conv['pool'], out)
     return out
+
+
+def _padded(a, fill):
+    """``a`` with its last axis (the output channels) padded with ``fill``
+    to a multiple of :data:`LANES`, C-contiguous."""
+    size = -(-a.shape[-1] // LANES) * LANES
+    padded = numpy.full(a.shape[:-1] + (size,), fill, a.dtype)
+    padded[..., :a.shape[-1]] = a
+    return padded

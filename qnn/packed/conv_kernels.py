@@ -42,9 +42,9 @@ from qnn.packed.format import pooled
 
 WORD_BITS = 64
 TAPS = 9
-# the kernels' channel loops run over blocks of this many channels (one
-# AVX-512 vector of int32): a fixed trip count vectorizes with no remainder
-# loop, which is where small layers (16 or 32 channels) spent their time
+# output channels are padded to a multiple of this (one AVX-512 vector of
+# int32): the channel loops end with no scalar remainder, and pooling packs
+# the bits of a block at a time
 LANES = 16
 
 
@@ -139,7 +139,17 @@ def _build():
     numba = cpu_kernels.import_numba()
     popcount = kernels._popcount(numba)
     pool_threshold = _pool_threshold(numba)
-    return {'conv_xnor': _conv_xnor(numba, popcount, pool_threshold),
+    by_words = {}
+
+    def conv_xnor(X, WP, *args):
+        # compiled once for each number of patch words (see _conv_xnor)
+        words = WP.shape[0]
+        if words not in by_words:
+            by_words[words] = _conv_xnor(numba, popcount, pool_threshold,
+                                         words)
+        by_words[words](X, WP, *args)
+
+    return {'conv_xnor': conv_xnor,
             'conv_pixels': _conv_pixels(numba, pool_threshold)}
 
 
@@ -148,12 +158,10 @@ def _pool_threshold(numba):
     def pool_threshold(sums, T, sign, pool, out):
         # sums (H, W, K) of one image, each channel times its sign[k]
         # (-1 for a flipped channel, whose minimum is -max(-sums)); out
-        # (H', W', words). Vector loops over the channels.
+        # (H', W', words), zeroed here.
         H, Wd, K = sums.shape
         step = 2 if pool else 1
-        # the bits of a position before packing, whole words of them (0
-        # past K): a fixed 64-bit loop per word vectorizes
-        bits = numpy.zeros(out.shape[2] * WORD_BITS, numpy.uint64)
+        lane = numpy.uint64
         for y in range(out.shape[0]):
             # with cover_all the last window of an odd size holds one row
             # (column): its index clamped, read twice, changes no maximum
@@ -162,62 +170,59 @@ def _pool_threshold(numba):
             for x in range(out.shape[1]):
                 x0 = x * step
                 x1 = min(x0 + step - 1, Wd - 1)
-                for k in range(K):
-                    best = max(max(sums[y0, x0, k], sums[y0, x1, k]),
-                               max(sums[y1, x0, k], sums[y1, x1, k]))
-                    bits[k] = sign[k] * best >= T[k]
-                for q in range(out.shape[2]):
-                    word = numpy.uint64(0)
-                    for i in range(WORD_BITS):
-                        word |= bits[q * WORD_BITS + i] << numpy.uint64(i)
-                    out[y, x, q] = word
+                s00, s01 = sums[y0, x0], sums[y0, x1]
+                s10, s11 = sums[y1, x0], sums[y1, x1]
+                word = out[y, x]
+                word[:] = 0
+                # K is whole blocks of LANES: a fixed loop of LANES bits,
+                # its index unsigned (no test for a negative one), is one
+                # vector compare whose mask is the bits
+                for k0 in range(0, K, LANES):
+                    bits = lane(0)
+                    for i in range(LANES):
+                        k = lane(k0) + lane(i)
+                        best = max(max(s00[k], s01[k]), max(s10[k], s11[k]))
+                        bits |= lane(sign[k] * best >= T[k]) << lane(i)
+                    word[k0 // WORD_BITS] |= bits << lane(k0 % WORD_BITS)
 
     return pool_threshold
 
 
-def _conv_xnor(numba, popcount, pool_threshold):
-    @numba.njit(parallel=True, cache=True)
-    def conv_xnor(X, WT, ones, C, T, sign, pool, out):
-        # X (B, H, W, Q) words; WT (9, Q, K), output channels last: the
-        # inner loop runs over them with the 9 taps' words held. A tap
-        # outside the image reads a zero word and counts popcount(W) of
-        # its weights, ones[t, k], taken back at the border.
+def _conv_xnor(numba, popcount, pool_threshold, words):
+    """The kernel of ``conv_xnor`` layers of ``words`` patch words, a
+    constant of the compiled code: the sum over a position's patch words
+    unrolls inside the loop over the output channels, in registers (one
+    loop per position instead of one per word, which cost the small
+    ConvNet's second layer twice its popcounts in loop overhead)."""
+    @numba.njit(parallel=True)
+    def conv_xnor(X, WP, base, slots, spacing, T, sign, pool, out):
+        # X (B, H, W, Q) words. A position's 9 taps go into patch words as
+        # the weights WP (words, K) are (see _patch_weights): `slots` taps
+        # of `spacing` bits a word, so that 16 channels take 3 words, not
+        # 9. A tap outside the image reads a zero word: base (H, W, K),
+        # the sums of a position before its popcounts, counts its valid
+        # taps and gives back what the zero words take (_xnor_base).
         B, H, Wd, Q = X.shape
-        K = WT.shape[2]
+        K = WP.shape[1]
         for b in numba.prange(B):
             x_ = numpy.zeros((H + 2, Wd + 2, Q), numpy.uint64)
             x_[1:H + 1, 1:Wd + 1] = X[b]
-            sums = numpy.zeros((H, Wd, K), numpy.int32)
+            sums = base.copy()
+            patch = numpy.empty(words, numpy.uint64)
             for y in range(H):
                 for x in range(Wd):
-                    for q in range(Q):
-                        w0, w1, w2 = x_[y, x, q], x_[y, x + 1, q], x_[
-                            y, x + 2, q]
-                        w3, w4, w5 = x_[y + 1, x, q], x_[y + 1, x + 1, q], x_[
-                            y + 1, x + 2, q]
-                        w6, w7, w8 = x_[y + 2, x, q], x_[y + 2, x + 1, q], x_[
-                            y + 2, x + 2, q]
-                        for k in range(K):
-                            sums[y, x, k] += (
-                                popcount(w0 ^ WT[0, q, k])
-                                + popcount(w1 ^ WT[1, q, k])
-                                + popcount(w2 ^ WT[2, q, k])
-                                + popcount(w3 ^ WT[3, q, k])
-                                + popcount(w4 ^ WT[4, q, k])
-                                + popcount(w5 ^ WT[5, q, k])
-                                + popcount(w6 ^ WT[6, q, k])
-                                + popcount(w7 ^ WT[7, q, k])
-                                + popcount(w8 ^ WT[8, q, k]))
-                    valid = 0
+                    for w in range(words):
+                        patch[w] = 0
                     for t in range(TAPS):
-                        yy, xx = y + t // 3 - 1, x + t % 3 - 1
-                        if 0 <= yy < H and 0 <= xx < Wd:
-                            valid += C
-                        else:
-                            for k in range(K):
-                                sums[y, x, k] -= ones[t, k]
+                        shift = numpy.uint64(t % slots * spacing)
+                        for q in range(Q):
+                            patch[t // slots * Q + q] |= x_[
+                                y + t // 3, x + t % 3, q] << shift
                     for k in range(K):
-                        sums[y, x, k] = sign[k] * (valid - 2 * sums[y, x, k])
+                        d = 0
+                        for w in range(words):
+                            d += popcount(patch[w] ^ WP[w, k])
+                        sums[y, x, k] -= 2 * d
             pool_threshold(sums, T, sign, pool, out[b])
 
     return conv_xnor
@@ -225,43 +230,37 @@ def _conv_xnor(numba, popcount, pool_threshold):
 
 def _conv_pixels(numba, pool_threshold):
     @numba.njit(parallel=True, cache=True)
-    def conv_pixels(P, M, T, sign, pool, out):
-        # P (B, C, H, W) uint8; M (C, 9, K) int32: -1 (all bits) where the
-        # weight is +1, else 0. p w = 2 (p and M) - p: a mask, not a
-        # multiply; the inner loop runs over the channels with the 9
-        # pixels of the window held; 0 outside the image adds nothing
+    def conv_pixels(P, N, base, T, sign, pool, out):
+        # P (B, C, H, W) uint8; N (C, 9, K) int32: -1 (all bits) where the
+        # weight (times the channel's sign) is -1, else 0, so that p w =
+        # (p xor N) - N: no multiply; base (H, W, K) holds the -N of the
+        # sum. The inner loop runs over the output channels with the 9
+        # pixels of the window held; 0 outside the image adds nothing.
         B, C, H, Wd = P.shape
-        K = M.shape[2]
+        K = N.shape[2]
         for b in numba.prange(B):
             p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.int32)
-            window = numpy.zeros((H, Wd), numpy.int32)
             for c in range(C):
                 for y in range(H):
                     for x in range(Wd):
                         p_[c, y + 1, x + 1] = P[b, c, y, x]
-            sums = numpy.zeros((H, Wd, K), numpy.int32)
-            for c in range(C):
-                for y in range(H):
-                    for x in range(Wd):
+            sums = base.copy()
+            for y in range(H):
+                for x in range(Wd):
+                    for c in range(C):
                         p0, p1, p2 = p_[c, y, x], p_[c, y, x + 1], p_[
                             c, y, x + 2]
                         p3, p4, p5 = p_[c, y + 1, x], p_[c, y + 1, x + 1], p_[
                             c, y + 1, x + 2]
                         p6, p7, p8 = p_[c, y + 2, x], p_[c, y + 2, x + 1], p_[
                             c, y + 2, x + 2]
-                        window[y, x] += p0 + p1 + p2 + p3 + p4 + p5 + p6 + p7 + p8
                         for k in range(K):
                             sums[y, x, k] += (
-                                (p0 & M[c, 0, k]) + (p1 & M[c, 1, k])
-                                + (p2 & M[c, 2, k]) + (p3 & M[c, 3, k])
-                                + (p4 & M[c, 4, k]) + (p5 & M[c, 5, k])
-                                + (p6 & M[c, 6, k]) + (p7 & M[c, 7, k])
-                                + (p8 & M[c, 8, k]))
-            for y in range(H):
-                for x in range(Wd):
-                    for k in range(K):
-                        sums[y, x, k] = sign[k] * (
-                            2 * sums[y, x, k] - window[y, x])
+                                (p0 ^ N[c, 0, k]) + (p1 ^ N[c, 1, k])
+                                + (p2 ^ N[c, 2, k]) + (p3 ^ N[c, 3, k])
+                                + (p4 ^ N[c, 4, k]) + (p5 ^ N[c, 5, k])
+                                + (p6 ^ N[c, 6, k]) + (p7 ^ N[c, 7, k])
+                                + (p8 ^ N[c, 8, k]))
             pool_threshold(sums, T, sign, pool, out[b])
 
     return conv_pixels
@@ -277,23 +276,82 @@ def numba_layer(layer, x):
     # weights are 0 and its threshold is never reached (its bits stay 0)
     T = layer.cached('thresholds', lambda: _padded(
         layer.thresholds.astype(numpy.int32), numpy.iinfo(numpy.int32).max))
-    sign = layer.cached('sign', lambda: _padded(numpy.where(
-        layer.flipped.astype(bool), -1, 1).astype(numpy.int32), 1))
+    sign = layer.cached('sign', lambda: _padded(_signs(layer), 1))
     if layer.kind == 'conv_pixels':
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
-        M = layer.cached('masks', lambda: _padded(numpy.where(
-            weight_taps(layer).reshape(K, C, TAPS).transpose(1, 2, 0) > 0,
-            -1, 0).astype(numpy.int32), 0))
-        k['conv_pixels'](P, M, T, sign, layer.conv['pool'], out)
+        N, base = layer.cached('masks', lambda: _pixel_masks(layer))
+        k['conv_pixels'](P, N, base, T, sign, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
-        WT = layer.cached('taps', lambda: _padded(
-            layer.weights.transpose(1, 2, 0), 0))
-        ones = layer.cached('tap_ones', lambda: numpy.bitwise_count(
-            WT).sum(axis=1, dtype=numpy.int32))
-        k['conv_xnor'](X, WT, ones, C, T, sign, layer.conv['pool'], out)
+        WP, base, slots, spacing = layer.cached(
+            'patches', lambda: _patch_weights(layer))
+        k['conv_xnor'](X, WP, base, slots, spacing, T, sign,
+                       layer.conv['pool'], out)
     return out
+
+
+def _signs(layer):
+    """``int32`` -1 for a flipped channel, else 1."""
+    return numpy.where(layer.flipped.astype(bool), -1, 1).astype(numpy.int32)
+
+
+def _pixel_masks(layer):
+    """The masks ``N`` of ``conv_pixels``, ``int32`` ``(C, 9, K)``: -1
+    where the weight times the channel's sign is -1, else 0 (the kernel's
+    sums are then sign times the layer's, the maximum pools them); and its
+    ``base`` ``(H, W, K)``: :math:`-\\sum N` of each channel."""
+    K = layer.out_shape[0]
+    C, H, Wd = layer.conv['in_shape']
+    W = weight_taps(layer).reshape(K, C, TAPS) * _signs(layer)[:, None, None]
+    N = _padded(numpy.where(W.transpose(1, 2, 0) < 0, -1, 0).astype(
+        numpy.int32), 0)
+    base = numpy.broadcast_to(-N.sum(axis=(0, 1), dtype=numpy.int32),
+                              (H, Wd, N.shape[2]))
+    return N, numpy.ascontiguousarray(base)
+
+
+def _patch_weights(layer):
+    """The weights of ``conv_xnor`` as patch words ``(PW, K)`` and the
+    popcount of each tap's weights ``(9, K)``, with the number of taps per
+    word and their spacing in bits. Up to 32 channels, the taps share words
+    (spacing: the channels rounded up to a power of two; tap ``t`` at bit
+    ``(t % slots) * spacing`` of word ``t // slots``); above, each tap
+    takes its ``Q`` words. A flipped channel's weights are complemented on
+    its ``C`` channel bits, which negates its sums: the kernel's sums are
+    sign times the layer's."""
+    C = layer.conv['in_shape'][0]
+    W = layer.weights  # (K, 9, Q)
+    K, _, Q = W.shape
+    valid = kernels.pack_bits(numpy.ones(C, bool))  # (Q,)
+    W = W ^ numpy.where(layer.flipped.astype(bool)[:, None, None], valid,
+                        numpy.uint64(0))
+    spacing = 1 << max(C - 1, 0).bit_length() if C <= 32 else WORD_BITS
+    slots = WORD_BITS // spacing
+    WP = numpy.zeros((-(-TAPS // slots) * Q, K), numpy.uint64)
+    for t in range(TAPS):
+        shift = numpy.uint64(t % slots * spacing)
+        WP[t // slots * Q:t // slots * Q + Q] |= W[:, t, :].T << shift
+    ones = numpy.bitwise_count(W).sum(axis=2, dtype=numpy.int32)  # (K, 9)
+    return _padded(WP, 0), _xnor_base(ones, C, layer.conv['in_shape'][1:]), \
+        slots, spacing
+
+
+def _xnor_base(ones, C, size):
+    """``base`` of ``conv_xnor`` ``(H, W, K)``: a position's sum over its
+    valid taps is :math:`C` each less twice the popcounts of the patch; the
+    patch's zero words outside the image add ``ones`` (the popcount of the
+    tap's weights) to those popcounts, given back here:
+    :math:`C \\cdot \\mathrm{valid} + 2 \\sum_{\\mathrm{outside}}
+    \\mathrm{ones}`."""
+    H, Wd = size
+    base = numpy.zeros((H, Wd, len(ones)), numpy.int64)
+    for t in range(TAPS):
+        dy, dx = t // 3 - 1, t % 3 - 1
+        inside = numpy.zeros((H, Wd), bool)
+        inside[max(0, -dy):min(H, H - dy), max(0, -dx):min(Wd, Wd - dx)] = True
+        base += numpy.where(inside[:, :, None], C, 2 * ones[None, None, :, t])
+    return numpy.ascontiguousarray(_padded(base.astype(numpy.int32), 0))
 
 
 def _padded(a, fill):

@@ -209,15 +209,24 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
             x_[1:H + 1, 1:Wd + 1] = X[b]
             sums = base.copy()
             patch = numpy.empty(words, numpy.uint64)
+            shifts = numpy.empty(TAPS, numpy.uint64)
+            for t in range(TAPS):
+                shifts[t] = t % slots * spacing
             for y in range(H):
                 for x in range(Wd):
                     for w in range(words):
                         patch[w] = 0
-                    for t in range(TAPS):
-                        shift = numpy.uint64(t % slots * spacing)
-                        for q in range(Q):
-                            patch[t // slots * Q + q] |= x_[
-                                y + t // 3, x + t % 3, q] << shift
+                    if Q == 1:
+                        # no loop over one word (LLVM makes it a vector
+                        # loop whose set-up costs more than the word)
+                        for t in range(TAPS):
+                            patch[t // slots] |= x_[y + t // 3, x + t % 3,
+                                                    0] << shifts[t]
+                    else:
+                        for t in range(TAPS):
+                            for q in range(Q):
+                                patch[t * Q + q] = x_[y + t // 3, x + t % 3,
+                                                      q]
                     for k in range(K):
                         d = 0
                         for w in range(words):
@@ -230,38 +239,54 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
 
 def _conv_pixels(numba, pool_threshold):
     @numba.njit(parallel=True, cache=True)
-    def conv_pixels(P, N, base, T, sign, pool, out):
-        # P (B, C, H, W) uint8; N (C, 9, K) int32: -1 (all bits) where the
-        # weight (times the channel's sign) is -1, else 0, so that p w =
-        # (p xor N) - N: no multiply; base (H, W, K) holds the -N of the
-        # sum. The inner loop runs over the output channels with the 9
-        # pixels of the window held; 0 outside the image adds nothing.
+    def conv_pixels(P, S, T, sign, pool, out):
+        # P (B, C, H, W) uint8; S (K, C, 9) int32: the weights times the
+        # channel's sign (+-1; the kernel's sums are then sign times the
+        # layer's, the maximum pools them). One output channel at a time,
+        # the inner loop over a row's positions (a vector of them) with
+        # the 9 weights held: a first layer has few channels, and a loop
+        # over them per position cost more in set-up than in sums. The
+        # pooled sums go to (H', W', K) for pool_threshold (no pooling
+        # left: step 1). 0 outside the image adds nothing.
         B, C, H, Wd = P.shape
-        K = N.shape[2]
+        K = S.shape[0]
+        H2, W2 = out.shape[1], out.shape[2]
+        step = 2 if pool else 1
         for b in numba.prange(B):
             p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.int32)
             for c in range(C):
                 for y in range(H):
                     for x in range(Wd):
                         p_[c, y + 1, x + 1] = P[b, c, y, x]
-            sums = base.copy()
-            for y in range(H):
-                for x in range(Wd):
-                    for c in range(C):
-                        p0, p1, p2 = p_[c, y, x], p_[c, y, x + 1], p_[
-                            c, y, x + 2]
-                        p3, p4, p5 = p_[c, y + 1, x], p_[c, y + 1, x + 1], p_[
-                            c, y + 1, x + 2]
-                        p6, p7, p8 = p_[c, y + 2, x], p_[c, y + 2, x + 1], p_[
-                            c, y + 2, x + 2]
-                        for k in range(K):
-                            sums[y, x, k] += (
-                                (p0 ^ N[c, 0, k]) + (p1 ^ N[c, 1, k])
-                                + (p2 ^ N[c, 2, k]) + (p3 ^ N[c, 3, k])
-                                + (p4 ^ N[c, 4, k]) + (p5 ^ N[c, 5, k])
-                                + (p6 ^ N[c, 6, k]) + (p7 ^ N[c, 7, k])
-                                + (p8 ^ N[c, 8, k]))
-            pool_threshold(sums, T, sign, pool, out[b])
+            plane = numpy.empty((H + 1, Wd + 1), numpy.int32)
+            pooled = numpy.empty((H2, W2, T.shape[0]), numpy.int32)
+            pooled[:, :, K:] = 0
+            for k in range(K):
+                plane[:] = 0
+                for c in range(C):
+                    _plane_sums(p_[c], S[k, c], plane)
+                for y in range(H2):
+                    y0 = y * step
+                    y1 = min(y0 + step - 1, H - 1)
+                    for x in range(W2):
+                        x0 = x * step
+                        x1 = min(x0 + step - 1, Wd - 1)
+                        pooled[y, x, k] = max(
+                            max(plane[y0, x0], plane[y0, x1]),
+                            max(plane[y1, x0], plane[y1, x1]))
+            pool_threshold(pooled, T, sign, False, out[b])
+
+    @numba.njit(inline='always')
+    def _plane_sums(p, w, plane):
+        # plane[y, x] += the 3x3 sum of the padded channel p at (y, x)
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = (
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8])
+        for y in range(p.shape[0] - 2):
+            r0, r1, r2, o = p[y], p[y + 1], p[y + 2], plane[y]
+            for x in range(p.shape[1] - 2):
+                o[x] += (r0[x] * w0 + r0[x + 1] * w1 + r0[x + 2] * w2
+                         + r1[x] * w3 + r1[x + 1] * w4 + r1[x + 2] * w5
+                         + r2[x] * w6 + r2[x + 1] * w7 + r2[x + 2] * w8)
 
     return conv_pixels
 
@@ -280,8 +305,8 @@ def numba_layer(layer, x):
     if layer.kind == 'conv_pixels':
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
-        N, base = layer.cached('masks', lambda: _pixel_masks(layer))
-        k['conv_pixels'](P, N, base, T, sign, layer.conv['pool'], out)
+        S = layer.cached('signed_taps', lambda: _pixel_weights(layer))
+        k['conv_pixels'](P, S, T, sign, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
         WP, base, slots, spacing = layer.cached(
@@ -296,19 +321,13 @@ def _signs(layer):
     return numpy.where(layer.flipped.astype(bool), -1, 1).astype(numpy.int32)
 
 
-def _pixel_masks(layer):
-    """The masks ``N`` of ``conv_pixels``, ``int32`` ``(C, 9, K)``: -1
-    where the weight times the channel's sign is -1, else 0 (the kernel's
-    sums are then sign times the layer's, the maximum pools them); and its
-    ``base`` ``(H, W, K)``: :math:`-\\sum N` of each channel."""
+def _pixel_weights(layer):
+    """The weights of ``conv_pixels``, ``int32`` ``(K, C, 9)``: each times
+    its channel's sign."""
     K = layer.out_shape[0]
-    C, H, Wd = layer.conv['in_shape']
+    C = layer.conv['in_shape'][0]
     W = weight_taps(layer).reshape(K, C, TAPS) * _signs(layer)[:, None, None]
-    N = _padded(numpy.where(W.transpose(1, 2, 0) < 0, -1, 0).astype(
-        numpy.int32), 0)
-    base = numpy.broadcast_to(-N.sum(axis=(0, 1), dtype=numpy.int32),
-                              (H, Wd, N.shape[2]))
-    return N, numpy.ascontiguousarray(base)
+    return W.astype(numpy.int32)
 
 
 def _patch_weights(layer):

@@ -4,7 +4,7 @@
 XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.kernels`,
 :mod:`qnn.packed.conv_kernels`): on the CPU with numba on all cores
 (``--kernel numpy``: the NumPy reference), on a GPU with CuPy RawKernels
-(``--device 0``; dense layers only). The test set is the one the file was
+(``--device 0``; not the k-bit layers). The test set is the one the file was
 trained on (recorded in it; ``--dataset`` to choose another of the same
 image shape). Prints one line,
 

@@ -204,6 +204,16 @@ def test_exported_cnn_gives_chainers_logits(trained_cnn):
         packed_kernels.forward(network, images[:50], 'numpy'), logits[:50])
 
 
+@pytest.mark.gpu
+def test_exported_cnn_on_cupy_gives_the_same_logits(trained_cnn):
+    import cupy
+    network = packed_format.load(trained_cnn[1])
+    images = datasets.load_raw('mnist')['test'][0][:500]
+    numpy.testing.assert_array_equal(
+        cupy.asnumpy(packed_kernels.forward(network, images, 'cupy')),
+        packed_kernels.forward(network, images, 'numba'))
+
+
 def test_inference_writes_the_predictions(trained_cnn, tmp_path):
     _, packed = trained_cnn
     predictions = tmp_path / 'predictions.txt'

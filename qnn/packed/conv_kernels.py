@@ -380,3 +380,151 @@ def _padded(a, fill):
     padded = numpy.full(a.shape[:-1] + (size,), fill, a.dtype)
     padded[..., :a.shape[-1]] = a
     return padded
+
+
+# --- CuPy -------------------------------------------------------------------
+
+# one thread per (image, output position, output channel): the sums of the
+# position's pooling window, each over its valid taps, pooled (the minimum
+# for a flipped channel), thresholded, the bit set with atomicOr in `out`
+# (zeroed before); a third kernel flattens feature maps for a dense layer
+CUDA_SOURCE = r'''
+extern "C" {
+__device__ long long xnor_sum(const unsigned long long* X,
+                              const unsigned long long* W, int b, int k,
+                              int y, int x, int H, int Wd, int Q, int C) {
+    long long s = 0;
+    for (int t = 0; t < 9; ++t) {
+        int yy = y + t / 3 - 1, xx = x + t % 3 - 1;
+        if (yy < 0 || yy >= H || xx < 0 || xx >= Wd) continue;
+        const unsigned long long* xp = X + (((long long)b * H + yy) * Wd
+                                            + xx) * Q;
+        const unsigned long long* wp = W + ((long long)k * 9 + t) * Q;
+        int d = 0;
+        for (int q = 0; q < Q; ++q) d += __popcll(xp[q] ^ wp[q]);
+        s += C - 2 * d;
+    }
+    return s;
+}
+__device__ long long pixel_sum(const unsigned char* P, const int* W, int b,
+                               int k, int y, int x, int H, int Wd, int C) {
+    long long s = 0;
+    for (int c = 0; c < C; ++c)
+        for (int t = 0; t < 9; ++t) {
+            int yy = y + t / 3 - 1, xx = x + t % 3 - 1;
+            if (yy < 0 || yy >= H || xx < 0 || xx >= Wd) continue;
+            s += (long long)P[(((long long)b * C + c) * H + yy) * Wd + xx]
+                 * W[((long long)k * C + c) * 9 + t];
+        }
+    return s;
+}
+// X (B, H, W, Q) words or P (B, C, H, W) pixels; W (K, 9, Q) words or
+// (K, C, 9) int +-1; out (B, H2, W2, words)
+__global__ void conv(const unsigned long long* X, const unsigned char* P,
+                     const unsigned long long* WX, const int* WP,
+                     const int* T, const int* flipped,
+                     unsigned long long* out, int xnor, int B, int C, int H,
+                     int Wd, int Q, int K, int H2, int W2, int step,
+                     int words) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)B * H2 * W2 * K) return;
+    int k = i % K;
+    long long r = i / K;
+    int x2 = r % W2;
+    r /= W2;
+    int y2 = r % H2;
+    int b = r / H2;
+    long long best = 0;
+    bool first = true;
+    for (int y = y2 * step; y < min(y2 * step + step, H); ++y)
+        for (int x = x2 * step; x < min(x2 * step + step, Wd); ++x) {
+            long long s = xnor ? xnor_sum(X, WX, b, k, y, x, H, Wd, Q, C)
+                               : pixel_sum(P, WP, b, k, y, x, H, Wd, C);
+            if (first || (flipped[k] ? s < best : s > best)) best = s;
+            first = false;
+        }
+    if (best >= T[k])
+        atomicOr(out + (((long long)b * H2 + y2) * W2 + x2) * words
+                 + (k >> 6), 1ULL << (k & 63));
+}
+// maps (B, positions, Q) to (B, words): value p C + c; out zeroed before
+__global__ void flatten(const unsigned long long* maps,
+                        unsigned long long* out, int B, int positions,
+                        int Q, int C, int words) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)B * positions * C) return;
+    int c = i % C;
+    long long r = i / C;
+    int p = r % positions;
+    int b = r / positions;
+    if ((maps[((long long)b * positions + p) * Q + (c >> 6)] >> (c & 63))
+            & 1ULL) {
+        long long v = (long long)p * C + c;
+        atomicOr(out + (long long)b * words + (v >> 6), 1ULL << (v & 63));
+    }
+}
+}
+'''
+
+_cupy_kernels = None
+
+
+def _cuda(cupy):
+    global _cupy_kernels
+    if _cupy_kernels is None:
+        module = cupy.RawModule(code=CUDA_SOURCE)
+        _cupy_kernels = {name: module.get_function(name)
+                         for name in ('conv', 'flatten')}
+    return _cupy_kernels
+
+
+def _grid(n, threads=256):
+    return ((n + threads - 1) // threads,), (threads,)
+
+
+def cupy_layer(layer, x):
+    """:func:`reference_layer` on the current CUDA device: ``x`` and the
+    result are CuPy arrays."""
+    import cupy
+    C, H, Wd = layer.conv['in_shape']
+    K, H2, W2 = layer.out_shape
+    B = len(x)
+    device = cupy.cuda.Device().id
+
+    def on_device(key, make):
+        return layer.cached(('device', device, key),
+                            lambda: cupy.asarray(make()))
+
+    T = on_device('thresholds', lambda: layer.thresholds.astype(numpy.int32))
+    flipped = on_device('flipped', lambda: layer.flipped.astype(numpy.int32))
+    out = cupy.zeros((B, H2, W2, n_words(K)), cupy.uint64)
+    unused = cupy.zeros(1, cupy.uint64)  # the other kind's arrays
+    xnor = layer.kind == 'conv_xnor'
+    if xnor:
+        X = cupy.ascontiguousarray(x, cupy.uint64)
+        arrays = (X, unused, on_device('words', lambda: layer.weights),
+                  unused)
+    else:
+        arrays = (unused, cupy.ascontiguousarray(x, cupy.uint8), unused,
+                  on_device('taps', lambda: weight_taps(layer).reshape(
+                      K, C * TAPS).astype(numpy.int32)))
+    sizes = (xnor, B, C, H, Wd, x.shape[-1] if xnor else 0, K, H2, W2,
+             2 if layer.conv['pool'] else 1, n_words(K))
+    _cuda(cupy)['conv'](*_grid(B * H2 * W2 * K), arrays + (
+        T, flipped, out) + tuple(numpy.int32(v) for v in sizes))
+    return out
+
+
+def cupy_flatten(maps, channels):
+    """:func:`flatten` on the current CUDA device."""
+    import cupy
+    B, H, Wd, Q = maps.shape
+    if channels % WORD_BITS == 0:
+        return cupy.ascontiguousarray(maps).reshape(B, -1)
+    words = n_words(H * Wd * channels)
+    out = cupy.zeros((B, words), cupy.uint64)
+    _cuda(cupy)['flatten'](*_grid(B * H * Wd * channels), (
+        cupy.ascontiguousarray(maps), out, numpy.int32(B),
+        numpy.int32(H * Wd), numpy.int32(Q), numpy.int32(channels),
+        numpy.int32(words)))
+    return out

@@ -479,9 +479,9 @@ _cupy_kernels = None
 
 
 def _run_cupy(layers, pixels):
-    if any(layer.kind in CONV_KINDS + LEVEL_KINDS for layer in layers):
-        raise ValueError('no CUDA kernels for packed convolutions or k-bit '
-                         'layers: run it on the CPU (--device -1)')
+    if any(layer.kind in LEVEL_KINDS for layer in layers):
+        raise ValueError('no CUDA kernels for k-bit layers: run it on the '
+                         'CPU (--device -1)')
     import cupy
     global _cupy_kernels
     if _cupy_kernels is None:
@@ -492,7 +492,13 @@ def _run_cupy(layers, pixels):
     threads = 256
     x = cupy.asarray(pixels, dtype=cupy.uint8)
     B = len(x)
-    for layer in layers:
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.cupy_layer(layer, x)
+            continue
+        if index and layers[index - 1].kind in CONV_KINDS:
+            x = conv_kernels.cupy_flatten(x, layers[index - 1].conv[
+                'channels'])
         W = layer.device_weights(cupy)
         M, K = W.shape
         sums = cupy.empty((B, M), cupy.int64)

@@ -79,6 +79,9 @@ def test_hidden_layer_is_the_real_layer(weight_bits, act_bits):
     numpy.testing.assert_array_equal(
         levels.output_levels(sums, layer.thresholds), expected)
     numpy.testing.assert_array_equal(levels.fast_sums(layer, u), sums)
+    numpy.testing.assert_array_equal(levels.popcount_sums(layer, u), sums)
+    numpy.testing.assert_array_equal(
+        levels.count_levels(sums, layer.thresholds), expected)
     zero = bn[0] == 0
     assert (expected[:, zero] == expected[:1, zero]).all()  # constant
 
@@ -98,6 +101,8 @@ def test_pixel_layer_is_the_real_layer(shift, scale):
     numpy.testing.assert_array_equal(
         levels.output_levels(levels.reference_sums(layer, pixels),
                              layer.thresholds), level_of(y, out_bits))
+    numpy.testing.assert_array_equal(levels.popcount_sums(layer, pixels),
+                                     levels.reference_sums(layer, pixels))
 
 
 def test_levels_pack_and_unpack():
@@ -144,3 +149,20 @@ def test_two_bit_mlp_predicts_as_its_chainer_model(two_bit):
     numpy.testing.assert_array_equal(
         packed_kernels.forward(network, images[:200], 'numpy'),
         logits[:200])
+
+
+@pytest.mark.parametrize('weight_bits, act_bits', BITS)
+@pytest.mark.parametrize('n', [64, 130])
+def test_popcount_sums_are_the_reference_over_several_words(
+        weight_bits, act_bits, n):
+    rng = numpy.random.RandomState(n + weight_bits)
+    W = rng.normal(size=(70, n)).astype(numpy.float32)
+    bn = random_bn(rng, 70, n)
+    hidden = layer_of(W, bn, weight_bits, act_bits, act_bits)
+    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(9, n))
+    numpy.testing.assert_array_equal(levels.popcount_sums(hidden, u),
+                                     levels.reference_sums(hidden, u))
+    first = layer_of(W, bn, weight_bits, None, act_bits)
+    pixels = rng.randint(0, 256, size=(9, n))
+    numpy.testing.assert_array_equal(levels.popcount_sums(first, pixels),
+                                     levels.reference_sums(first, pixels))

@@ -139,14 +139,15 @@ def _reference_xnor(X, W, n_in):
     return out
 
 
-def _run_levels(layers, x, sums_of):
+def _run_levels(layers, x, sums_of, output_levels=None):
     """A network of k-bit layers (:mod:`qnn.packed.levels`): the last
     layer's integer sums."""
+    output_levels = output_levels or levels.output_levels
     for layer in layers:
         sums = numpy.asarray(sums_of(layer, x)).astype(numpy.int64)
         if layer.output != 'levels':
             return sums
-        x = levels.output_levels(sums, layer.thresholds)
+        x = output_levels(sums, layer.thresholds)
     raise ValueError('the network has no output layer')
 
 
@@ -186,7 +187,9 @@ def _build_numba():
         if words not in by_words:
             helpers = _plane_helpers(numba, popcount, words)
             by_words[words] = (_planes_kernel(numba, *helpers),
-                               _network_kernel(numba, popcount, *helpers))
+                               _network_kernel(numba, popcount, *helpers),
+                               _levels_kernel(numba, popcount, words,
+                                              helpers[0]))
         return by_words[words]
 
     def planes(pixels, WT, sums):
@@ -195,8 +198,13 @@ def _build_numba():
     def network(pixels, W1T, *args):
         for_words(W1T.shape[0])[1](pixels, W1T, *args)
 
+    def level_sums(values, bits, WT, *args):
+        for_words(WT.shape[1])[2](values, bits, WT, *args)
+
     kernels['planes'] = planes
     kernels['network'] = network
+    kernels['level_sums'] = level_sums
+    kernels['count_levels'] = _count_levels_kernel(numba)
     return kernels
 
 
@@ -222,8 +230,8 @@ def _popcount(numba):
 
 def _plane_helpers(numba, popcount, words):
     """The first layer's steps for one image of ``words`` words, inlined in
-    the kernels: ``pack_planes(pixels, i)``, the bit planes ``(8, words)``
-    of image ``i``, and ``planes_acc(P, WT, acc)``, which adds
+    the kernels: ``pack_planes(pixels, i, bits=8)``, the bit planes
+    ``(bits, words)`` of image ``i``, and ``planes_acc(P, WT, acc)``, which adds
     :math:`\\sum_b 2^b \\mathrm{popcount}(P_b \\wedge W_j)` to ``acc[j]``
     and returns :math:`\\sum_b 2^b \\mathrm{popcount}(P_b)`.
 
@@ -233,14 +241,14 @@ def _plane_helpers(numba, popcount, words):
     loop over the words outermost kept it in memory (1.5x slower on the
     first layer of the MLP, 2-core AMD EPYC, 2026-12-06)."""
     @numba.njit(inline='always')
-    def pack_planes(pixels, i):
+    def pack_planes(pixels, i, bits=PIXEL_BITS):
         # the row zero padded to whole words; a fixed 64-bit loop per word
         # and plane vectorizes (an OR reduction)
         row = numpy.zeros(words * WORD_BITS, numpy.uint64)
         for k in range(pixels.shape[1]):
             row[k] = pixels[i, k]
-        P = numpy.empty((PIXEL_BITS, words), numpy.uint64)
-        for b in range(PIXEL_BITS):
+        P = numpy.empty((bits, words), numpy.uint64)
+        for b in range(bits):
             for k in range(words):
                 word = numpy.uint64(0)
                 for bit in range(WORD_BITS):
@@ -282,6 +290,57 @@ def _planes_kernel(numba, pack_planes, planes_acc):
                 sums[i, j] = 2 * acc[j] - ones
 
     return planes_sums
+
+
+def _levels_kernel(numba, popcount, words, pack_planes):
+    """``'level_sums'``: for k-bit values :math:`x` (pixels or level
+    indices, ``bits`` planes) and weight level indices :math:`v` stored as
+    planes ``WT`` ``(weight bits, words, units)``, the sums
+    :math:`\\alpha P_j + \\beta X + \\gamma_j` of the products
+    :math:`P_j = \\sum_i x_i v_{ij} = \\sum_{b, c} 2^{b + c}
+    \\mathrm{popcount}(X_b \\wedge V_{c,j})` (one popcount per pair of
+    planes and word) and the image's total :math:`X = \\sum_i x_i`, over
+    the images on all cores (:func:`qnn.packed.levels.popcount_sums` gives
+    the coefficients)."""
+    @numba.njit(parallel=True)
+    def level_sums(values, bits, WT, alpha, beta, gamma, sums):
+        B = values.shape[0]
+        weight_bits, _, M = WT.shape
+        for i in numba.prange(B):
+            P = pack_planes(values, i, bits)
+            total = 0
+            for k in range(values.shape[1]):
+                total += values[i, k]
+            acc = numpy.zeros(M, numpy.int64)
+            for b in range(bits):
+                for c in range(weight_bits):
+                    V = WT[c]
+                    for j in range(M):
+                        d = 0
+                        for k in range(words):
+                            d += popcount(P[b, k] & V[k, j])
+                        acc[j] += d << (b + c)
+            for j in range(M):
+                sums[i, j] = alpha * acc[j] + beta * total + gamma[j]
+
+    return level_sums
+
+
+def _count_levels_kernel(numba):
+    """``'count_levels'``: each unit's level, the number of its ascending
+    thresholds ``T`` ``(units, levels)`` that its sum reaches, over the
+    images on all cores."""
+    @numba.njit(parallel=True)
+    def count_levels(sums, T, out):
+        B, M = sums.shape
+        for i in numba.prange(B):
+            for j in range(M):
+                n = 0
+                for m in range(T.shape[1]):
+                    n += sums[i, j] >= T[j, m]
+                out[i, j] = n
+
+    return count_levels
 
 
 def _sums_kernels(numba, popcount):
@@ -387,7 +446,8 @@ def _run_numba(layers, pixels):
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
     hidden = layers[1:-1]
     if layers[0].kind in LEVEL_KINDS:
-        return _run_levels(layers, x, levels.fast_sums)
+        return _run_levels(layers, x, levels.popcount_sums,
+                           levels.count_levels)
     if any(layer.kind in CONV_KINDS for layer in layers):
         return _run_numba_layers(k, layers, x)
     if hidden and layers[-1].output != 'sign' and all(

@@ -34,10 +34,11 @@ The output layer keeps its batch normalization as the affine map of
 :func:`qnn.packed.folding.fold_affine`, its mean and ``inv_std`` rescaled
 so that it applies to :math:`S`.
 
-Kernels: :func:`reference_sums` in ``int64`` (the reference) and
-:func:`fast_sums`, one float32 matrix product (BLAS): every partial sum is
-an integer below :math:`2^{24}`, so exact in any order (checked; float64
-beyond).
+Kernels: :func:`reference_sums` in ``int64`` (the reference);
+:func:`popcount_sums`, bit-serial popcounts on the planes of the inputs and
+weights (numba, the path of ``inference.py``); and :func:`fast_sums`, one
+float32 matrix product (BLAS): every partial sum is an integer below
+:math:`2^{24}`, so exact in any order (checked; float64 beyond).
 """
 import numpy
 
@@ -165,6 +166,44 @@ def fast_sums(layer, x):
     W = layer.cached(('signed', dtype), lambda: numpy.ascontiguousarray(
         signed_weights(layer).T, dtype))
     return signed_inputs(layer, x).astype(dtype) @ W
+
+
+def popcount_sums(layer, x):
+    """:func:`reference_sums` from the popcounts of pairs of bit planes
+    (:mod:`qnn.packed.kernels`, ``'level_sums'``): with
+    :math:`P_j = \\sum_i x_i v_{ij}` and :math:`X = \\sum_i x_i`,
+
+    .. math::
+
+        S_j = 2P_j - L_w X \\quad \\text{(pixels)}, \\qquad
+        S_j = 4P_j - 2 L_w X - 2 L_a \\sum_i v_{ij} + n L_a L_w
+
+    (:math:`(2u - L_a)(2v - L_w)` expanded)."""
+    x = numpy.require(x, numpy.uint8, ['C', 'W'])
+    pixels = layer.kind == 'levels_pixels'
+    bits = kernels.PIXEL_BITS if pixels else layer.levels['input_bits']
+    L_w = n_levels(layer.levels['weight_bits'])
+    L_a = n_levels(bits)
+    WT = layer.cached('planes_transposed', lambda: numpy.ascontiguousarray(
+        layer.weights.transpose(1, 2, 0)))
+    gamma = layer.cached(('gamma', pixels), lambda: numpy.zeros(
+        layer.n_out, numpy.int64) if pixels else (
+            layer.n_in * L_a * L_w - 2 * L_a * unpack_levels(
+                layer.weights, layer.n_in).sum(axis=1)))
+    sums = numpy.empty((len(x), layer.n_out), numpy.int64)
+    kernels._numba_kernels()['level_sums'](
+        x, bits, WT, 2 if pixels else 4, -L_w if pixels else -2 * L_w,
+        gamma, sums)
+    return sums
+
+
+def count_levels(sums, thresholds):
+    """:func:`output_levels` on all cores (numba)."""
+    out = numpy.empty(sums.shape, numpy.uint8)
+    kernels._numba_kernels()['count_levels'](
+        numpy.ascontiguousarray(sums), numpy.ascontiguousarray(thresholds),
+        out)
+    return out
 
 
 def output_levels(sums, thresholds):

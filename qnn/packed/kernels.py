@@ -365,16 +365,23 @@ def _sums_kernels(numba, popcount):
 def _threshold_pack_kernel(numba):
     """``'threshold_pack'``: a layer's output bits
     :math:`[a_j \\ge T_j]` from its sums, packed, over the images on all
-    cores."""
+    cores. ``T`` is padded to whole words with a value no sum reaches
+    (:func:`_word_thresholds`): a word's 64 bits come from one fixed loop,
+    vectorized, with no branch per unit (whose mispredictions, the bits
+    being as good as random, cost more than the popcounts)."""
     @numba.njit(parallel=True)
     def threshold_pack(sums, T, out):
+        lane = numpy.uint64
         B, M = sums.shape
+        last = lane(M - 1)
         for i in numba.prange(B):
-            for k in range(out.shape[1]):
-                out[i, k] = 0
-            for j in range(M):
-                if sums[i, j] >= T[j]:
-                    out[i, j >> 6] |= numpy.uint64(1) << numpy.uint64(j & 63)
+            row = sums[i]
+            for q in range(out.shape[1]):
+                word = lane(0)
+                for bit in range(WORD_BITS):
+                    j = lane(q << 6) + lane(bit)
+                    word |= lane(row[min(j, last)] >= T[j]) << lane(bit)
+                out[i, q] = word
 
     return threshold_pack
 
@@ -389,18 +396,26 @@ def _network_kernel(numba, popcount, pack_planes, planes_acc):
         # iteration: one fork and join per call instead of two per layer
         # (on a loaded machine each join waits for a descheduled thread),
         # and each image's activations stay in the core's cache
+        # the thresholds T1 and hidden_T come padded to whole words with
+        # a value no sum reaches, so that the bits are packed a word at a
+        # time by a fixed loop of 64 (vectorized; its index unsigned, with
+        # no test for a negative one)
+        lane = numpy.uint64
         B = pixels.shape[0]
-        widest = W1T.shape[1]
-        for WT in hidden_WT:
-            widest = max(widest, WT.shape[1])
+        widest = T1.shape[0]
+        for T in hidden_T:
+            widest = max(widest, T.shape[0])
         for i in numba.prange(B):
             P = pack_planes(pixels, i)
             acc = numpy.zeros(widest, numpy.int64)
             ones = planes_acc(P, W1T, acc)
-            h = numpy.zeros((widest + 63) >> 6, numpy.uint64)
-            for j in range(W1T.shape[1]):
-                if 2 * acc[j] - ones >= T1[j]:
-                    h[j >> 6] |= numpy.uint64(1) << numpy.uint64(j & 63)
+            h = numpy.zeros(widest >> 6, numpy.uint64)
+            for q in range(T1.shape[0] >> 6):
+                word = lane(0)
+                for bit in range(WORD_BITS):
+                    j = lane(q << 6) + lane(bit)
+                    word |= lane(2 * acc[j] - ones >= T1[j]) << lane(bit)
+                h[q] = word
             for layer in range(len(hidden_WT)):
                 WT = hidden_WT[layer]
                 T = hidden_T[layer]
@@ -410,10 +425,13 @@ def _network_kernel(numba, popcount, pack_planes, planes_acc):
                     x = h[k]
                     for j in range(M):
                         acc[j] += popcount(x ^ WT[k, j])
-                h[:] = 0
-                for j in range(M):
-                    if n_ins[layer + 1] - 2 * acc[j] >= T[j]:
-                        h[j >> 6] |= numpy.uint64(1) << numpy.uint64(j & 63)
+                n_in = n_ins[layer + 1]
+                for q in range(T.shape[0] >> 6):
+                    word = lane(0)
+                    for bit in range(WORD_BITS):
+                        j = lane(q << 6) + lane(bit)
+                        word |= lane(n_in - 2 * acc[j] >= T[j]) << lane(bit)
+                    h[q] = word
             M = last_WT.shape[1]
             for j in range(M):
                 d = 0
@@ -454,14 +472,25 @@ def _run_numba(layers, pixels):
             layer.output == 'sign' for layer in layers[:-1]):
         sums = numpy.empty((len(x), layers[-1].n_out), numpy.int64)
         k['network'](
-            x, layers[0].transposed_weights(), layers[0].thresholds,
+            x, layers[0].transposed_weights(), _word_thresholds(layers[0]),
             tuple(layer.transposed_weights() for layer in hidden),
-            tuple(layer.thresholds for layer in hidden),
+            tuple(_word_thresholds(layer) for layer in hidden),
             layers[-1].transposed_weights(),
             numpy.array([layer.n_in for layer in layers], numpy.int64), sums)
         return sums
     # layer by layer: a network of two layers (no hidden XNOR layer)
     return _run_numba_layers(k, layers, x)
+
+
+def _word_thresholds(layer):
+    """The layer's thresholds as ``int64``, padded to whole words with a
+    value no sum reaches (made once)."""
+    def make():
+        T = numpy.full(n_words(layer.n_out) * WORD_BITS,
+                       numpy.iinfo(numpy.int64).max, numpy.int64)
+        T[:layer.n_out] = layer.thresholds
+        return T
+    return layer.cached('word_thresholds', make)
 
 
 def _run_numba_layers(k, layers, x):
@@ -480,7 +509,7 @@ def _run_numba_layers(k, layers, x):
         if layer.output != 'sign':
             return sums
         x = numpy.empty((len(sums), n_words(layer.n_out)), numpy.uint64)
-        k['threshold_pack'](sums, layer.thresholds, x)
+        k['threshold_pack'](sums, _word_thresholds(layer), x)
     raise ValueError('the network has no output layer')
 
 
@@ -621,7 +650,7 @@ def sign_layer(layer, x, backend='numba'):
     else:
         k['xnor'](x, layer.transposed_weights(), layer.n_in, sums)
     out = numpy.empty((len(x), n_words(layer.n_out)), numpy.uint64)
-    k['threshold_pack'](sums, layer.thresholds, out)
+    k['threshold_pack'](sums, _word_thresholds(layer), out)
     return unpack_bits(out, layer.n_out)
 
 

@@ -240,9 +240,11 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
 def _conv_pixels(numba, pool_threshold):
     @numba.njit(parallel=True, cache=True)
     def conv_pixels(P, S, T, sign, pool, out):
-        # P (B, C, H, W) uint8; S (K, C, 9) int32: the weights times the
+        # P (B, C, H, W) uint8; S (K, C, 9) float32: the weights times the
         # channel's sign (+-1; the kernel's sums are then sign times the
-        # layer's, the maximum pools them). One output channel at a time,
+        # layer's, the maximum pools them). In float32, one fused
+        # multiply-add a tap (15% faster than int32 multiplies), exact: the
+        # sums are integers below 9 C 255 < 2^24. One output channel at a time,
         # the inner loop over a row's positions (a vector of them) with
         # the 9 weights held: a first layer has few channels, and a loop
         # over them per position cost more in set-up than in sums. The
@@ -253,12 +255,12 @@ def _conv_pixels(numba, pool_threshold):
         H2, W2 = out.shape[1], out.shape[2]
         step = 2 if pool else 1
         for b in numba.prange(B):
-            p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.int32)
+            p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.float32)
             for c in range(C):
                 for y in range(H):
                     for x in range(Wd):
                         p_[c, y + 1, x + 1] = P[b, c, y, x]
-            plane = numpy.empty((H + 1, Wd + 1), numpy.int32)
+            plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
             pooled = numpy.empty((H2, W2, T.shape[0]), numpy.int32)
             pooled[:, :, K:] = 0
             for k in range(K):
@@ -271,9 +273,9 @@ def _conv_pixels(numba, pool_threshold):
                     for x in range(W2):
                         x0 = x * step
                         x1 = min(x0 + step - 1, Wd - 1)
-                        pooled[y, x, k] = max(
+                        pooled[y, x, k] = numpy.int32(max(
                             max(plane[y0, x0], plane[y0, x1]),
-                            max(plane[y1, x0], plane[y1, x1]))
+                            max(plane[y1, x0], plane[y1, x1])))
             pool_threshold(pooled, T, sign, False, out[b])
 
     @numba.njit(inline='always')
@@ -322,12 +324,12 @@ def _signs(layer):
 
 
 def _pixel_weights(layer):
-    """The weights of ``conv_pixels``, ``int32`` ``(K, C, 9)``: each times
-    its channel's sign."""
+    """The weights of ``conv_pixels``, ``float32`` ``(K, C, 9)``: each
+    times its channel's sign."""
     K = layer.out_shape[0]
     C = layer.conv['in_shape'][0]
     W = weight_taps(layer).reshape(K, C, TAPS) * _signs(layer)[:, None, None]
-    return W.astype(numpy.int32)
+    return W.astype(numpy.float32)
 
 
 def _patch_weights(layer):

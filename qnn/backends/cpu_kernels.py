@@ -67,6 +67,8 @@ def _build():
     kernels = _adam_kernels(numba)
     kernels.update(_shift_adamax_kernels(numba))
     kernels.update(_qst_kernels(numba))
+    kernels.update(_convolution_kernels(numba))
+    kernels.update(_pooling_kernels(numba))
     return kernels
 
 
@@ -229,6 +231,117 @@ def _qst_kernels(numba):
     }
 
 
+def _convolution_kernels(numba):
+    """``'im2col'`` and ``'col2im'``, the loops of :func:`im2col` and
+    :func:`col2im`."""
+    # Both work on one image at a time through a zero-padded copy of it
+    # with the channels last, where every (ky, kx) of a patch is a run of
+    # c values (kw * c when dx = 1). Flat arrays with unsigned indices:
+    # numba then drops its check for negative indices and vectorizes the
+    # runs (ten times faster than indexing the 4-D arrays).
+    index = numba.uint64
+
+    def im2col_loop(x, col, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        n, c, h, w = x.shape
+        _, oh, ow, k = col.shape
+        out = col.reshape(-1)
+        padded = numpy.zeros(hp * wp * c, x.dtype)
+        runs, run = (1, kw * c) if dx == 1 else (kw, c)
+        for i in range(n):
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        padded[index(((y + ph) * wp + xx + pw) * c + ci)] = \
+                            x[i, ci, y, xx]
+            for oy in range(oh):
+                for ox in range(ow):
+                    target = index(((i * oh + oy) * ow + ox) * k)
+                    for ky in range(kh):
+                        for r in range(runs):
+                            source = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + r * dx) * c)
+                            for j in range(index(run)):
+                                out[target + j] = padded[source + j]
+                            target += index(run)
+
+    def col2im_loop(col, gx, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        # each element of gx sums its terms from 0 in the order (ky, kx),
+        # that of Chainer's col2im_cpu (one slice add per (ky, kx))
+        n, c, h, w = gx.shape
+        _, oh, ow, k = col.shape
+        flat = col.reshape(-1)
+        padded = numpy.empty(hp * wp * c, col.dtype)
+        for i in range(n):
+            padded[:] = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    for oy in range(oh):
+                        for ox in range(ow):
+                            source = index(((i * oh + oy) * ow + ox) * k +
+                                           (ky * kw + kx) * c)
+                            target = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + kx * dx) * c)
+                            for j in range(index(c)):
+                                padded[target + j] += flat[source + j]
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        gx[i, ci, y, xx] = padded[
+                            index(((y + ph) * wp + xx + pw) * c + ci)]
+
+    return {'im2col': numba.njit(cache=True)(im2col_loop),
+            'col2im': numba.njit(cache=True)(col2im_loop)}
+
+
+def _pooling_kernels(numba):
+    """``'max_pool_2x2'`` and ``'max_pool_2x2_grad'``, the loops of
+    :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`."""
+    def pool_loop(x, y, index):
+        n, c, h, w = x.shape
+        _, _, oh, ow = y.shape
+        for i in range(n):
+            for ci in range(c):
+                for oy in range(oh):
+                    for ox in range(ow):
+                        # numpy.maximum of the four (NaN wins), then the
+                        # first element equal to it (none: the last)
+                        m = -numpy.inf
+                        for k in range(4):
+                            yy = 2 * oy + k // 2
+                            xx = 2 * ox + k % 2
+                            if yy < h and xx < w:
+                                v = x[i, ci, yy, xx]
+                                if v != v or not m >= v:
+                                    if m == m:
+                                        m = v
+                        best = 3
+                        for k in range(3, -1, -1):
+                            yy = 2 * oy + k // 2
+                            xx = 2 * ox + k % 2
+                            if yy < h and xx < w and x[i, ci, yy, xx] == m:
+                                best = k
+                        y[i, ci, oy, ox] = m
+                        index[i, ci, oy, ox] = best
+
+    def pool_grad_loop(gy, index, gx):
+        n, c, h, w = gx.shape
+        _, _, oh, ow = gy.shape
+        for i in range(n):
+            for ci in range(c):
+                for oy in range(oh):
+                    for ox in range(ow):
+                        g = gy[i, ci, oy, ox]
+                        best = index[i, ci, oy, ox]
+                        for k in range(4):
+                            yy = 2 * oy + k // 2
+                            xx = 2 * ox + k % 2
+                            if yy < h and xx < w:
+                                gx[i, ci, yy, xx] = g if k == best else 0
+
+    return {'max_pool_2x2': numba.njit(cache=True)(pool_loop),
+            'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
+
+
 def _renamed(function, name):
     """A copy of a Python function under another name (and qualname)."""
     import types
@@ -316,12 +429,13 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step, round_norm,
 KERNEL_DTYPES = (numpy.float32, numpy.float64)
 
 
-def usable(*arrays):
-    """Whether the kernels take these arrays: NumPy, C-contiguous, all of
-    one dtype, float32 or float64, and the kernels available."""
+def usable(*arrays, strided=False):
+    """Whether the kernels take these arrays: NumPy, C-contiguous (any
+    strides with ``strided``), all of one dtype, float32 or float64, and
+    the kernels available."""
     dtype = arrays[0].dtype
-    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous and
-               a.dtype == dtype for a in arrays) and \
+    return all(isinstance(a, numpy.ndarray) and a.dtype == dtype and
+               (strided or a.flags.c_contiguous) for a in arrays) and \
         dtype in KERNEL_DTYPES and available()
 
 
@@ -341,3 +455,52 @@ def ste(x, gy):
     _get_kernels()['ste'](x.reshape(-1), gy.reshape(-1), gx.reshape(-1),
                           x.size)
     return gx
+
+
+def im2col(x, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The patches of a convolution as one matrix, in one pass: row
+    ``(i, oy, ox)``, column ``(ky, kx, c)``, the element
+    ``x[i, c, oy * sy + ky * dy - ph, ox * sx + kx * dx - pw]`` (0 outside
+    ``x``). ``x`` is a 4-D float array of any strides; the result is
+    ``(n * oh * ow, kh * kw * c)``, C-contiguous."""
+    n, c = x.shape[:2]
+    col = numpy.empty((n, oh, ow, kh * kw * c), dtype=x.dtype)
+    _get_kernels()['im2col'](x, col, kh, kw, sy, sx, ph, pw, dy, dx,
+                             *padded_size(x.shape, kh, kw, sy, sx, ph, pw,
+                                           dy, dx, oh, ow))
+    return col.reshape(n * oh * ow, -1)
+
+
+def padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The rows and columns of the zero-padded image that :func:`im2col`
+    and :func:`col2im` work through: the image of ``shape`` after the
+    padding, and all that the ``oh * ow`` patches reach."""
+    h, w = shape[2:]
+    return (max(h + ph, (oh - 1) * sy + (kh - 1) * dy + 1),
+            max(w + pw, (ow - 1) * sx + (kw - 1) * dx + 1))
+
+
+def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The adjoint of :func:`im2col`: each element of an array of
+    ``shape`` ``(n, c, h, w)`` summed from 0 over the entries of ``col``
+    it was copied to, in the order (ky, kx) of Chainer's ``col2im_cpu``.
+    ``col`` is C-contiguous; the result is C-contiguous."""
+    gx = numpy.empty(shape, dtype=col.dtype)
+    _get_kernels()['col2im'](
+        col.reshape(shape[0], oh, ow, -1), gx, kh, kw, sy, sx, ph, pw, dy,
+        dx, *padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow))
+    return gx
+
+
+def max_pool_2x2(x, y, index):
+    """2x2 max pooling with stride 2 of the 4-D array ``x`` (any strides)
+    into ``y`` (``(n, c, ceil(h / 2), ceil(w / 2))``): the maximum of each
+    window, NaN winning as in ``numpy.maximum``, and in ``index`` (int8)
+    the first window element (row-major) equal to it, 3 when none is."""
+    _get_kernels()['max_pool_2x2'](x, y, index)
+
+
+def max_pool_2x2_grad(gy, index, gx):
+    """Into ``gx`` (any strides): each window's element ``index`` gets
+    ``gy``, the window's other elements 0."""
+    _get_kernels()['max_pool_2x2_grad'](gy, index, gx)

@@ -336,3 +336,32 @@ def test_im2col_and_col2im_equal_references(case, dtype, channels_last,
     numpy.testing.assert_array_equal(gx, conv.col2im_cpu(
         g6.transpose(0, 5, 3, 4, 1, 2), sy, sx, ph, pw, shape[2], shape[3],
         dy, dx))
+
+
+@pytest.mark.parametrize('shape', [(3, 16, 14, 14), (2, 5, 7, 7),
+                                   (2, 3, 5, 4), (1, 2, 1, 1)])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_max_pool_2x2_equals_reference(shape, dtype, channels_last,
+                                       monkeypatch):
+    from qnn.functions.max_pooling_2x2 import MaxPooling2x2
+    from qnn.functions.max_pooling_2x2 import MaxPooling2x2Grad
+    rng = numpy.random.default_rng(4)
+    # small integers: most windows hold equal maxima; and a NaN
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x.reshape(-1)[1] = numpy.nan
+    if channels_last:
+        x = numpy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(
+            0, 3, 1, 2)
+    results = []
+    for kernels in (True, False):
+        pooling = MaxPooling2x2()
+        y, = patches(monkeypatch, kernels, pooling.forward, (x,))
+        gy = rng.normal(0, 1, y.shape).astype(dtype) if kernels else gy
+        gx, = patches(monkeypatch, kernels,
+                      MaxPooling2x2Grad(pooling).forward, (gy,))
+        results.append((y, pooling.index, gx))
+    (y, index, gx), expected = results
+    assert y.flags.c_contiguous
+    for got, want, name in zip((y, index, gx), expected, 'y index gx'):
+        numpy.testing.assert_array_equal(got, want, name)

@@ -295,48 +295,58 @@ def _convolution_kernels(numba):
 
 def _pooling_kernels(numba):
     """``'max_pool_2x2'`` and ``'max_pool_2x2_grad'``, the loops of
-    :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`."""
+    :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`, on arrays viewed
+    channels last, ``(n, h, w, c)``: the inner loop runs over the channels
+    of one window, contiguous in a convolution's output."""
+    def corners(h, w, oy, ox):
+        # the rows and columns of a window; at an odd edge the one there
+        # is, twice: a repeated element changes neither the maximum nor
+        # the first element equal to it
+        y0, x0 = 2 * oy, 2 * ox
+        return y0, min(y0 + 1, h - 1), x0, min(x0 + 1, w - 1)
+
+    corners = numba.njit(inline='always')(corners)
+
     def pool_loop(x, y, index):
-        n, c, h, w = x.shape
-        _, _, oh, ow = y.shape
+        n, h, w, c = x.shape
+        _, oh, ow, _ = y.shape
         for i in range(n):
-            for ci in range(c):
-                for oy in range(oh):
-                    for ox in range(ow):
+            for oy in range(oh):
+                for ox in range(ow):
+                    y0, y1, x0, x1 = corners(h, w, oy, ox)
+                    a, b = x[i, y0, x0], x[i, y0, x1]
+                    d, e = x[i, y1, x0], x[i, y1, x1]
+                    out, at = y[i, oy, ox], index[i, oy, ox]
+                    for j in range(c):
                         # numpy.maximum of the four (NaN wins), then the
                         # first element equal to it (none: the last)
-                        m = -numpy.inf
-                        for k in range(4):
-                            yy = 2 * oy + k // 2
-                            xx = 2 * ox + k % 2
-                            if yy < h and xx < w:
-                                v = x[i, ci, yy, xx]
-                                if v != v or not m >= v:
-                                    if m == m:
-                                        m = v
-                        best = 3
-                        for k in range(3, -1, -1):
-                            yy = 2 * oy + k // 2
-                            xx = 2 * ox + k % 2
-                            if yy < h and xx < w and x[i, ci, yy, xx] == m:
-                                best = k
-                        y[i, ci, oy, ox] = m
-                        index[i, ci, oy, ox] = best
+                        m = a[j]
+                        for v in (b[j], d[j], e[j]):
+                            if not m >= v and m == m:
+                                m = v
+                        k = 3
+                        if d[j] == m:
+                            k = 2
+                        if b[j] == m:
+                            k = 1
+                        if a[j] == m:
+                            k = 0
+                        out[j] = m
+                        at[j] = k
 
     def pool_grad_loop(gy, index, gx):
-        n, c, h, w = gx.shape
-        _, _, oh, ow = gy.shape
+        # each element of gx once: its window's gradient where the window
+        # chose it, else 0
+        n, h, w, c = gx.shape
         for i in range(n):
-            for ci in range(c):
-                for oy in range(oh):
-                    for ox in range(ow):
-                        g = gy[i, ci, oy, ox]
-                        best = index[i, ci, oy, ox]
-                        for k in range(4):
-                            yy = 2 * oy + k // 2
-                            xx = 2 * ox + k % 2
-                            if yy < h and xx < w:
-                                gx[i, ci, yy, xx] = g if k == best else 0
+            for yy in range(h):
+                for xx in range(w):
+                    k = (yy % 2) * 2 + xx % 2
+                    g = gy[i, yy // 2, xx // 2]
+                    at = index[i, yy // 2, xx // 2]
+                    out = gx[i, yy, xx]
+                    for j in range(c):
+                        out[j] = g[j] if at[j] == k else 0
 
     return {'max_pool_2x2': numba.njit(cache=True)(pool_loop),
             'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
@@ -492,15 +502,33 @@ def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
     return gx
 
 
-def max_pool_2x2(x, y, index):
-    """2x2 max pooling with stride 2 of the 4-D array ``x`` (any strides)
-    into ``y`` (``(n, c, ceil(h / 2), ceil(w / 2))``): the maximum of each
-    window, NaN winning as in ``numpy.maximum``, and in ``index`` (int8)
-    the first window element (row-major) equal to it, 3 when none is."""
-    _get_kernels()['max_pool_2x2'](x, y, index)
+def max_pool_2x2(x):
+    """2x2 max pooling with stride 2 of the 4-D array ``x`` (any strides;
+    fastest channels last, as a convolution's output is): returns the
+    maximum of each window, NaN winning as in ``numpy.maximum``,
+    C-contiguous ``(n, c, ceil(h / 2), ceil(w / 2))``, and the first window
+    element (row-major) equal to it, 3 when none is (int8, of that shape,
+    channels last)."""
+    n, c, h, w = x.shape
+    shape = (n, (h + 1) // 2, (w + 1) // 2, c)
+    y = numpy.empty(shape, x.dtype)
+    index = numpy.empty(shape, 'b')
+    _get_kernels()['max_pool_2x2'](x.transpose(0, 2, 3, 1), y, index)
+    # written channels last (contiguous runs), then made C-contiguous
+    return (numpy.ascontiguousarray(y.transpose(0, 3, 1, 2)),
+            index.transpose(0, 3, 1, 2))
 
 
-def max_pool_2x2_grad(gy, index, gx):
-    """Into ``gx`` (any strides): each window's element ``index`` gets
-    ``gy``, the window's other elements 0."""
-    _get_kernels()['max_pool_2x2_grad'](gy, index, gx)
+def max_pool_2x2_grad(gy, index, shape):
+    """The gradient of :func:`max_pool_2x2` for an input of ``shape``:
+    each window's element ``index`` gets ``gy``, the window's other
+    elements 0; returned channels last (a view ``(n, c, h, w)`` of
+    ``(n, h, w, c)``)."""
+    n, c, h, w = shape
+    gx = numpy.empty((n, h, w, c), gy.dtype)
+    _get_kernels()['max_pool_2x2_grad'](
+        numpy.ascontiguousarray(gy.transpose(0, 2, 3, 1)),
+        index.transpose(0, 2, 3, 1), gx)
+    return gx.transpose(0, 3, 1, 2)
+
+

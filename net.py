@@ -186,10 +186,11 @@ class MnistMLP(chainer.Chain):
 # layers, and the image shape a flat input is reshaped to.
 ARCHITECTURES = {
     # CPU-sized, for 28x28x1 MNIST: 16C3-MP2-32C3-MP2-64C3-MP2-2x512FC-10.
-    # Chainer's CPU convolution (im2col and tensordot) costs about the size
+    # A CPU convolution (im2col and a matrix product) costs about the size
     # of its im2col buffer, so there is one convolution per stage and none
-    # wider than 16 channels at 28x28: 2x64C3 there alone would take several
-    # seconds per batch of 100 on 2 cores (see docs/convolution.md).
+    # wider than 16 channels at 28x28: 2x64C3 there alone took several
+    # seconds per batch of 100 on 2 cores with Chainer's convolution (see
+    # docs/convolution.md).
     'small': {'conv': ((16,), (32,), (64,)), 'fc': (512, 512),
               'in_shape': (1, 28, 28)},
     # the small network at twice its width: 32C3-MP2-64C3-MP2-128C3-MP2-

@@ -359,11 +359,31 @@ class TestPatchesOnTheCPU(unittest.TestCase):
             numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5,
                                           err_msg=name)
 
-    def test_patches_kept_for_backward(self):
-        y = quantized_convolution_2d(self.x, self.W, **self.kwargs)
-        assert y.creator.col.flags.c_contiguous
-        assert y.creator.col.shape == (
+    def test_patches_kept_for_backward_and_freed(self):
+        y = quantized_convolution_2d(chainer.Variable(self.x),
+                                     chainer.Variable(self.W), **self.kwargs)
+        node = y.creator
+        assert node.col.flags.c_contiguous
+        assert node.col.shape == (
             y.shape[0] * y.shape[2] * y.shape[3], self.W[0].size)
+        y.grad = numpy.ones_like(y.array)
+        y.backward()
+        assert node.col is None
+
+    def test_second_backward_of_a_retained_graph(self):
+        # the patches are gone after the first backward: Chainer's way
+        # gives the same gradients
+        xv = chainer.Variable(self.x)
+        Wv = chainer.Variable(self.W)
+        y = quantized_convolution_2d(xv, Wv, **self.kwargs)
+        loss = chainer.functions.sum(y * y)
+        loss.backward()
+        first = xv.grad.copy(), Wv.grad.copy()
+        xv.cleargrad()
+        Wv.cleargrad()
+        loss.backward()
+        numpy.testing.assert_array_equal(xv.grad, first[0])
+        numpy.testing.assert_array_equal(Wv.grad, first[1])
 
 
 testing.run_module(__name__, __file__)

@@ -16,7 +16,13 @@ no reassociation, no fused multiply-add):
   :mod:`qnn.functions.ap2` inside;
 * :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
   +1`, NaN kept (the deterministic binarization of :mod:`qst`);
-* :func:`ste`: the straight-through gradient of :mod:`qst`.
+* :func:`ste`: the straight-through gradient of :mod:`qst`;
+* :func:`im2col` and :func:`col2im`: the patches of a convolution as one
+  matrix (channels last) and its adjoint, for
+  :mod:`qnn.functions.quantized_convolution_2d` (copies, and sums in
+  the order of its NumPy reference);
+* :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`: 2x2 max pooling
+  with stride 2 and its gradient, for :mod:`qnn.functions.max_pooling_2x2`.
 
 :func:`available` says whether numba is there; without it (or with
 ``QNN_CPU_KERNELS=numpy`` in the environment) the callers use their NumPy

@@ -158,6 +158,9 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
                 self.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.Variable(gy.sum(axis=0), requires_grad=False))
+        # freed as soon as used; a second backward (a retained graph) takes
+        # Chainer's way
+        self.col = None
         return ret
 
     def backward(self, indexes, grad_outputs):

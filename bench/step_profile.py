@@ -43,9 +43,11 @@ GROUPS = [
         n in ('im2col_cpu', 'col2im_cpu'))),
     ('max pooling', lambda f, n: 'pool' in n or 'max_pooling' in f),
     ('sign (weights and activations)', lambda f, n: (
-        f.endswith('qnn/backends/cpu_kernels.py') and 'sign' in n) or (
+        f.endswith('qnn/backends/cpu_kernels.py') and 'sign' in n
+        and not n.startswith('bn_')) or (
         f.endswith('qst.py') and n == 'sign')),
-    ('batch normalization', lambda f, n: 'batch_normalization' in f),
+    ('batch normalization', lambda f, n: 'batch_normalization' in f or (
+        f.endswith('qnn/backends/cpu_kernels.py') and n.startswith('bn_'))),
     ('minibatch (iterator, converter)', lambda f, n: 'iterator' in f or
         f.endswith('convert.py') or f.endswith('tuple_dataset.py')),
     ('threads waiting', lambda f, n: n == "<method 'acquire' of "

@@ -75,6 +75,7 @@ def _build():
     kernels.update(_qst_kernels(numba))
     kernels.update(_convolution_kernels(numba))
     kernels.update(_pooling_kernels(numba))
+    kernels.update(_batch_normalization_kernels(numba))
     return kernels
 
 
@@ -358,6 +359,64 @@ def _pooling_kernels(numba):
             'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
 
 
+def _batch_normalization_kernels(numba):
+    """``'bn_sign'``, ``'bn_sign_masked'`` and ``'bn_sign_grad'``: the
+    loops of :func:`bn_sign`, :func:`bn_sign_masked` and
+    :func:`bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
+    ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
+    mask, in the arrays' dtype and order."""
+    inline = numba.njit(inline='always')
+
+    @inline
+    def normalized(v, mu, r, g, b):
+        t = (v - mu) * r
+        return t, t * g + b
+
+    # x is (n, c, s), or, for a dense layer, (n, 1, c) with last = True:
+    # the channel of x[i, a, b] is b then, a otherwise, and the inner loop
+    # runs along memory either way (a loop of one element per channel ran
+    # ten times slower)
+    def bn_sign_loop(x, last, mean, inv_std, gamma, beta, one, q):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    _, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
+                                      gamma[ch], beta[ch])
+                    q[i, a, b] = one if y >= 0 else (-one if y < 0 else y)
+
+    # zero: 0 of the dtype (a Python 0 would make the product float64)
+    def bn_masked_loop(x, gy, last, mean, inv_std, gamma, beta, zero, gm,
+                    gm_x_hat):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    t, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
+                                      gamma[ch], beta[ch])
+                    g = gy[i, a, b]
+                    g = g if abs(y) <= 1 else g * zero
+                    gm[i, a, b] = g
+                    gm_x_hat[i, a, b] = g * t
+
+    def bn_grad_loop(x, gm, last, mean, inv_std, gamma, ggamma, gbeta, inv_m,
+                  gx):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    t = (x[i, a, b] - mean[ch]) * inv_std[ch]
+                    gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
+                        gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
+
+    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
+            'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
+            'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}
+
+
 def _renamed(function, name):
     """A copy of a Python function under another name (and qualname)."""
     import types
@@ -538,3 +597,46 @@ def max_pool_2x2_grad(gy, index, shape):
     return gx.transpose(0, 3, 1, 2)
 
 
+
+
+def _rows(x):
+    # (n, c, ...) C-contiguous as the kernels take it: (n, c, s), or
+    # (n, 1, c) and last = True when there is no axis after c
+    n, c = x.shape[:2]
+    return (x.reshape(n, 1, c), True) if x.ndim == 2 else (
+        x.reshape(n, c, -1), False)
+
+
+def bn_sign(x, mean, inv_std, gamma, beta):
+    """:math:`\\mathrm{sign}(\\gamma (x - \\mu) r + \\beta)`, channel by
+    channel (axis 1) of the C-contiguous ``x`` (the per-channel arrays of
+    its dtype), with sign(0) = +1 and NaN kept; one pass."""
+    q = numpy.empty_like(x)
+    _get_kernels()['bn_sign'](*_rows(x), mean, inv_std, gamma, beta,
+                              x.dtype.type(1), _rows(q)[0])
+    return q
+
+
+def bn_sign_masked(x, gy, mean, inv_std, gamma, beta):
+    """The straight-through gradient of the sign of
+    :math:`y = \\gamma \\hat{x} + \\beta`, :math:`g_m = g_y 1_{|y| \\le 1}`
+    (``gy`` times 0 outside), and :math:`g_m \\hat{x}`; one pass."""
+    gm = numpy.empty_like(gy)
+    gm_x_hat = numpy.empty_like(gy)
+    rows, last = _rows(x)
+    _get_kernels()['bn_sign_masked'](
+        rows, _rows(gy)[0], last, mean, inv_std, gamma, beta,
+        x.dtype.type(0), _rows(gm)[0], _rows(gm_x_hat)[0])
+    return gm, gm_x_hat
+
+
+def bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma, gbeta, inv_m):
+    """Chainer's :math:`g_x` of batch normalization with the batch's
+    statistics, :math:`\\gamma r (g_m - (\\hat{x} g_\\gamma + g_\\beta)
+    / m)`; one pass."""
+    gx = numpy.empty_like(gm)
+    rows, last = _rows(x)
+    _get_kernels()['bn_sign_grad'](rows, _rows(gm)[0], last, mean, inv_std,
+                                   gamma, ggamma, gbeta, inv_m,
+                                   _rows(gx)[0])
+    return gx

@@ -117,7 +117,8 @@ class BatchNormalizationSign(function_node.FunctionNode):
     def backward(self, indexes, grad_outputs):
         x, gamma, beta = self.get_retained_inputs()
         gy, = grad_outputs
-        if chainer.config.enable_backprop:
+        if chainer.config.enable_backprop or \
+                not isinstance(gy.array, numpy.ndarray):
             return self._backward_graph(x, gamma, beta, gy)
         grads = sign_backward(
             numpy.ascontiguousarray(x.array),

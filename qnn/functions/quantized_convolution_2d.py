@@ -166,7 +166,8 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
     def backward(self, indexes, grad_outputs):
         x, W = self.get_retained_inputs()
         gy, = grad_outputs
-        if self.col is not None and not chainer.config.enable_backprop:
+        if self.col is not None and not chainer.config.enable_backprop \
+                and isinstance(gy.array, numpy.ndarray):
             return self._backward_patches(indexes, x.array, gy.array)
         ret = []
         if 0 in indexes:

@@ -68,10 +68,10 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
 
     """Convolution with quantized filter; see :func:`quantized_convolution_2d`.
 
-    The arithmetic is Chainer's own :class:`Convolution2DFunction` (im2col
-    and a matrix product on CPU, cuDNN or CuPy on GPU, grouped and dilated
-    convolutions) applied to :math:`q(W)`; this class adds the quantization
-    and the straight-through backward pass.
+    On a GPU (and for grouped convolutions) the arithmetic is Chainer's own
+    :class:`Convolution2DFunction` (cuDNN or CuPy) applied to :math:`q(W)`;
+    this class adds the quantization and the straight-through backward
+    pass.
 
     On the CPU (NumPy arrays, ``groups=1``) forward takes the patches once
     (:func:`im2col`, in the order of the product) and keeps them for
@@ -139,7 +139,9 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
 
     def _backward_patches(self, indexes, x, gy):
         # the first-order backward of _forward_patches on the arrays:
-        # g_x = col2im(g_y q(W)), g_W = g_y^T col, g_b = sum of g_y
+        # g_x = col2im(g_y q(W)), g_W = g_y^T col, g_b = sum of g_y (as
+        # Chainer sums it)
+        gb = gy.sum(axis=(0, 2, 3)) if 2 in indexes else None  # Chainer's
         gy = gy.transpose(0, 2, 3, 1).reshape(-1, gy.shape[1])
         Wq = self.W_quantized
         ret = []
@@ -157,7 +159,7 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
                 chainer.Variable(gW, requires_grad=False),
                 self.gradient_bits))
         if 2 in indexes:
-            ret.append(chainer.Variable(gy.sum(axis=0), requires_grad=False))
+            ret.append(chainer.Variable(gb, requires_grad=False))
         # freed as soon as used; a second backward (a retained graph) takes
         # Chainer's way
         self.col = None

@@ -1,11 +1,14 @@
 """Binarized networks for MNIST (Hubara et al. 2016): an MLP and a ConvNet."""
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import numpy
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
 from chainer.utils import conv
 
 from link_quantized_linear import QuantizedLinear
+from qnn.functions.batch_normalization_sign import batch_normalization_sign
 from qnn.functions.max_pooling_2x2 import max_pooling_2x2
 from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 from qnn.links.shift_batch_normalization import ShiftBatchNormalization
@@ -17,6 +20,26 @@ BATCH_NORMALIZATIONS = ('standard', 'shift')
 # BinaryNet's (its Theano and Torch7 codes draw every binary weight from
 # U(-1, 1), the clipping range, so that few signs flip in the first steps)
 WEIGHT_INITS = ('lecun-normal', 'uniform')
+
+
+def normalized_activation(network, bn, h):
+    """``network._activation(bn(h))``: in training, on NumPy arrays, with
+    Chainer's BatchNormalization (its default axes) and the deterministic
+    sign, on a C-contiguous ``h``, the two as one node with the same values
+    and gradients, bit for bit
+    (:func:`qnn.functions.batch_normalization_sign.batch_normalization_sign`;
+    the link's ``forward`` is not called then: it reads its ``gamma``,
+    ``beta``, ``eps``, ``decay``, ``avg_mean`` and ``avg_var``)."""
+    if (chainer.config.train and type(bn) is L.BatchNormalization
+            and bn.axis is None and network.activation_bits == 1
+            and network.quantizer == 'linear'
+            and not network.stochastic_activations
+            and isinstance(chainer.as_array(h), numpy.ndarray)
+            and chainer.as_array(h).flags.c_contiguous
+            and h.dtype == bn.gamma.dtype):
+        return batch_normalization_sign(h, bn.gamma, bn.beta, bn.eps,
+                                        bn.avg_mean, bn.avg_var, bn.decay)
+    return network._activation(bn(h))
 
 
 def weight_initializer(name):
@@ -175,7 +198,7 @@ class MnistMLP(chainer.Chain):
         h = self._dropout(x, self.input_dropout)
         for i in range(1, self.n_layers + 1):
             h = self['l{}'.format(i)](h)
-            h = self._activation(self['b{}'.format(i)](h))
+            h = normalized_activation(self, self['b{}'.format(i)], h)
             h = self._dropout(h, self.hidden_dropout)
         i = self.n_layers + 1
         return self['b{}'.format(i)](self['l{}'.format(i)](h))
@@ -186,10 +209,11 @@ class MnistMLP(chainer.Chain):
 # layers, and the image shape a flat input is reshaped to.
 ARCHITECTURES = {
     # CPU-sized, for 28x28x1 MNIST: 16C3-MP2-32C3-MP2-64C3-MP2-2x512FC-10.
-    # Chainer's CPU convolution (im2col and tensordot) costs about the size
+    # A CPU convolution (im2col and a matrix product) costs about the size
     # of its im2col buffer, so there is one convolution per stage and none
-    # wider than 16 channels at 28x28: 2x64C3 there alone would take several
-    # seconds per batch of 100 on 2 cores (see docs/convolution.md).
+    # wider than 16 channels at 28x28: 2x64C3 there alone took several
+    # seconds per batch of 100 on 2 cores with Chainer's convolution (see
+    # docs/convolution.md).
     'small': {'conv': ((16,), (32,), (64,)), 'fc': (512, 512),
               'in_shape': (1, 28, 28)},
     # the small network at twice its width: 32C3-MP2-64C3-MP2-128C3-MP2-
@@ -310,7 +334,8 @@ class BinaryConvNet(chainer.Chain):
             h = self[layer](h)
             if pool:
                 h = max_pooling_2x2(h)
-            h = self[bn](h)
             if k < len(self._blocks) - 1:  # the output stays real: logits
-                h = self._activation(h)
+                h = normalized_activation(self, self[bn], h)
+            else:
+                h = self[bn](h)
         return h

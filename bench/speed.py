@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Speed: this project's training step against the PyTorch peer, same run.
+"""Speed: this project's training against the PyTorch peer, same run.
 
-Alternates, ``--rounds`` times, two processes on the reference
+MLP. Alternates, ``--rounds`` times, two processes on the reference
 configuration (784-1000-1000-10 binarized MLP with BN, batch 100, Adam,
 weights clipped):
 
@@ -15,13 +15,22 @@ weights clipped):
   torch==2.13.0 (made on first use, ``--peer-venv``; torch is never a
   dependency of the project);
 
-and prints the median train seconds per epoch, evaluation seconds, user
-and system CPU seconds of the whole process (start-up and data loading
-included, for both), peak RSS, and the project/peer ratios; then the BLAS
-floor of the matrix products, from ``../shared/bench/blas_gflops.py``,
-measured in the same run. Every process gets ``--threads`` BLAS/torch threads.
+and prints the median train seconds per epoch, evaluation seconds, their
+sum (the whole epoch), user and system CPU seconds of the whole process
+(start-up and data loading included, for both), peak RSS, and the
+project/peer ratios; then the BLAS floor of the matrix products, from
+``../shared/bench/blas_gflops.py``, measured in the same run.
+
+ConvNet. For each size of ``--cnn`` (default: small and wide, MNIST-sized,
+batch 100), alternates ``--rounds`` times ``bench/cnn_step.py`` and
+``../shared/bench/peer_torch_cnn_step.py`` (the same BinaryConvNet in
+PyTorch), ``--cnn-steps`` timed steps each, and prints the medians of
+their median training step and evaluation batch, and the ratios.
+
+Every process gets ``--threads`` BLAS/torch/numba threads.
 
     .venv/bin/python bench/speed.py                 # CPU, both, 3 rounds
+    .venv/bin/python bench/speed.py --threads 1 --cnn   # MLP only, 1 thread
     .venv/bin/python bench/speed.py --device 0      # GPU: project only
 
 This is a benchmark, not a test: it asserts nothing. These machines drift
@@ -41,6 +50,11 @@ import reference
 ROOT = reference.ROOT
 SHARED_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench')
 PEER_SCRIPT = os.path.join(SHARED_BENCH, 'peer_torch_bnn.py')
+PEER_CNN_SCRIPT = os.path.join(SHARED_BENCH, 'peer_torch_cnn_step.py')
+CNN_SCRIPT = os.path.join(ROOT, 'bench', 'cnn_step.py')
+# "train step 0.049 s, eval batch 0.018 s" (cnn_step.py) and "train step
+# 0.0559 s, eval batch 0.0271 s" (the peer)
+CNN_TIMES = re.compile(r'train step ([\d.]+) s, eval batch ([\d.]+) s')
 BLAS_SCRIPT = os.path.join(SHARED_BENCH, 'blas_gflops.py')
 PEER_PINS = ['torch==2.13.0', 'numpy==1.26.4']
 EPOCH_ITERATIONS = 600  # 60000 images / batch 100
@@ -106,7 +120,7 @@ def child(args):
 
 def environment(threads):
     env = dict(os.environ)
-    for name in reference.THREAD_VARIABLES:
+    for name in reference.THREAD_VARIABLES + ('NUMBA_NUM_THREADS',):
         env[name] = str(threads)
     return env
 
@@ -131,6 +145,7 @@ def run_project(args):
          '--iterations', str(args.iterations), '--device', args.device],
         args.threads)
     usage.update(json.loads(stdout))
+    usage['epoch_s'] = usage['train_s'] + usage['eval_s']
     return usage
 
 
@@ -141,8 +156,42 @@ def run_peer(args, python):
     with open(path) as f:
         record = json.load(f)['records'][0]
     usage.update({'train_s': record['train_s'], 'eval_s': record['eval_s'],
+                  'epoch_s': record['train_s'] + record['eval_s'],
                   'val_acc': record['val_acc'], 'eval_batch': 100})
     return usage
+
+
+def cnn_times(command, threads):
+    """(train step, eval batch) seconds printed by a ConvNet step script."""
+    stdout, _ = measure(command, threads)
+    match = CNN_TIMES.search(stdout)
+    if match is None:
+        raise RuntimeError('no step time in the output of {}:\n{}'.format(
+            ' '.join(command), stdout))
+    return float(match.group(1)), float(match.group(2))
+
+
+def run_cnn(args, python):
+    """Project and peer ConvNet steps, alternating; a table of medians."""
+    lines = ['| ConvNet, batch 100 | project step s | peer step s | ratio '
+             '| project eval batch s | peer eval batch s | ratio |',
+             '|---|---|---|---|---|---|---|']
+    for size in args.cnn:
+        common = ['--size', size, '--batch', '100', '--steps',
+                  str(args.cnn_steps)]
+        project, peer = [], []
+        for _ in range(args.rounds):
+            project.append(cnn_times([sys.executable, CNN_SCRIPT] + common,
+                                     args.threads))
+            peer.append(cnn_times([python, PEER_CNN_SCRIPT] + common + [
+                '--threads', str(args.threads)], args.threads))
+            sys.stderr.write('{}: project {:.4f} s/step, peer {:.4f}\n'.format(
+                size, project[-1][0], peer[-1][0]))
+        (a, b), (c, d) = [[statistics.median(r[k] for r in runs)
+                           for k in (0, 1)] for runs in (project, peer)]
+        lines.append('| {} | {:.4f} | {:.4f} | {:.2f} | {:.4f} | {:.4f} | '
+                     '{:.2f} |'.format(size, a, c, a / c, b, d, b / d))
+    return '\n'.join(lines)
 
 
 def peer_python(venv):
@@ -175,13 +224,14 @@ def row(name, runs):
     def median(key):
         return statistics.median(run[key] for run in runs)
     return name, {key: median(key) for key in
-                  ('train_s', 'eval_s', 'user_s', 'sys_s', 'rss_mib')}
+                  ('train_s', 'eval_s', 'epoch_s', 'user_s', 'sys_s',
+                   'rss_mib')}
 
 
 def table(rows):
-    header = ['', 'train s/epoch', 'eval s (10k)', 'user CPU s',
-              'sys CPU s', 'peak RSS MiB']
-    keys = ['train_s', 'eval_s', 'user_s', 'sys_s', 'rss_mib']
+    header = ['', 'train s/epoch', 'eval s (10k)', 'epoch s (train + eval)',
+              'user CPU s', 'sys CPU s', 'peak RSS MiB']
+    keys = ['train_s', 'eval_s', 'epoch_s', 'user_s', 'sys_s', 'rss_mib']
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '|'.join('---' for _ in header) + '|']
     for name, values in rows:
@@ -207,6 +257,12 @@ def main():
                         help='BLAS (and torch) threads of every process')
     parser.add_argument('--device', default='-1',
                         help='device of the project (the peer is CPU only)')
+    parser.add_argument('--cnn', nargs='*', default=['small', 'wide'],
+                        choices=['small', 'wide', 'paper'],
+                        help='ConvNet sizes to compare with the peer (none: '
+                             'MLP only)')
+    parser.add_argument('--cnn-steps', type=int, default=20,
+                        help='timed steps of each ConvNet process')
     parser.add_argument('--no-peer', dest='peer', action='store_false')
     parser.add_argument('--peer-venv', default=os.path.join(ROOT,
                                                             '.venv-peer'))
@@ -225,19 +281,34 @@ def main():
     python = peer_python(args.peer_venv) if use_peer else None
 
     started = time.time()
+    project, peer = run_mlp(args, python if use_peer else None)
+    floor = blas_floor(args) if on_cpu else None
+    cnn = run_cnn(args, python) if use_peer and args.cnn else None
+    minutes = (time.time() - started) / 60
+    text = report(args, project, peer, floor, cnn, minutes)
+    print(text)
+    with open(os.path.join(args.out, 'table.md'), 'w') as f:
+        f.write(text + '\n')
+    return 0
+
+
+def run_mlp(args, python):
+    """The MLP's project and (with ``python``) peer runs, alternating."""
     project, peer = [], []
     for i in range(args.rounds):
         project.append(run_project(args))
         sys.stderr.write('round {}: project {:.2f} s/epoch'.format(
             i + 1, project[-1]['train_s']))
-        if use_peer:
+        if python:
             peer.append(run_peer(args, python))
             sys.stderr.write(', peer {:.2f} s/epoch'.format(
                 peer[-1]['train_s']))
         sys.stderr.write('\n')
-    floor, gflops = blas_floor(args) if on_cpu else (None, None)
-    minutes = (time.time() - started) / 60
+    return project, peer
 
+
+def report(args, project, peer, floor, cnn, minutes):
+    """The tables and notes of a run, as Markdown."""
     rows = [row('project (Chainer, {})'.format(project[0]['device']),
                 project)]
     if peer:
@@ -247,8 +318,8 @@ def main():
         '{}; {:.1f} min'.format(
             reference.cpu_model(), os.cpu_count(), args.threads, args.rounds,
             reference.stack(), minutes),
-        '# project: {} timed iterations scaled to 600, evaluation batch {}; '
-        'peer: one epoch, evaluation batch 100; CPU seconds and RSS are '
+        '# MLP: project {} timed iterations scaled to 600, evaluation batch '
+        '{}; peer: one epoch, evaluation batch 100; CPU seconds and RSS are '
         'of the whole process'.format(args.iterations,
                                       project[0]['eval_batch']),
         '',
@@ -262,13 +333,14 @@ def main():
     if floor is not None:
         lines.append(
             'BLAS floor (NumPy, matrix products only, batch-100 shapes at '
-            '{:.0f} GFLOP/s): {:.2f} s/epoch; project train time is {:.1f}x '
-            'the floor'.format(gflops, floor, rows[0][1]['train_s'] / floor))
-    text = '\n'.join(lines)
-    print(text)
-    with open(os.path.join(args.out, 'table.md'), 'w') as f:
-        f.write(text + '\n')
-    return 0
+            '{1:.0f} GFLOP/s): {0:.2f} s/epoch; project train time is '
+            '{2:.1f}x the floor'.format(*floor, rows[0][1]['train_s'] /
+                                        floor[0]))
+    if cnn:
+        lines += ['', '# ConvNet (MNIST-sized, random images): medians of '
+                  '{} rounds of {} timed steps each'.format(
+                      args.rounds, args.cnn_steps), '', cnn]
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

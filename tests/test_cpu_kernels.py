@@ -280,3 +280,88 @@ def test_usable():
     assert not cpu_kernels.usable(a, a.astype(numpy.float64))
     assert not cpu_kernels.usable(a.astype(numpy.float16))
     assert not cpu_kernels.usable(numpy.zeros((4, 4), numpy.float32).T[:2])
+
+
+# (x shape, kh, kw, stride, pad, dilate, cover_all) of the patch kernels
+PATCHES = [
+    ((3, 16, 14, 14), 3, 3, (1, 1), (1, 1), (1, 1), False),
+    ((2, 1, 28, 28), 3, 3, (1, 1), (1, 1), (1, 1), False),
+    ((2, 3, 7, 6), 3, 2, (2, 1), (1, 0), (1, 1), False),
+    ((2, 3, 7, 7), 2, 3, (1, 2), (2, 0), (2, 1), False),
+    ((2, 3, 7, 7), 3, 3, (2, 2), (1, 1), (1, 1), True),
+]
+
+
+def patches(monkeypatch, kernels, function, *args):
+    if not kernels:
+        monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
+    try:
+        return function(*args)
+    finally:
+        monkeypatch.delenv('QNN_CPU_KERNELS', raising=False)
+
+
+@pytest.mark.parametrize('case', PATCHES)
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_im2col_and_col2im_equal_references(case, dtype, channels_last,
+                                             monkeypatch):
+    from chainer.utils import conv
+    from qnn.functions.quantized_convolution_2d import col2im
+    from qnn.functions.quantized_convolution_2d import im2col
+    shape, kh, kw, (sy, sx), (ph, pw), (dy, dx), cover_all = case
+    rng = numpy.random.default_rng(3)
+    x = rng.normal(0, 1, shape).astype(dtype)
+    if channels_last:  # a strided input, as a convolution's output is
+        x = numpy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(
+            0, 3, 1, 2)
+    args = (x, kh, kw, sy, sx, ph, pw, dy, dx, cover_all)
+    (col, out), (expected, out_expected) = [
+        patches(monkeypatch, k, im2col, *args) for k in (True, False)]
+    assert out == out_expected and col.flags.c_contiguous
+    numpy.testing.assert_array_equal(col, expected)
+    # the columns are Chainer's im2col_cpu, (c, ky, kx) made (ky, kx, c)
+    chainer_col = conv.im2col_cpu(x, kh, kw, sy, sx, ph, pw,
+                                  cover_all=cover_all, dy=dy, dx=dx)
+    numpy.testing.assert_array_equal(
+        col, chainer_col.transpose(0, 4, 5, 2, 3, 1).reshape(col.shape))
+    g = rng.normal(0, 1, col.shape).astype(dtype)
+    gx, gx_expected = [
+        patches(monkeypatch, k, col2im, g, shape, kh, kw, sy, sx, ph, pw, dy,
+                dx, out) for k in (True, False)]
+    assert gx.flags.c_contiguous
+    numpy.testing.assert_array_equal(gx, gx_expected)
+    # the same sums, in the same order, as Chainer's col2im_cpu
+    g6 = g.reshape(shape[0], out[0], out[1], kh, kw, shape[1])
+    numpy.testing.assert_array_equal(gx, conv.col2im_cpu(
+        g6.transpose(0, 5, 3, 4, 1, 2), sy, sx, ph, pw, shape[2], shape[3],
+        dy, dx))
+
+
+@pytest.mark.parametrize('shape', [(3, 16, 14, 14), (2, 5, 7, 7),
+                                   (2, 3, 5, 4), (1, 2, 1, 1)])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_max_pool_2x2_equals_reference(shape, dtype, channels_last,
+                                       monkeypatch):
+    from qnn.functions.max_pooling_2x2 import MaxPooling2x2
+    from qnn.functions.max_pooling_2x2 import MaxPooling2x2Grad
+    rng = numpy.random.default_rng(4)
+    # small integers: most windows hold equal maxima; and a NaN
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x.reshape(-1)[1] = numpy.nan
+    if channels_last:
+        x = numpy.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(
+            0, 3, 1, 2)
+    results = []
+    for kernels in (True, False):
+        pooling = MaxPooling2x2()
+        y, = patches(monkeypatch, kernels, pooling.forward, (x,))
+        gy = rng.normal(0, 1, y.shape).astype(dtype) if kernels else gy
+        gx, = patches(monkeypatch, kernels,
+                      MaxPooling2x2Grad(pooling).forward, (gy,))
+        results.append((y, pooling.index, gx))
+    (y, index, gx), expected = results
+    assert y.flags.c_contiguous
+    for got, want, name in zip((y, index, gx), expected, 'y index gx'):
+        numpy.testing.assert_array_equal(got, want, name)

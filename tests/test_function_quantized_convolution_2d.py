@@ -1,4 +1,5 @@
 import unittest
+from unittest import mock
 
 import numpy
 import pytest
@@ -303,6 +304,86 @@ class TestQuantizedConvolution2DOptionErrors(unittest.TestCase):
         with pytest.raises(TypeError):
             quantized_convolution_2d(numpy.zeros(X_SHAPE, 'f'),
                                      numpy.zeros(W_SHAPE, 'f'), dilation=2)
+
+
+@testing.parameterize(*testing.product({
+    'kernels': ['numba', 'numpy'],
+    'case': [((3, 16, 14, 14), (8, 16, 3, 3), {'pad': 1}),
+             (X_SHAPE, W_SHAPE, {'stride': 2, 'pad': 1}),
+             (X_SHAPE, W_SHAPE, {'stride': (1, 2), 'pad': (2, 0),
+                                 'dilate': 2}),
+             (X_SHAPE, W_SHAPE, {'stride': 2, 'cover_all': True})],
+}))
+class TestPatchesOnTheCPU(unittest.TestCase):
+
+    # The CPU path (im2col once, one matrix product, col2im in backward)
+    # against Chainer's convolution: with a binarized input every sum is
+    # exact, so outputs and gradients are the same to the last bit.
+
+    def setUp(self):
+        if self.kernels == 'numpy':
+            self.env = mock.patch.dict('os.environ',
+                                       {'QNN_CPU_KERNELS': 'numpy'})
+            self.env.start()
+            self.addCleanup(self.env.stop)
+        x_shape, w_shape, self.kwargs = self.case
+        rng = numpy.random.RandomState(4)
+        self.x = numpy.where(rng.rand(*x_shape) < 0.5, -1, 1).astype('f')
+        self.W = make_weight(w_shape, numpy.float32)
+
+    def run_both(self, x):
+        outputs = []
+        for function in (quantized_convolution_2d, F.convolution_2d):
+            xv = chainer.Variable(x.copy())
+            W = self.W if function is quantized_convolution_2d \
+                else sign(self.W)
+            Wv = chainer.Variable(W.copy())
+            y = function(xv, Wv, **self.kwargs)
+            y.grad = numpy.random.RandomState(5).normal(
+                size=y.shape).astype('f')
+            y.backward()
+            outputs.append((y.array, xv.grad, Wv.grad))
+        return outputs
+
+    def test_binarized_input_bit_for_bit_chainer(self):
+        got, expected = self.run_both(self.x)
+        for a, b, name in zip(got, expected, ('y', 'gx', 'gW')):
+            numpy.testing.assert_array_equal(a, b, name)
+
+    def test_real_input_close_to_chainer(self):
+        # the sums of y run in another order: equal up to rounding
+        x = numpy.random.RandomState(6).uniform(
+            -1, 1, self.x.shape).astype('f')
+        got, expected = self.run_both(x)
+        for a, b, name in zip(got, expected, ('y', 'gx', 'gW')):
+            numpy.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5,
+                                          err_msg=name)
+
+    def test_patches_kept_for_backward_and_freed(self):
+        y = quantized_convolution_2d(chainer.Variable(self.x),
+                                     chainer.Variable(self.W), **self.kwargs)
+        node = y.creator
+        assert node.col.flags.c_contiguous
+        assert node.col.shape == (
+            y.shape[0] * y.shape[2] * y.shape[3], self.W[0].size)
+        y.grad = numpy.ones_like(y.array)
+        y.backward()
+        assert node.col is None
+
+    def test_second_backward_of_a_retained_graph(self):
+        # the patches are gone after the first backward: Chainer's way
+        # gives the same gradients
+        xv = chainer.Variable(self.x)
+        Wv = chainer.Variable(self.W)
+        y = quantized_convolution_2d(xv, Wv, **self.kwargs)
+        loss = chainer.functions.sum(y * y)
+        loss.backward()
+        first = xv.grad.copy(), Wv.grad.copy()
+        xv.cleargrad()
+        Wv.cleargrad()
+        loss.backward()
+        numpy.testing.assert_array_equal(xv.grad, first[0])
+        numpy.testing.assert_array_equal(Wv.grad, first[1])
 
 
 testing.run_module(__name__, __file__)

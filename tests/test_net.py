@@ -1,4 +1,5 @@
 import unittest
+from unittest import mock
 
 import numpy
 import pytest
@@ -162,7 +163,15 @@ class TestBinaryConvNet(unittest.TestCase):
 
         self.model.conv1_1.forward = conv
         spy(self.model.bn1_1, bn_in)
-        self.model(backend_config.get_array(self.x))
+        fused = net.batch_normalization_sign
+
+        def spy_fused(h, *args):
+            # BN and sign as one node (training on the CPU)
+            bn_in.append(chainer.backend.CpuDevice().send(
+                chainer.as_array(h)))
+            return fused(h, *args)
+        with mock.patch.object(net, 'batch_normalization_sign', spy_fused):
+            self.model(backend_config.get_array(self.x))
         numpy.testing.assert_array_equal(
             bn_in[0], F.max_pooling_2d(conv_out[0], 2).array)
         assert not numpy.isin(bn_in[0], [-1.0, 1.0]).all()
@@ -464,6 +473,14 @@ def quantizations(monkeypatch, model, x):
             (y == original(v, bits, quantizer)).all())))
         return y
     monkeypatch.setattr(qst, 'quantize', spy)
+    # in training the deterministic sign of a hidden layer comes with its
+    # batch normalization, as one node (net.normalized_activation)
+    fused = net.batch_normalization_sign
+
+    def spy_fused(*args):
+        calls.append((False, False, True))
+        return fused(*args)
+    monkeypatch.setattr(net, 'batch_normalization_sign', spy_fused)
     numpy.random.seed(0)
     model(x)
     return calls

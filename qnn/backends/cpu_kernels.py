@@ -16,7 +16,13 @@ no reassociation, no fused multiply-add):
   :mod:`qnn.functions.ap2` inside;
 * :func:`sign`: :math:`\\mathrm{sign}(x)` with :math:`\\mathrm{sign}(0) =
   +1`, NaN kept (the deterministic binarization of :mod:`qst`);
-* :func:`ste`: the straight-through gradient of :mod:`qst`.
+* :func:`ste`: the straight-through gradient of :mod:`qst`;
+* :func:`im2col` and :func:`col2im`: the patches of a convolution as one
+  matrix (channels last) and its adjoint, for
+  :mod:`qnn.functions.quantized_convolution_2d` (copies, and sums in
+  the order of its NumPy reference);
+* :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`: 2x2 max pooling
+  with stride 2 and its gradient, for :mod:`qnn.functions.max_pooling_2x2`.
 
 :func:`available` says whether numba is there; without it (or with
 ``QNN_CPU_KERNELS=numpy`` in the environment) the callers use their NumPy
@@ -67,6 +73,9 @@ def _build():
     kernels = _adam_kernels(numba)
     kernels.update(_shift_adamax_kernels(numba))
     kernels.update(_qst_kernels(numba))
+    kernels.update(_convolution_kernels(numba))
+    kernels.update(_pooling_kernels(numba))
+    kernels.update(_batch_normalization_kernels(numba))
     return kernels
 
 
@@ -229,6 +238,185 @@ def _qst_kernels(numba):
     }
 
 
+def _convolution_kernels(numba):
+    """``'im2col'`` and ``'col2im'``, the loops of :func:`im2col` and
+    :func:`col2im`."""
+    # Both work on one image at a time through a zero-padded copy of it
+    # with the channels last, where every (ky, kx) of a patch is a run of
+    # c values (kw * c when dx = 1). Flat arrays with unsigned indices:
+    # numba then drops its check for negative indices and vectorizes the
+    # runs (ten times faster than indexing the 4-D arrays).
+    index = numba.uint64
+
+    def im2col_loop(x, col, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        n, c, h, w = x.shape
+        _, oh, ow, k = col.shape
+        out = col.reshape(-1)
+        padded = numpy.zeros(hp * wp * c, x.dtype)
+        runs, run = (1, kw * c) if dx == 1 else (kw, c)
+        for i in range(n):
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        padded[index(((y + ph) * wp + xx + pw) * c + ci)] = \
+                            x[i, ci, y, xx]
+            for oy in range(oh):
+                for ox in range(ow):
+                    target = index(((i * oh + oy) * ow + ox) * k)
+                    for ky in range(kh):
+                        for r in range(runs):
+                            source = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + r * dx) * c)
+                            for j in range(index(run)):
+                                out[target + j] = padded[source + j]
+                            target += index(run)
+
+    def col2im_loop(col, gx, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        # each element of gx sums its terms from 0 in the order (ky, kx),
+        # that of Chainer's col2im_cpu (one slice add per (ky, kx))
+        n, c, h, w = gx.shape
+        _, oh, ow, k = col.shape
+        flat = col.reshape(-1)
+        padded = numpy.empty(hp * wp * c, col.dtype)
+        for i in range(n):
+            padded[:] = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    for oy in range(oh):
+                        for ox in range(ow):
+                            source = index(((i * oh + oy) * ow + ox) * k +
+                                           (ky * kw + kx) * c)
+                            target = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + kx * dx) * c)
+                            for j in range(index(c)):
+                                padded[target + j] += flat[source + j]
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        gx[i, ci, y, xx] = padded[
+                            index(((y + ph) * wp + xx + pw) * c + ci)]
+
+    return {'im2col': numba.njit(cache=True)(im2col_loop),
+            'col2im': numba.njit(cache=True)(col2im_loop)}
+
+
+def _pooling_kernels(numba):
+    """``'max_pool_2x2'`` and ``'max_pool_2x2_grad'``, the loops of
+    :func:`max_pool_2x2` and :func:`max_pool_2x2_grad`, on arrays viewed
+    channels last, ``(n, h, w, c)``: the inner loop runs over the channels
+    of one window, contiguous in a convolution's output."""
+    def corners(h, w, oy, ox):
+        # the rows and columns of a window; at an odd edge the one there
+        # is, twice: a repeated element changes neither the maximum nor
+        # the first element equal to it
+        y0, x0 = 2 * oy, 2 * ox
+        return y0, min(y0 + 1, h - 1), x0, min(x0 + 1, w - 1)
+
+    corners = numba.njit(inline='always')(corners)
+
+    def pool_loop(x, y, index):
+        n, h, w, c = x.shape
+        _, oh, ow, _ = y.shape
+        for i in range(n):
+            for oy in range(oh):
+                for ox in range(ow):
+                    y0, y1, x0, x1 = corners(h, w, oy, ox)
+                    a, b = x[i, y0, x0], x[i, y0, x1]
+                    d, e = x[i, y1, x0], x[i, y1, x1]
+                    out, at = y[i, oy, ox], index[i, oy, ox]
+                    for j in range(c):
+                        # numpy.maximum of the four (NaN wins), then the
+                        # first element equal to it (none: the last)
+                        m = a[j]
+                        for v in (b[j], d[j], e[j]):
+                            if not m >= v and m == m:
+                                m = v
+                        k = 3
+                        if d[j] == m:
+                            k = 2
+                        if b[j] == m:
+                            k = 1
+                        if a[j] == m:
+                            k = 0
+                        out[j] = m
+                        at[j] = k
+
+    def pool_grad_loop(gy, index, gx):
+        # each element of gx once: its window's gradient where the window
+        # chose it, else 0
+        n, h, w, c = gx.shape
+        for i in range(n):
+            for yy in range(h):
+                for xx in range(w):
+                    k = (yy % 2) * 2 + xx % 2
+                    g = gy[i, yy // 2, xx // 2]
+                    at = index[i, yy // 2, xx // 2]
+                    out = gx[i, yy, xx]
+                    for j in range(c):
+                        out[j] = g[j] if at[j] == k else 0
+
+    return {'max_pool_2x2': numba.njit(cache=True)(pool_loop),
+            'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
+
+
+def _batch_normalization_kernels(numba):
+    """``'bn_sign'``, ``'bn_sign_masked'`` and ``'bn_sign_grad'``: the
+    loops of :func:`bn_sign`, :func:`bn_sign_masked` and
+    :func:`bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
+    ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
+    mask, in the arrays' dtype and order."""
+    inline = numba.njit(inline='always')
+
+    @inline
+    def normalized(v, mu, r, g, b):
+        t = (v - mu) * r
+        return t, t * g + b
+
+    # x is (n, c, s), or, for a dense layer, (n, 1, c) with last = True:
+    # the channel of x[i, a, b] is b then, a otherwise, and the inner loop
+    # runs along memory either way (a loop of one element per channel ran
+    # ten times slower)
+    def bn_sign_loop(x, last, mean, inv_std, gamma, beta, one, q):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    _, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
+                                      gamma[ch], beta[ch])
+                    q[i, a, b] = one if y >= 0 else (-one if y < 0 else y)
+
+    # zero: 0 of the dtype (a Python 0 would make the product float64)
+    def bn_masked_loop(x, gy, last, mean, inv_std, gamma, beta, zero, gm,
+                    gm_x_hat):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    t, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
+                                      gamma[ch], beta[ch])
+                    g = gy[i, a, b]
+                    g = g if abs(y) <= 1 else g * zero
+                    gm[i, a, b] = g
+                    gm_x_hat[i, a, b] = g * t
+
+    def bn_grad_loop(x, gm, last, mean, inv_std, gamma, ggamma, gbeta, inv_m,
+                  gx):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    t = (x[i, a, b] - mean[ch]) * inv_std[ch]
+                    gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
+                        gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
+
+    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
+            'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
+            'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}
+
+
 def _renamed(function, name):
     """A copy of a Python function under another name (and qualname)."""
     import types
@@ -316,12 +504,13 @@ def shift_adamax(param, grad, m, u, beta1, beta2, eps, step, round_norm,
 KERNEL_DTYPES = (numpy.float32, numpy.float64)
 
 
-def usable(*arrays):
-    """Whether the kernels take these arrays: NumPy, C-contiguous, all of
-    one dtype, float32 or float64, and the kernels available."""
+def usable(*arrays, strided=False):
+    """Whether the kernels take these arrays: NumPy, C-contiguous (any
+    strides with ``strided``), all of one dtype, float32 or float64, and
+    the kernels available."""
     dtype = arrays[0].dtype
-    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous and
-               a.dtype == dtype for a in arrays) and \
+    return all(isinstance(a, numpy.ndarray) and a.dtype == dtype and
+               (strided or a.flags.c_contiguous) for a in arrays) and \
         dtype in KERNEL_DTYPES and available()
 
 
@@ -340,4 +529,114 @@ def ste(x, gy):
     gx = numpy.empty_like(gy)
     _get_kernels()['ste'](x.reshape(-1), gy.reshape(-1), gx.reshape(-1),
                           x.size)
+    return gx
+
+
+def im2col(x, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The patches of a convolution as one matrix, in one pass: row
+    ``(i, oy, ox)``, column ``(ky, kx, c)``, the element
+    ``x[i, c, oy * sy + ky * dy - ph, ox * sx + kx * dx - pw]`` (0 outside
+    ``x``). ``x`` is a 4-D float array of any strides; the result is
+    ``(n * oh * ow, kh * kw * c)``, C-contiguous."""
+    n, c = x.shape[:2]
+    col = numpy.empty((n, oh, ow, kh * kw * c), dtype=x.dtype)
+    _get_kernels()['im2col'](x, col, kh, kw, sy, sx, ph, pw, dy, dx,
+                             *padded_size(x.shape, kh, kw, sy, sx, ph, pw,
+                                           dy, dx, oh, ow))
+    return col.reshape(n * oh * ow, -1)
+
+
+def padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The rows and columns of the zero-padded image that :func:`im2col`
+    and :func:`col2im` work through: the image of ``shape`` after the
+    padding, and all that the ``oh * ow`` patches reach."""
+    h, w = shape[2:]
+    return (max(h + ph, (oh - 1) * sy + (kh - 1) * dy + 1),
+            max(w + pw, (ow - 1) * sx + (kw - 1) * dx + 1))
+
+
+def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The adjoint of :func:`im2col`: each element of an array of
+    ``shape`` ``(n, c, h, w)`` summed from 0 over the entries of ``col``
+    it was copied to, in the order (ky, kx) of Chainer's ``col2im_cpu``.
+    ``col`` is C-contiguous; the result is C-contiguous."""
+    gx = numpy.empty(shape, dtype=col.dtype)
+    _get_kernels()['col2im'](
+        col.reshape(shape[0], oh, ow, -1), gx, kh, kw, sy, sx, ph, pw, dy,
+        dx, *padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow))
+    return gx
+
+
+def max_pool_2x2(x):
+    """2x2 max pooling with stride 2 of the 4-D array ``x`` (any strides;
+    fastest channels last, as a convolution's output is): returns the
+    maximum of each window, NaN winning as in ``numpy.maximum``,
+    C-contiguous ``(n, c, ceil(h / 2), ceil(w / 2))``, and the first window
+    element (row-major) equal to it, 3 when none is (int8, of that shape,
+    channels last)."""
+    n, c, h, w = x.shape
+    shape = (n, (h + 1) // 2, (w + 1) // 2, c)
+    y = numpy.empty(shape, x.dtype)
+    index = numpy.empty(shape, 'b')
+    _get_kernels()['max_pool_2x2'](x.transpose(0, 2, 3, 1), y, index)
+    # written channels last (contiguous runs), then made C-contiguous
+    return (numpy.ascontiguousarray(y.transpose(0, 3, 1, 2)),
+            index.transpose(0, 3, 1, 2))
+
+
+def max_pool_2x2_grad(gy, index, shape):
+    """The gradient of :func:`max_pool_2x2` for an input of ``shape``:
+    each window's element ``index`` gets ``gy``, the window's other
+    elements 0; returned channels last (a view ``(n, c, h, w)`` of
+    ``(n, h, w, c)``)."""
+    n, c, h, w = shape
+    gx = numpy.empty((n, h, w, c), gy.dtype)
+    _get_kernels()['max_pool_2x2_grad'](
+        numpy.ascontiguousarray(gy.transpose(0, 2, 3, 1)),
+        index.transpose(0, 2, 3, 1), gx)
+    return gx.transpose(0, 3, 1, 2)
+
+
+
+
+def _rows(x):
+    # (n, c, ...) C-contiguous as the kernels take it: (n, c, s), or
+    # (n, 1, c) and last = True when there is no axis after c
+    n, c = x.shape[:2]
+    return (x.reshape(n, 1, c), True) if x.ndim == 2 else (
+        x.reshape(n, c, -1), False)
+
+
+def bn_sign(x, mean, inv_std, gamma, beta):
+    """:math:`\\mathrm{sign}(\\gamma (x - \\mu) r + \\beta)`, channel by
+    channel (axis 1) of the C-contiguous ``x`` (the per-channel arrays of
+    its dtype), with sign(0) = +1 and NaN kept; one pass."""
+    q = numpy.empty_like(x)
+    _get_kernels()['bn_sign'](*_rows(x), mean, inv_std, gamma, beta,
+                              x.dtype.type(1), _rows(q)[0])
+    return q
+
+
+def bn_sign_masked(x, gy, mean, inv_std, gamma, beta):
+    """The straight-through gradient of the sign of
+    :math:`y = \\gamma \\hat{x} + \\beta`, :math:`g_m = g_y 1_{|y| \\le 1}`
+    (``gy`` times 0 outside), and :math:`g_m \\hat{x}`; one pass."""
+    gm = numpy.empty_like(gy)
+    gm_x_hat = numpy.empty_like(gy)
+    rows, last = _rows(x)
+    _get_kernels()['bn_sign_masked'](
+        rows, _rows(gy)[0], last, mean, inv_std, gamma, beta,
+        x.dtype.type(0), _rows(gm)[0], _rows(gm_x_hat)[0])
+    return gm, gm_x_hat
+
+
+def bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma, gbeta, inv_m):
+    """Chainer's :math:`g_x` of batch normalization with the batch's
+    statistics, :math:`\\gamma r (g_m - (\\hat{x} g_\\gamma + g_\\beta)
+    / m)`; one pass."""
+    gx = numpy.empty_like(gm)
+    rows, last = _rows(x)
+    _get_kernels()['bn_sign_grad'](rows, _rows(gm)[0], last, mean, inv_std,
+                                   gamma, ggamma, gbeta, inv_m,
+                                   _rows(gx)[0])
     return gx

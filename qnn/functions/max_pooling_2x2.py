@@ -5,12 +5,16 @@ an im2col buffer and takes ``argmax`` over it, and its backward goes
 through col2im: about a fifth of a training step of the binarized ConvNet
 on the CPU. With a 2x2 window and stride 2 the four elements of each
 window are four strided views of the input: the maximum is three
-elementwise maxima, and which element gave it three comparisons.
+elementwise maxima, and which element gave it three comparisons. On the
+CPU one numba pass does the same (:func:`cpu_kernels.max_pool_2x2` and
+:func:`cpu_kernels.max_pool_2x2_grad`, tested against this NumPy code).
 """
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from chainer import backend
 from chainer import function_node
 from chainer.utils import type_check
+
+from qnn.backends import cpu_kernels
 
 # (row, column) of each window element, in the order of Chainer's im2col
 # (row-major): its argmax picks the first of equal maxima, and so does this
@@ -41,6 +45,9 @@ class MaxPooling2x2(function_node.FunctionNode):
     def forward(self, inputs):
         x, = inputs
         self._in_shape = x.shape
+        if cpu_kernels.usable(x, strided=True):
+            y, self.index = cpu_kernels.max_pool_2x2(x)
+            return y,
         xp = backend.get_array_module(x)
         padded = _padded(x, -float('inf'))
         windows = [padded[:, :, i::2, j::2] for i, j in OFFSETS]
@@ -73,6 +80,11 @@ class MaxPooling2x2Grad(function_node.FunctionNode):
 
     def forward(self, inputs):
         gy, = inputs
+        if cpu_kernels.usable(gy, strided=True):
+            # channels last, the layout of a convolution's output: its
+            # backward takes the gradient without a copy
+            return cpu_kernels.max_pool_2x2_grad(gy, self.index,
+                                                 self._in_shape),
         xp = backend.get_array_module(gy)
         n, c, h, w = self._in_shape
         gx = xp.zeros((n, c, h + h % 2, w + w % 2), dtype=gy.dtype)

@@ -1,21 +1,85 @@
 """2-D convolution whose filter is quantized in forward (straight through)."""
+import numpy
+
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer.functions.connection import convolution_2d
 from chainer.utils import argument
+from chainer.utils import conv
 from chainer.utils import type_check
 
+from qnn.backends import cpu_kernels
 import qst
+
+
+def im2col(x, kh, kw, sy, sx, ph, pw, dy=1, dx=1, cover_all=False):
+    """The patches of ``x`` (``(n, c, h, w)``) as a C-contiguous matrix of
+    ``n * oh * ow`` rows ``(i, oy, ox)`` and ``kh * kw * c`` columns
+    ``(ky, kx, c)``, the layout in which one matrix product with the filter
+    transposed to ``(c_O, kh, kw, c)`` is the convolution; returns it and
+    ``(oh, ow)``. One numba pass (:func:`cpu_kernels.im2col`) where the
+    kernels take ``x``, else NumPy (the reference; the same values)."""
+    n, c, h, w = x.shape
+    oh = conv.get_conv_outsize(h, kh, sy, ph, cover_all, dy)
+    ow = conv.get_conv_outsize(w, kw, sx, pw, cover_all, dx)
+    args = kh, kw, sy, sx, ph, pw, dy, dx, oh, ow
+    if cpu_kernels.usable(x, strided=True):
+        return cpu_kernels.im2col(x, *args), (oh, ow)
+    hp, wp = cpu_kernels.padded_size(x.shape, *args)
+    padded = numpy.zeros((n, hp, wp, c), dtype=x.dtype)
+    padded[:, ph:ph + h, pw:pw + w] = x.transpose(0, 2, 3, 1)
+    s = padded.strides
+    patches = numpy.lib.stride_tricks.as_strided(
+        padded, (n, oh, ow, kh, kw, c),
+        (s[0], sy * s[1], sx * s[2], dy * s[1], dx * s[2], s[3]))
+    return numpy.ascontiguousarray(patches).reshape(n * oh * ow, -1), \
+        (oh, ow)
+
+
+def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, out_size):
+    """The adjoint of :func:`im2col`: the C-contiguous array of ``shape``
+    whose every element sums from 0, in the order ``(ky, kx)`` of
+    Chainer's ``col2im_cpu``, the entries of ``col`` it was copied to. One
+    numba pass (:func:`cpu_kernels.col2im`) where the kernels take ``col``,
+    else NumPy (the reference; the same sums in the same order)."""
+    n, c, h, w = shape
+    oh, ow = out_size
+    args = kh, kw, sy, sx, ph, pw, dy, dx, oh, ow
+    if cpu_kernels.usable(col):
+        return cpu_kernels.col2im(col, shape, *args)
+    hp, wp = cpu_kernels.padded_size(shape, *args)
+    padded = numpy.zeros((n, hp, wp, c), dtype=col.dtype)
+    col = col.reshape(n, oh, ow, kh, kw, c)
+    for ky in range(kh):
+        for kx in range(kw):
+            padded[:, ky * dy:ky * dy + sy * (oh - 1) + 1:sy,
+                   kx * dx:kx * dx + sx * (ow - 1) + 1:sx] += col[:, :, :, ky,
+                                                                kx]
+    return numpy.ascontiguousarray(
+        padded[:, ph:ph + h, pw:pw + w].transpose(0, 3, 1, 2))
+
+
+def _channels_last(W):
+    # (c_O, c, kh, kw) as the matrix (c_O, kh * kw * c) of im2col's columns
+    return W.transpose(0, 2, 3, 1).reshape(len(W), -1)
 
 
 class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
 
     """Convolution with quantized filter; see :func:`quantized_convolution_2d`.
 
-    The arithmetic is Chainer's own :class:`Convolution2DFunction` (im2col
-    and a matrix product on CPU, cuDNN or CuPy on GPU, grouped and dilated
-    convolutions) applied to :math:`q(W)`; this class adds the quantization
-    and the straight-through backward pass.
+    On a GPU (and for grouped convolutions) the arithmetic is Chainer's own
+    :class:`Convolution2DFunction` (cuDNN or CuPy) applied to :math:`q(W)`;
+    this class adds the quantization and the straight-through backward
+    pass.
+
+    On the CPU (NumPy arrays, ``groups=1``) forward takes the patches once
+    (:func:`im2col`, in the order of the product) and keeps them for
+    backward: one copy of the input and one matrix product, where
+    Chainer's ``tensordot`` copies its im2col buffer again and its
+    backward takes the patches anew. A first-order backward runs on the
+    arrays (:meth:`_backward_patches`); a graph for double backward is
+    Chainer's.
     """
 
     def __init__(self, stride=1, pad=0, cover_all=False, bits=1,
@@ -48,13 +112,65 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
         # q(W) is computed once and kept for backward.
         self.W_quantized = qst.quantize(
             W, self.bits, self.quantizer, self.stochastic)
+        self.col = None
+        if isinstance(x, numpy.ndarray) and self.groups == 1:
+            return self._forward_patches(x, inputs[2:])
         # Chainer's forward_cpu/forward_gpu (which retain x and W)
         return super(QuantizedConvolution2DFunction, self).forward(
             (x, self.W_quantized) + tuple(inputs[2:]))
 
+    def _forward_patches(self, x, b):
+        # y[(i, oy, ox), o] = col . q(W)[o], one matrix product; its sums
+        # run over (ky, kx, c) where Chainer's run over (c, ky, kx): the
+        # same values where the sums are exact (a binarized input), else
+        # the same up to float rounding. Returned as Chainer returns it,
+        # an (n, c_O, oh, ow) view of (n, oh, ow, c_O).
+        self.retain_inputs((0, 1))
+        Wq = self.W_quantized
+        kh, kw = Wq.shape[2:]
+        self.col, self.out_size = im2col(
+            x, kh, kw, self.sy, self.sx, self.ph, self.pw, self.dy, self.dx,
+            self.cover_all)
+        y = self.col.dot(_channels_last(Wq).T)
+        if b:
+            y += b[0]
+        return y.reshape((len(x),) + self.out_size + (-1,)).transpose(
+            0, 3, 1, 2),
+
+    def _backward_patches(self, indexes, x, gy):
+        # the first-order backward of _forward_patches on the arrays:
+        # g_x = col2im(g_y q(W)), g_W = g_y^T col, g_b = sum of g_y (as
+        # Chainer sums it)
+        gb = gy.sum(axis=(0, 2, 3)) if 2 in indexes else None  # Chainer's
+        gy = gy.transpose(0, 2, 3, 1).reshape(-1, gy.shape[1])
+        Wq = self.W_quantized
+        ret = []
+        if 0 in indexes:
+            gx = col2im(gy.dot(_channels_last(Wq)), x.shape,
+                        Wq.shape[2], Wq.shape[3], self.sy, self.sx, self.ph,
+                        self.pw, self.dy, self.dx, self.out_size)
+            ret.append(qst.quantized_gradient_leaf(
+                chainer.Variable(gx, requires_grad=False), self.error_bits))
+        if 1 in indexes:
+            gW = gy.T.dot(self.col).reshape(
+                (len(Wq),) + Wq.shape[2:] + Wq.shape[1:2])
+            gW = numpy.ascontiguousarray(gW.transpose(0, 3, 1, 2))
+            ret.append(qst.quantized_gradient_leaf(
+                chainer.Variable(gW, requires_grad=False),
+                self.gradient_bits))
+        if 2 in indexes:
+            ret.append(chainer.Variable(gb, requires_grad=False))
+        # freed as soon as used; a second backward (a retained graph) takes
+        # Chainer's way
+        self.col = None
+        return ret
+
     def backward(self, indexes, grad_outputs):
         x, W = self.get_retained_inputs()
         gy, = grad_outputs
+        if self.col is not None and not chainer.config.enable_backprop \
+                and isinstance(gy.array, numpy.ndarray):
+            return self._backward_patches(indexes, x.array, gy.array)
         ret = []
         if 0 in indexes:
             # g_x = deconv(g_y, q(W)); q(W) is a constant of the backward

@@ -1,0 +1,181 @@
+"""Batch normalization with the batch's statistics followed by the sign,
+as one node (training on the CPU).
+
+``qst.qst(F.batch_normalization(x, gamma, beta, ...))``, the hidden block
+of both networks, is two FunctionNodes and about fifteen NumPy passes over
+the activations. Here it is one node: the statistics and the sums of
+backward are NumPy's, the very calls of Chainer's batch normalization,
+and the elementwise work is three numba passes (normalize and sign;
+mask and :math:`g_m \\hat{x}`; :math:`g_x`:
+:func:`cpu_kernels.bn_sign`, :func:`cpu_kernels.bn_sign_masked`,
+:func:`cpu_kernels.bn_sign_grad`), with the NumPy code below, Chainer's
+arithmetic, as their reference. Values and gradients are those of the
+two nodes, bit for bit.
+"""
+import numpy
+
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import chainer
+from chainer import function_node
+from chainer.functions.normalization import batch_normalization
+from chainer.utils import type_check
+
+from qnn.backends import cpu_kernels
+
+
+def _expanded(*arrays):
+    # per-channel arrays shaped to broadcast along axis 1 of (n, c, ...)
+    return [a[:, None] for a in arrays]
+
+
+def _normalized(x, mean, inv_std, gamma, beta):
+    # Chainer's _x_hat and _apply_bn_fwd: x_hat and y, for (n, c, s)
+    mean, inv_std, gamma, beta = _expanded(mean, inv_std, gamma, beta)
+    x_hat = x - mean
+    x_hat *= inv_std
+    y = x_hat * gamma
+    y += beta
+    return x_hat, y
+
+
+def sign_forward(x, mean, inv_std, gamma, beta):
+    """sign(BN(x)) (sign(0) = +1, NaN kept) for C-contiguous ``x``."""
+    if cpu_kernels.usable(x, mean, inv_std, gamma, beta):
+        return cpu_kernels.bn_sign(x, mean, inv_std, gamma, beta)
+    _, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
+    q = numpy.sign(y)
+    q += q == 0
+    return q.reshape(x.shape)
+
+
+def sign_backward(x, gy, mean, inv_std, gamma, beta, axis):
+    """(``g_x``, ``g_gamma``, ``g_beta``): Chainer's backward of batch
+    normalization (sums over ``axis``) applied to qst's straight-through
+    gradient of the sign, for C-contiguous ``x`` and ``gy``."""
+    dtype = x.dtype
+    inv_m = dtype.type(1.0 / (x.size // gamma.size))
+    if cpu_kernels.usable(x, gy, mean, inv_std, gamma, beta):
+        gm, gm_x_hat = cpu_kernels.bn_sign_masked(x, gy, mean, inv_std,
+                                                  gamma, beta)
+        gbeta = gm.sum(axis=axis, dtype=dtype)
+        ggamma = gm_x_hat.sum(axis=axis, dtype=dtype)
+        return cpu_kernels.bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma,
+                                        gbeta, inv_m), ggamma, gbeta
+    x_hat, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
+    gm = _as_3d(gy) * (numpy.abs(y) <= 1).astype(dtype)
+    gbeta = gm.reshape(x.shape).sum(axis=axis, dtype=dtype)
+    ggamma = (gm * x_hat).reshape(x.shape).sum(axis=axis, dtype=dtype)
+    a, gg, gb = _expanded(gamma * inv_std, ggamma, gbeta)
+    gx = a * (gm - (x_hat * gg + gb) * inv_m)
+    return gx.reshape(x.shape), ggamma, gbeta
+
+
+class BatchNormalizationSign(function_node.FunctionNode):
+
+    """sign(BN(x)) in training mode; see :func:`batch_normalization_sign`.
+    """
+
+    def __init__(self, eps=2e-5, running_mean=None, running_var=None,
+                 decay=0.9):
+        self.eps = eps
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.decay = decay
+
+    def check_type_forward(self, in_types):
+        type_check._argname(in_types, ('x', 'gamma', 'beta'))
+        x_type, gamma_type, beta_type = in_types
+        type_check.expect(
+            x_type.dtype.kind == 'f',
+            gamma_type.dtype == x_type.dtype,
+            beta_type.dtype == x_type.dtype,
+            x_type.ndim >= 2,
+            gamma_type.ndim == 1,
+            gamma_type.shape == beta_type.shape,
+            x_type.shape[1] == gamma_type.shape[0],
+        )
+
+    def forward_cpu(self, inputs):
+        self.retain_inputs((0, 1, 2))
+        x, gamma, beta = inputs
+        self.axis = (0,) + tuple(range(2, x.ndim))
+        # Chainer's statistics (GeneralBatchNormalizationImpl.forward)
+        self.mean = x.mean(axis=self.axis, dtype=x.dtype)
+        var = x.var(axis=self.axis, dtype=x.dtype)
+        self.inv_std = numpy.reciprocal(numpy.sqrt(var + self.eps,
+                                                   dtype=x.dtype))
+        if self.running_mean is not None:
+            m = x.size // gamma.size
+            adjust = m / max(m - 1., 1.)
+            self.running_mean *= self.decay
+            self.running_mean += (1 - self.decay) * self.mean
+            self.running_var *= self.decay
+            self.running_var += (1 - self.decay) * adjust * var
+        return sign_forward(numpy.ascontiguousarray(x), self.mean,
+                            self.inv_std, gamma, beta),
+
+    def backward(self, indexes, grad_outputs):
+        x, gamma, beta = self.get_retained_inputs()
+        gy, = grad_outputs
+        if chainer.config.enable_backprop or \
+                not isinstance(gy.array, numpy.ndarray):
+            return self._backward_graph(x, gamma, beta, gy)
+        grads = sign_backward(
+            numpy.ascontiguousarray(x.array),
+            numpy.ascontiguousarray(gy.array), self.mean, self.inv_std,
+            gamma.array, beta.array, self.axis)
+        return [chainer.Variable(g, requires_grad=False) for g in grads]
+
+    def _backward_graph(self, x, gamma, beta, gy):
+        # a differentiable backward: the mask a constant, then the node of
+        # Chainer's batch normalization backward
+        _, y = _normalized(_as_3d(x.array), self.mean, self.inv_std,
+                           gamma.array, beta.array)
+        mask = (numpy.abs(y) <= 1).astype(x.dtype).reshape(x.shape)
+        expander = [None] * x.ndim
+        expander[1] = slice(None)
+        grad = batch_normalization.BatchNormalizationGrad(
+            self.eps, tuple(expander), self.axis, self.mean, None,
+            self.inv_std, (1,),
+            batch_normalization.GeneralBatchNormalizationImpl(), None)
+        return grad.apply((x, gamma, gy * mask))
+
+
+def _as_3d(a):
+    # (n, c, ...) as a C-contiguous (n, c, s)
+    return numpy.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
+
+
+def batch_normalization_sign(x, gamma, beta, eps=2e-5, running_mean=None,
+                             running_var=None, decay=0.9):
+    """The sign of batch normalization with the batch's statistics, with
+    the straight-through gradient: on NumPy arrays, the values of
+
+    .. code-block:: python
+
+        qst.qst(F.batch_normalization(x, gamma, beta, eps, running_mean,
+                                      running_var, decay))
+
+    (sign(0) = +1, the gradient cancelled where :math:`|y| > 1`), in one
+    node, bit for bit for a C-contiguous ``x`` (the sums of NumPy's
+    reductions follow the memory layout): the same NumPy calls for the
+    statistics (per channel, over every axis but the second) and the sums
+    of backward, and the same float operations, in the same order, for
+    every element.
+    ``running_mean`` and ``running_var``, if given, are updated as Chainer
+    updates them. A double backward builds Chainer's graph. NumPy arrays
+    only.
+
+    Args:
+        x: Input ``(n, c)`` or ``(n, c, h, w)``, float, NumPy.
+        gamma, beta: Scale and shift ``(c,)``, of ``x``'s dtype.
+        eps (float): Added to the variance.
+        running_mean, running_var: Running averages to update, or ``None``.
+        decay (float): Decay of the running averages.
+
+    Returns:
+        ~chainer.Variable: ±1 (NaN kept), of ``x``'s shape.
+    """
+    y, = BatchNormalizationSign(eps, running_mean, running_var,
+                                decay).apply((x, gamma, beta))
+    return y

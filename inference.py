@@ -25,6 +25,8 @@ import time
 
 from qnn.utils import environment_check
 environment_check.require('inference.py')
+from qnn.backends import inference_threads  # NOQA: E402
+inference_threads.configure()  # before NumPy and numba start
 
 import numpy  # NOQA: E402
 

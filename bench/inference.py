@@ -39,6 +39,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from qnn.backends import inference_threads  # NOQA: E402
+inference_threads.configure()  # before NumPy and numba start
+
 import numpy  # NOQA: E402
 
 from qnn.datasets import mnist  # NOQA: E402

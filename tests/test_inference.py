@@ -335,3 +335,12 @@ def test_inference_line(packed_file, capsys):
     out = capsys.readouterr()[0]
     assert re.fullmatch(r'accuracy: \d\.\d{4} \(30 images, \d+\.\d{3} s, '
                         r'\d+ images/s\)\n', out), out
+
+
+def test_inference_threads_set_defaults_and_keep_the_users(monkeypatch):
+    from qnn.backends import inference_threads
+    monkeypatch.delenv('OPENBLAS_THREAD_TIMEOUT', raising=False)
+    monkeypatch.setenv('NUMBA_THREADING_LAYER', 'workqueue')
+    inference_threads.configure()
+    assert os.environ['OPENBLAS_THREAD_TIMEOUT'] == '4'
+    assert os.environ['NUMBA_THREADING_LAYER'] == 'workqueue'

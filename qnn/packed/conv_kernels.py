@@ -150,7 +150,7 @@ def _build():
         by_words[words](X, WP, *args)
 
     return {'conv_xnor': conv_xnor,
-            'conv_pixels': _conv_pixels(numba, pool_threshold)}
+            'conv_pixels': _conv_pixels(numba)}
 
 
 def _pool_threshold(numba):
@@ -237,46 +237,55 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
     return conv_xnor
 
 
-def _conv_pixels(numba, pool_threshold):
+def _conv_pixels(numba):
     @numba.njit(parallel=True, cache=True)
     def conv_pixels(P, S, T, sign, pool, out):
         # P (B, C, H, W) uint8; S (K, C, 9) float32: the weights times the
         # channel's sign (+-1; the kernel's sums are then sign times the
-        # layer's, the maximum pools them). In float32, one fused
-        # multiply-add a tap (15% faster than int32 multiplies), exact: the
-        # sums are integers below 9 C 255 < 2^24. One output channel at a time,
-        # the inner loop over a row's positions (a vector of them) with
-        # the 9 weights held: a first layer has few channels, and a loop
-        # over them per position cost more in set-up than in sums. The
-        # pooled sums go to (H', W', K) for pool_threshold (no pooling
-        # left: step 1). 0 outside the image adds nothing.
+        # layer's, the maximum pools them); out zeroed. In float32, one
+        # fused multiply-add a tap (15% faster than int32 multiplies),
+        # exact: the sums are integers below 9 C 255 < 2^24. One output
+        # channel at a time, the inner loops over a row's positions
+        # (vectors of them) with the 9 weights held: a first layer has few
+        # channels, and a loop over them per position cost more in set-up
+        # than in sums; its bits go straight into the output words.
         B, C, H, Wd = P.shape
         K = S.shape[0]
         H2, W2 = out.shape[1], out.shape[2]
-        step = 2 if pool else 1
         for b in numba.prange(B):
             p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.float32)
             for c in range(C):
                 for y in range(H):
                     for x in range(Wd):
                         p_[c, y + 1, x + 1] = P[b, c, y, x]
+            # one row and column more: a copy of the last, so that the
+            # last window of an odd size (cover_all) reads it twice
             plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
-            pooled = numpy.empty((H2, W2, T.shape[0]), numpy.int32)
-            pooled[:, :, K:] = 0
+            rows = numpy.empty(Wd + 1, numpy.float32)
+            o = out[b]
             for k in range(K):
                 plane[:] = 0
                 for c in range(C):
                     _plane_sums(p_[c], S[k, c], plane)
+                for y in range(H):
+                    plane[y, Wd] = plane[y, Wd - 1]
+                plane[H] = plane[H - 1]
+                bit = numpy.uint64(k % WORD_BITS)
+                q = k // WORD_BITS
+                s_k, t_k = numpy.float32(sign[k]), numpy.float32(T[k])
                 for y in range(H2):
-                    y0 = y * step
-                    y1 = min(y0 + step - 1, H - 1)
-                    for x in range(W2):
-                        x0 = x * step
-                        x1 = min(x0 + step - 1, Wd - 1)
-                        pooled[y, x, k] = numpy.int32(max(
-                            max(plane[y0, x0], plane[y0, x1]),
-                            max(plane[y1, x0], plane[y1, x1])))
-            pool_threshold(pooled, T, sign, False, out[b])
+                    words = o[y, :, q]
+                    if pool:
+                        r0, r1 = plane[2 * y], plane[2 * y + 1]
+                        for x in range(Wd + 1):
+                            rows[x] = max(r0[x], r1[x])
+                        for x in range(W2):
+                            m = max(rows[2 * x], rows[2 * x + 1])
+                            words[x] |= numpy.uint64(s_k * m >= t_k) << bit
+                    else:
+                        r = plane[y]
+                        for x in range(W2):
+                            words[x] |= numpy.uint64(s_k * r[x] >= t_k) << bit
 
     @numba.njit(inline='always')
     def _plane_sums(p, w, plane):

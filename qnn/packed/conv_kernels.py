@@ -31,7 +31,10 @@ folding (:func:`qnn.packed.folding.fold_sign_from_signs`) and is marked
 sums :math:`a` is the minimum of the negated sums :math:`-a`.
 
 ``reference_*`` are the NumPy reference (the taps unpacked to integers);
-the numba kernels are tested equal to it.
+the numba kernels (the tap-packed patch words and the border base of
+``conv_xnor``, the channel-at-a-time pixel convolution: what each does and
+costs is in docs/deployment.md, Kernels) and the CUDA ones of
+:func:`cupy_layer` are tested equal to it.
 """
 import numpy
 

@@ -9,7 +9,7 @@ numba start (standard library only).
   :func:`qnn.backends.cpu_kernels.import_numba` picks for training. On the
   2-core machine of docs/deployment.md a parallel loop of the workqueue
   pool took about 100 us to start, OpenMP's a few: the binarized MLP's
-  batch of one image ran in 19-27 us with OpenMP, 128-145 us with the
+  batch of one image ran in 19-42 us with OpenMP, 128-145 us with the
   workqueue (2026-12-06).
 
 Either can still be chosen in the environment.

@@ -87,13 +87,11 @@ def read_config(snapshot):
     activation_bits = config.get('activation_bits', 1)
     k_bits = weight_bits != 1 or activation_bits != 1
     if max(weight_bits, activation_bits) > levels.MAX_BITS or k_bits and (
-            config.get('arch', 'mlp') != 'mlp' or
             config.get('quantizer', 'linear') != 'linear'):
         raise ExportError(
             '{}: the network has {}-bit weights and {}-bit activations '
-            '({}, {} quantizer, {}); the packed format holds 1-bit '
-            'networks, and MLPs of up to {} bits with the linear '
-            'quantizer'.format(snapshot, weight_bits, activation_bits,
+            '({}, {} quantizer, {}); the packed format holds networks of '
+            'up to {} bits with the linear quantizer'.format(snapshot, weight_bits, activation_bits,
                                config.get('arch', 'mlp'),
                                config.get('quantizer', 'linear'), path,
                                levels.MAX_BITS))
@@ -137,12 +135,17 @@ def fold(params, config, snapshot):
     pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
     scale = PIXEL_SCALE / pixels['scale']
     try:
-        if config.get('arch', 'mlp') == 'cnn':
+        k_bits = (config.get('weight_bits', 1),
+                  config.get('activation_bits', 1))
+        if config.get('arch', 'mlp') == 'cnn' and k_bits != (1, 1):
+            layers = convnet.fold_convnet_levels(
+                params, net.ARCHITECTURES[config.get('cnn_size', 'small')],
+                info.shape, info.n_classes, scale, *k_bits)
+        elif config.get('arch', 'mlp') == 'cnn':
             layers = convnet.fold_convnet(
                 params, net.ARCHITECTURES[config.get('cnn_size', 'small')],
                 info.shape, info.n_classes, scale)
-        elif config.get('weight_bits', 1) != 1 or \
-                config.get('activation_bits', 1) != 1:
+        elif k_bits != (1, 1):
             layers = fold_mlp_levels(params, config, info, scale,
                                      pixels['shift'])
         else:

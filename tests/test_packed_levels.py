@@ -1,10 +1,18 @@
 """k-bit packed layers (qnn/packed/levels.py) against the real network
 they fold: the quantizer of qst on the batch normalization of the exact
 pre-activation, with gamma < 0, gamma = 0 and ties at a level boundary;
-the fast sums against the integer reference; a trained 2-bit MLP against
-its Chainer model."""
+k-bit convolutions against Chainer's float64 convolution and pooling of
+the same levels (odd sizes, channels that fill no word, pixels); the
+fast sums against the integer reference; a trained 2-bit MLP and 2-bit
+ConvNet against their Chainer models."""
+import os
+import subprocess
+import sys
+
 import numpy
 import pytest
+
+import chainer.functions as F
 
 import export
 import qst
@@ -16,6 +24,7 @@ from qnn.packed import kernels as packed_kernels
 from qnn.packed import levels
 from test_export import chainer_predictions
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BITS = [(2, 2), (3, 1), (1, 4), (4, 3), (1, 1)]
 
 
@@ -166,3 +175,102 @@ def test_popcount_sums_are_the_reference_over_several_words(
     pixels = rng.randint(0, 256, size=(9, n))
     numpy.testing.assert_array_equal(levels.popcount_sums(first, pixels),
                                      levels.reference_sums(first, pixels))
+
+
+def real_conv_levels(x, W, bn, weight_bits, out_bits, pool):
+    """The level indices of the real block on real inputs ``x``
+    ``(B, C, H, W)``: q(BN(MP(conv(x, q(W))))) in float64."""
+    Wq = quantized(W.reshape(len(W), -1), weight_bits).reshape(W.shape)
+    a = F.convolution_2d(x, Wq, pad=1).array
+    if pool:
+        a = F.max_pooling_2d(a, 2, cover_all=True).array
+    gamma, beta, mean, var = (v.astype(numpy.float64)[None, :, None, None]
+                              for v in bn)
+    y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
+    return level_of(y, out_bits)
+
+
+def conv_layer_of(W, bn, bits, shape, pool):
+    weight_bits, in_bits, out_bits = bits
+    planes, thresholds, flipped = levels.fold_conv_levels(
+        W, bn, weight_bits, out_bits, in_bits=in_bits)
+    layer = packed_format.Layer(
+        'c', 'conv_levels' if in_bits else 'conv_levels_pixels',
+        int(numpy.prod(shape)), 0, 'levels', planes,
+        conv={'in_shape': list(shape), 'channels': len(W), 'pool': pool},
+        levels={'weight_bits': weight_bits, 'input_bits': in_bits or 8,
+                'output_bits': out_bits},
+        thresholds=thresholds, flipped=flipped)
+    layer.n_out = int(numpy.prod(layer.out_shape))
+    return layer
+
+
+@pytest.mark.parametrize('weight_bits, act_bits', [(2, 2), (1, 3), (3, 1)])
+@pytest.mark.parametrize('shape, channels, pool', [
+    ((3, 7, 5), 5, True), ((16, 6, 6), 8, False), ((70, 3, 4), 3, True)])
+def test_conv_layer_is_the_real_layer(weight_bits, act_bits, shape,
+                                      channels, pool):
+    rng = numpy.random.RandomState(sum(shape) + weight_bits)
+    C, H, Wd = shape
+    W = rng.normal(size=(channels, C, 3, 3)).astype(numpy.float32)
+    bn = random_bn(rng, channels, 9 * C)
+    bn[0][:2] = -0.5, 0.5  # one flipped channel at least, one not
+    layer = conv_layer_of(W, bn, (weight_bits, act_bits, act_bits), shape,
+                          pool)
+    assert layer.flipped.any() and not layer.flipped.all()
+    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(4, H, Wd, C))
+    x = (-1 + 2 * u / levels.n_levels(act_bits)).transpose(0, 3, 1, 2)
+    expected = real_conv_levels(x, W, bn, weight_bits, act_bits, pool)
+    maps = levels.conv_level_maps(layer, u)
+    numpy.testing.assert_array_equal(maps.transpose(0, 3, 1, 2), expected)
+    assert len(numpy.unique(maps)) > 1
+    zero = bn[0] == 0  # gamma = 0: the level of beta everywhere
+    assert (maps[..., zero] == maps[:1, :1, :1, zero]).all()
+
+
+def test_pixel_conv_layer_is_the_real_layer():
+    rng = numpy.random.RandomState(9)
+    shape, channels = (1, 9, 7), 6
+    W = rng.normal(size=(channels, 1, 3, 3)).astype(numpy.float32)
+    bn = random_bn(rng, channels, 9)
+    layer = conv_layer_of(W, bn, (2, None, 2), shape, True)
+    pixels = rng.randint(0, 256, size=(5, 63))
+    expected = real_conv_levels(pixels.reshape(5, 1, 9, 7) / 255., W, bn,
+                                2, 2, True)
+    maps = levels.conv_level_maps(layer, pixels)
+    numpy.testing.assert_array_equal(maps.transpose(0, 3, 1, 2), expected)
+
+
+@pytest.fixture(scope='module')
+def two_bit_cnn(tmp_path_factory):
+    out = tmp_path_factory.mktemp('two_bit_cnn')
+    assert train_mnist.main([
+        '--arch', 'cnn', '--weight-bits', '2', '--activation-bits', '2',
+        '--epoch', '1', '--train-subset', '500', '--test-subset', '100',
+        '--batchsize', '50', '--noplot', '--out', str(out)]) == 0
+    snapshot = str(out / 'snapshot_iter_10')
+    packed = str(out / 'two_bit_cnn.bnn')
+    assert export.main([snapshot, '-o', packed]) == 0
+    return snapshot, packed
+
+
+def test_two_bit_cnn_predicts_as_its_chainer_model(two_bit_cnn):
+    snapshot, packed = two_bit_cnn
+    network = packed_format.load(packed)
+    assert [layer.kind for layer in network.layers] == [
+        'conv_levels_pixels', 'conv_levels', 'conv_levels', 'levels',
+        'levels', 'levels']
+    images = datasets.load_raw('mnist')['test'][0][:1000]
+    logits = packed_kernels.forward(network, images, 'numba')
+    numpy.testing.assert_array_equal(
+        logits.argmax(axis=1), chainer_predictions(snapshot, images))
+    numpy.testing.assert_array_equal(
+        packed_kernels.forward(network, images[:100], 'numpy'),
+        logits[:100])
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'inference.py'), packed,
+         '--test-subset', '200'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('accuracy: ')

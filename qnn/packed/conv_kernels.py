@@ -64,36 +64,40 @@ def weight_taps(layer):
     return W.transpose(0, 2, 1).reshape(len(W), channels, 3, 3)
 
 
-def conv_sums(x, W):
+def conv_sums(x, W, dtype=numpy.int64):
     """Integer sums ``(B, K, H, W)`` of the 3x3 convolution of ``x``
     ``(B, C, H, W)`` (integers; 0 outside the image) with ``W``
-    ``(K, C, 3, 3)``."""
+    ``(K, C, 3, 3)``, computed in ``dtype``: ``int64``, or ``float32``
+    (BLAS) where every partial sum is an integer below 2^24, so exact."""
     B, C, H, Wd = x.shape
-    padded = numpy.zeros((B, C, H + 2, Wd + 2), numpy.int64)
+    padded = numpy.zeros((B, C, H + 2, Wd + 2), dtype)
     padded[:, :, 1:-1, 1:-1] = x
-    sums = numpy.zeros((B, len(W), H, Wd), numpy.int64)
+    W = numpy.asarray(W, dtype)
+    sums = numpy.zeros((len(W), B, H, Wd), dtype)
     for dy in range(3):
         for dx in range(3):
-            sums += numpy.einsum('bchw,kc->bkhw',
-                                 padded[:, :, dy:dy + H, dx:dx + Wd],
-                                 W[:, :, dy, dx])
-    return sums
+            sums += numpy.tensordot(W[:, :, dy, dx],
+                                    padded[:, :, dy:dy + H, dx:dx + Wd],
+                                    axes=([1], [1]))
+    return sums.transpose(1, 0, 2, 3).astype(numpy.int64)
 
 
 def pool(sums, flipped):
     """2x2 pooling with stride 2 and ``cover_all`` of ``(B, K, H, W)``
-    integers: the maximum, the minimum for the ``flipped`` channels."""
+    integers: the maximum, the minimum for the ``flipped`` channels (the
+    maximum of the negated sums, negated)."""
     B, K, H, Wd = sums.shape
-    windows = []
-    for fill, reduce in ((numpy.iinfo(numpy.int64).min, numpy.max),
-                         (numpy.iinfo(numpy.int64).max, numpy.min)):
-        padded = numpy.full((B, K, pooled(H, True) * 2,
-                             pooled(Wd, True) * 2), fill, numpy.int64)
-        padded[:, :, :H, :Wd] = sums
-        windows.append(reduce(padded.reshape(
-            B, K, pooled(H, True), 2, pooled(Wd, True), 2), axis=(3, 5)))
-    return numpy.where(numpy.asarray(flipped, bool)[None, :, None, None],
-                       windows[1], windows[0])
+    sign = numpy.where(numpy.asarray(flipped, bool), -1, 1).astype(
+        sums.dtype)[None, :, None, None]
+    signed = sums * sign
+    H2, W2 = pooled(H, True), pooled(Wd, True)
+    if (2 * H2, 2 * W2) != (H, Wd):
+        # the last window of an odd size holds the positions that exist
+        padded = numpy.full((B, K, 2 * H2, 2 * W2),
+                            numpy.iinfo(sums.dtype).min, sums.dtype)
+        padded[:, :, :H, :Wd] = signed
+        signed = padded
+    return signed.reshape(B, K, H2, 2, W2, 2).max(axis=(3, 5)) * sign
 
 
 def reference_sums(layer, x):

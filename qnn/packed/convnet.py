@@ -18,6 +18,7 @@ import numpy
 from qnn.packed import conv_kernels
 from qnn.packed import folding
 from qnn.packed import format as packed_format
+from qnn.packed import levels
 from qnn.packed.kernels import pack_bits
 
 BN_KEYS = ('gamma', 'beta', 'avg_mean', 'avg_var')
@@ -85,6 +86,73 @@ def _dense_layer(params, index, n_in, units, last, chw):
     bits, thresholds = folding.fold_sign_from_signs(W, *bn)
     return packed_format.Layer(name, 'xnor', n_in, units, 'sign',
                                pack_bits(bits), thresholds=thresholds)
+
+
+def _conv_levels_layer(params, name, bn, shape, channels, pool, bits,
+                       scale):
+    """A k-bit convolution (``bits``: weight, input (8: pixels), output)."""
+    C, H, W = shape
+    weight_bits, input_bits, output_bits = bits
+    planes, thresholds, flipped = levels.fold_conv_levels(
+        _get(params, name + '/W', (channels, C, 3, 3)),
+        _bn(params, bn, channels), weight_bits, output_bits,
+        in_bits=None if input_bits == 8 else input_bits, scale=scale)
+    layer = packed_format.Layer(
+        name, 'conv_levels_pixels' if input_bits == 8 else 'conv_levels',
+        C * H * W, 0, 'levels', planes,
+        conv={'in_shape': [C, H, W], 'channels': channels, 'pool': pool},
+        levels={'weight_bits': weight_bits, 'input_bits': input_bits,
+                'output_bits': output_bits},
+        thresholds=thresholds, flipped=flipped)
+    layer.n_out = int(numpy.prod(layer.out_shape))
+    return layer
+
+
+def _dense_levels_layer(params, index, n_in, units, last, chw, bits):
+    name = 'fc{}'.format(index)
+    W = _get(params, name + '/W', (units, n_in))
+    if chw is not None:  # (channel, row, column) to (row, column, channel)
+        W = W.reshape((units,) + tuple(chw)).transpose(0, 2, 3, 1).reshape(
+            units, n_in)
+    bn = _bn(params, 'bn_' + name, units)
+    weight_bits, input_bits = bits
+    meta = {'weight_bits': weight_bits, 'input_bits': input_bits,
+            'output_bits': None if last else input_bits}
+    if last:
+        planes, affine = levels.fold_levels_affine(W, bn, weight_bits,
+                                                   input_bits)
+        return packed_format.Layer(
+            name, 'levels', n_in, units, 'affine', planes, levels=meta,
+            **dict(zip(('mean', 'inv_std', 'gamma', 'beta'), affine)))
+    planes, thresholds = levels.fold_levels(W, bn, weight_bits, input_bits,
+                                            in_bits=input_bits)
+    return packed_format.Layer(name, 'levels', n_in, units, 'levels', planes,
+                               levels=meta, thresholds=thresholds)
+
+
+def fold_convnet_levels(params, arch, in_shape, n_classes, scale,
+                        weight_bits, activation_bits):
+    """:func:`fold_convnet` for k-bit weights or activations (up to
+    :data:`qnn.packed.levels.MAX_BITS`): ``conv_levels_pixels``,
+    ``conv_levels`` and ``levels`` layers (:mod:`qnn.packed.levels`)."""
+    layers = []
+    shape = tuple(in_shape)
+    for i, stage in enumerate(arch['conv'], 1):
+        for j, channels in enumerate(stage, 1):
+            bits = (weight_bits, activation_bits if layers else 8,
+                    activation_bits)
+            layers.append(_conv_levels_layer(
+                params, 'conv{}_{}'.format(i, j), 'bn{}_{}'.format(i, j),
+                shape, channels, j == len(stage), bits, scale))
+            shape = layers[-1].out_shape
+    units = tuple(arch['fc']) + (n_classes,)
+    n_in = int(numpy.prod(shape))
+    for i, n in enumerate(units, 1):
+        layers.append(_dense_levels_layer(
+            params, i, n_in, n, i == len(units), shape if i == 1 else None,
+            (weight_bits, activation_bits)))
+        n_in = n
+    return layers
 
 
 def fold_convnet(params, arch, in_shape, n_classes, scale):

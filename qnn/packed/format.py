@@ -83,11 +83,14 @@ _OUTPUT_ARRAYS = {
     'affine': ('mean', 'inv_std', 'gamma', 'beta'),
 }
 DENSE_KINDS = ('planes', 'xnor')
-CONV_KINDS = ('conv_pixels', 'conv_xnor')
-LEVEL_KINDS = ('levels_pixels', 'levels')
-KINDS = DENSE_KINDS + CONV_KINDS + LEVEL_KINDS
+# k-bit convolutions are both: a convolution's shapes, a k-bit layer's levels
+CONV_LEVEL_KINDS = ('conv_levels_pixels', 'conv_levels')
+CONV_KINDS = ('conv_pixels', 'conv_xnor') + CONV_LEVEL_KINDS
+LEVEL_KINDS = ('levels_pixels', 'levels') + CONV_LEVEL_KINDS
+KINDS = DENSE_KINDS + CONV_KINDS + LEVEL_KINDS[:2]
 # the kinds a layer on the pixels may have, and those after it
-_FIRST_KINDS = ('planes', 'conv_pixels', 'levels_pixels')
+_FIRST_KINDS = ('planes', 'conv_pixels', 'levels_pixels',
+                'conv_levels_pixels')
 
 
 def n_words(n):
@@ -115,7 +118,10 @@ class Layer(object):
         kind (str): ``'planes'`` (dense, 8-bit pixel input), ``'xnor'``
             (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (3x3
             convolution of 8-bit pixels) or ``'conv_xnor'`` (3x3
-            convolution of :math:`\\pm 1` feature maps).
+            convolution of :math:`\\pm 1` feature maps); the k-bit
+            ``'levels_pixels'``, ``'levels'`` (dense) and
+            ``'conv_levels_pixels'``, ``'conv_levels'`` (3x3 convolutions,
+            :mod:`qnn.packed.levels`).
         n_in (int), n_out (int): Input and output values per image
             (a convolution's: channels x height x width).
         output (str): ``'sign'`` or ``'affine'``.
@@ -211,7 +217,7 @@ def _check_layers(layers, input):
         expected_output = 'affine' if index == len(layers) - 1 else 'sign'
         output = 'sign' if layer.output == 'levels' else layer.output
         if output != expected_output or (
-                layer.kind in CONV_KINDS and layer.output != 'sign'):
+                layer.kind in CONV_KINDS and output != 'sign'):
             raise PackedFileError('{} has output {!r}, expected {!r}'.format(
                 where, layer.output, expected_output))
         if (layer.kind in LEVEL_KINDS) != (layers[0].kind in LEVEL_KINDS) or \
@@ -269,7 +275,15 @@ def _check_dense(layer, shape, where):
 
 
 def _expected_shapes(layer):
-    if layer.kind in CONV_KINDS:
+    if layer.kind in CONV_LEVEL_KINDS:
+        # the weight levels as planes over the 9 C values of a filter in
+        # (tap, channel) order; thresholds (channels, levels) below
+        channels = layer.conv['channels']
+        n_bits = TAPS * layer.conv['in_shape'][0]
+        shapes = {'weights': (channels, int(layer.levels['weight_bits']),
+                              n_words(n_bits)),
+                  'flipped': (channels,)}
+    elif layer.kind in CONV_KINDS:
         channels = layer.conv['channels']
         n_bits = layer.conv['in_shape'][0]
         # 1 where the folding negated the channel's weights (gamma < 0):

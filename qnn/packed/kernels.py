@@ -144,6 +144,11 @@ def _run_levels(layers, x, sums_of, output_levels=None):
     layer's integer sums."""
     output_levels = output_levels or levels.output_levels
     for layer in layers:
+        if layer.kind in CONV_KINDS:
+            x = levels.conv_level_maps(layer, x, output_levels)
+            continue
+        # maps flattened in (row, column, channel) order
+        x = numpy.ascontiguousarray(x).reshape(len(x), -1)
         sums = numpy.asarray(sums_of(layer, x)).astype(numpy.int64)
         if layer.output != 'levels':
             return sums

@@ -47,6 +47,7 @@ from qnn.packed import folding
 from qnn.packed import kernels
 
 MAX_BITS = 4
+TAPS = 9
 
 
 def n_levels(bits):
@@ -140,7 +141,12 @@ def fold_levels_affine(W, bn, weight_bits, in_bits,
 
 def signed_weights(layer):
     """The layer's :math:`2v - L_w` as ``int64`` ``(n_out, n_in)``."""
-    return 2 * unpack_levels(layer.weights, layer.n_in) - n_levels(
+    return signed_weights_of(layer, layer.n_in)
+
+
+def signed_weights_of(layer, n):
+    """:math:`2v - L_w` of the layer's weight planes over ``n`` values."""
+    return 2 * unpack_levels(layer.weights, n) - n_levels(
         layer.levels['weight_bits'])
 
 
@@ -204,6 +210,58 @@ def count_levels(sums, thresholds):
         numpy.ascontiguousarray(sums), numpy.ascontiguousarray(thresholds),
         out)
     return out
+
+
+def fold_conv_levels(W, bn, weight_bits, out_bits, eps=folding.DEFAULT_EPS,
+                     in_bits=None, scale=255.):
+    """Folds a k-bit 3x3 convolution as :func:`fold_levels` folds a dense
+    layer: ``W`` ``(K, C, 3, 3)`` real weights; returns the planes ``(K,
+    weight_bits, words)`` over each filter's 9 C values in (tap, channel)
+    order, the ``int32`` thresholds ``(K, 2^out_bits - 1)`` and the
+    ``flipped`` channels (:math:`\\gamma < 0`: weights negated, the sums
+    pooled with the minimum, as :mod:`qnn.packed.convnet` does for the
+    sign). The thresholds do not depend on the position: a tap outside the
+    image adds 0 to the real sum, and nothing to :math:`S` either."""
+    K = len(W)
+    taps = numpy.asarray(W).reshape(K, W.shape[1], 9).transpose(0, 2, 1)
+    planes, thresholds = fold_levels(taps.reshape(K, -1), bn, weight_bits,
+                                     out_bits, eps, in_bits, scale)
+    return planes, thresholds, (numpy.asarray(bn[0]) < 0).astype(numpy.uint8)
+
+
+def conv_level_maps(layer, x, count=None):
+    """A k-bit convolution's output levels ``uint8`` ``(B, H', W', K)``:
+    ``x`` is pixels ``(B, C*H*W)`` (``'conv_levels_pixels'``) or level
+    maps ``(B, H, W, C)``; integer sums over the valid taps
+    (:func:`qnn.packed.conv_kernels.conv_sums`), pooled (the minimum for a
+    flipped channel), then the levels their thresholds give (counted by
+    ``count``, :func:`output_levels` by default); in float32 (BLAS) where
+    every sum is an integer below 2^24, in int64 beyond. The path of every
+    backend: no bit kernels for it yet."""
+    from qnn.packed import conv_kernels
+    C, H, Wd = layer.conv['in_shape']
+    K = layer.conv['channels']
+    x = numpy.asarray(x, numpy.int64)
+    if layer.kind == 'conv_levels_pixels':
+        values = x.reshape(len(x), C, H, Wd)
+    else:
+        values = (2 * x - n_levels(layer.levels['input_bits'])).transpose(
+            0, 3, 1, 2)
+    W = layer.cached('signed_taps', lambda: signed_weights_of(
+        layer, TAPS * C).reshape(K, TAPS, C).transpose(0, 2, 1).reshape(
+            K, C, 3, 3))
+    bound = TAPS * C * n_levels(layer.levels['weight_bits']) * (
+        255 if layer.kind == 'conv_levels_pixels'
+        else n_levels(layer.levels['input_bits']))
+    sums = conv_kernels.conv_sums(
+        values, W, numpy.float32 if bound < 2 ** 24 else numpy.int64)
+    if layer.conv['pool']:
+        sums = conv_kernels.pool(sums, layer.flipped)
+    B, K, H2, W2 = sums.shape
+    maps = (count or output_levels)(
+        numpy.ascontiguousarray(sums.transpose(0, 2, 3, 1)).reshape(-1, K),
+        layer.thresholds)
+    return maps.reshape(B, H2, W2, K)
 
 
 def output_levels(sums, thresholds):

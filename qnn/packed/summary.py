@@ -28,15 +28,18 @@ def _conv_macs(layer):
 
 
 def _kind(layer):
+    if layer.conv is not None:
+        return '{} conv 3x3{}, {}'.format(
+            'pixel' if layer.kind == 'conv_pixels' else 'XNOR'
+            if layer.kind == 'conv_xnor' else '{}-bit{}'.format(
+                layer.levels['weight_bits'], ' pixel' if
+                layer.kind == 'conv_levels_pixels' else ''),
+            ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
     if layer.levels is not None:
         return '{}-bit dense{}, {}'.format(
             layer.levels['weight_bits'],
             ' on pixels' if layer.kind == 'levels_pixels' else '',
             layer.output)
-    if layer.conv is not None:
-        return '{} conv 3x3{}, {}'.format(
-            'pixel' if layer.kind == 'conv_pixels' else 'XNOR',
-            ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
     return '{} dense, {}'.format(
         'bit-plane' if layer.kind == 'planes' else 'XNOR', layer.output)
 
@@ -58,7 +61,8 @@ def rows(network):
         units = layer.weights.shape[0]
         folded = sum(a.size for name, a in layer.arrays.items()
                      if name != 'weights')
-        on_pixels = layer.kind in ('planes', 'conv_pixels', 'levels_pixels')
+        on_pixels = layer.kind in ('planes', 'conv_pixels', 'levels_pixels',
+                                   'conv_levels_pixels')
         bits = layer.levels or {}
         weight_bits = bits.get('weight_bits', 1)
         input_bits = network.input['pixel_bits'] if on_pixels else \

@@ -95,12 +95,11 @@ def read_config(snapshot):
                                config.get('arch', 'mlp'),
                                config.get('quantizer', 'linear'), path,
                                levels.MAX_BITS))
-    if config.get('bn', 'standard') != 'standard' and (
-            k_bits or config.get('arch', 'mlp') != 'mlp'):
+    if config.get('bn', 'standard') != 'standard' and \
+            config.get('arch', 'mlp') != 'mlp':
         raise ExportError(
             '{}: the network uses {}-based batch normalization ({}); it is '
-            'folded for the binarized MLP only'.format(
-                snapshot, config['bn'], path))
+            'folded for MLPs only'.format(snapshot, config['bn'], path))
     if config.get('arch', 'mlp') == 'cnn' and \
             config.get('input_range', 'unit') != 'unit':
         raise ExportError(
@@ -218,6 +217,9 @@ def fold_mlp_levels(params, config, info, scale, shift):
     layers = []
     for i in range(1, hidden + 2):
         W, bn = params['l{}/W'.format(i)], _bn(params, i)
+        if config.get('bn', 'standard') == 'shift' and i <= hidden:
+            # --bn shift normalizes the hidden layers only
+            bn = folding.shift_bn_as_standard(*bn, eps=eps)
         meta = {'weight_bits': kw, 'input_bits': 8 if i == 1 else ka,
                 'output_bits': ka if i <= hidden else None}
         kind = 'levels_pixels' if i == 1 else 'levels'

@@ -123,7 +123,7 @@ def test_snapshot_without_config(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize('option, value, word', [
     ('weight_bits', 5, '5-bit'), ('activation_bits', 8, '8-bit'),
-    ('quantizer', 'log', 'log quantizer'), ('bn', 'shift', 'shift-based')])
+    ('quantizer', 'log', 'log quantizer')])
 def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
                                                  option, value, word):
     snapshot = copy_run(trained, tmp_path)

@@ -274,3 +274,19 @@ def test_two_bit_cnn_predicts_as_its_chainer_model(two_bit_cnn):
         universal_newlines=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('accuracy: ')
+
+
+def test_two_bit_mlp_with_shift_bn_predicts_as_its_chainer_model(tmp_path):
+    assert train_mnist.main([
+        '--unit', '48', '--weight-bits', '2', '--activation-bits', '2',
+        '--bn', 'shift', '--epoch', '1', '--train-subset', '1000',
+        '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--out', str(tmp_path)]) == 0
+    snapshot = str(tmp_path / 'snapshot_iter_20')
+    packed = str(tmp_path / 'shift.bnn')
+    assert export.main([snapshot, '-o', packed]) == 0
+    network = packed_format.load(packed)
+    images = datasets.load_raw('mnist')['test'][0][:2000]
+    numpy.testing.assert_array_equal(
+        packed_kernels.forward(network, images, 'numba').argmax(axis=1),
+        chainer_predictions(snapshot, images))

@@ -133,17 +133,24 @@ def test_weight_levels_are_the_quantized_weights():
             qst.quantize(W, bits, 'linear'))
 
 
-@pytest.fixture(scope='module')
-def two_bit(tmp_path_factory):
-    out = tmp_path_factory.mktemp('two_bit')
-    assert train_mnist.main([
-        '--unit', '48', '--weight-bits', '2', '--activation-bits', '2',
-        '--epoch', '1', '--train-subset', '1000', '--test-subset', '100',
+def trained_and_exported(out, options, train_images):
+    """A 2-bit network trained one epoch on ``train_images`` MNIST images
+    (batch 50) in ``out`` with ``options``: its snapshot and packed
+    file."""
+    assert train_mnist.main(options + [
+        '--weight-bits', '2', '--activation-bits', '2', '--epoch', '1',
+        '--train-subset', str(train_images), '--test-subset', '100',
         '--batchsize', '50', '--noplot', '--out', str(out)]) == 0
-    snapshot = str(out / 'snapshot_iter_20')
-    packed = str(out / 'two_bit.bnn')
+    snapshot = str(out / 'snapshot_iter_{}'.format(train_images // 50))
+    packed = str(out / 'net.bnn')
     assert export.main([snapshot, '-o', packed]) == 0
     return snapshot, packed
+
+
+@pytest.fixture(scope='module')
+def two_bit(tmp_path_factory):
+    return trained_and_exported(tmp_path_factory.mktemp('two_bit'),
+                                ['--unit', '48'], 1000)
 
 
 def test_two_bit_mlp_predicts_as_its_chainer_model(two_bit):
@@ -243,15 +250,8 @@ def test_pixel_conv_layer_is_the_real_layer():
 
 @pytest.fixture(scope='module')
 def two_bit_cnn(tmp_path_factory):
-    out = tmp_path_factory.mktemp('two_bit_cnn')
-    assert train_mnist.main([
-        '--arch', 'cnn', '--weight-bits', '2', '--activation-bits', '2',
-        '--epoch', '1', '--train-subset', '500', '--test-subset', '100',
-        '--batchsize', '50', '--noplot', '--out', str(out)]) == 0
-    snapshot = str(out / 'snapshot_iter_10')
-    packed = str(out / 'two_bit_cnn.bnn')
-    assert export.main([snapshot, '-o', packed]) == 0
-    return snapshot, packed
+    return trained_and_exported(tmp_path_factory.mktemp('two_bit_cnn'),
+                                ['--arch', 'cnn'], 500)
 
 
 def test_two_bit_cnn_predicts_as_its_chainer_model(two_bit_cnn):
@@ -277,14 +277,8 @@ def test_two_bit_cnn_predicts_as_its_chainer_model(two_bit_cnn):
 
 
 def test_two_bit_mlp_with_shift_bn_predicts_as_its_chainer_model(tmp_path):
-    assert train_mnist.main([
-        '--unit', '48', '--weight-bits', '2', '--activation-bits', '2',
-        '--bn', 'shift', '--epoch', '1', '--train-subset', '1000',
-        '--test-subset', '100', '--batchsize', '50', '--noplot',
-        '--out', str(tmp_path)]) == 0
-    snapshot = str(tmp_path / 'snapshot_iter_20')
-    packed = str(tmp_path / 'shift.bnn')
-    assert export.main([snapshot, '-o', packed]) == 0
+    snapshot, packed = trained_and_exported(
+        tmp_path, ['--unit', '48', '--bn', 'shift'], 1000)
     network = packed_format.load(packed)
     images = datasets.load_raw('mnist')['test'][0][:2000]
     numpy.testing.assert_array_equal(

@@ -34,11 +34,9 @@ The output layer keeps its batch normalization as the affine map of
 :func:`qnn.packed.folding.fold_affine`, its mean and ``inv_std`` rescaled
 so that it applies to :math:`S`.
 
-Kernels: :func:`reference_sums` in ``int64`` (the reference);
+Kernels: :func:`reference_sums` in ``int64`` (the reference) and
 :func:`popcount_sums`, bit-serial popcounts on the planes of the inputs and
-weights (numba, the path of ``inference.py``); and :func:`fast_sums`, one
-float32 matrix product (BLAS): every partial sum is an integer below
-:math:`2^{24}`, so exact in any order (checked; float64 beyond).
+weights (numba, the path of ``inference.py``).
 """
 import numpy
 
@@ -161,17 +159,6 @@ def signed_inputs(layer, x):
 def reference_sums(layer, x):
     """Integer sums ``int64`` ``(B, n_out)``, by integer arithmetic."""
     return signed_inputs(layer, x) @ signed_weights(layer).T
-
-
-def fast_sums(layer, x):
-    """:func:`reference_sums` as one float matrix product (exact)."""
-    bound = layer.n_in * n_levels(layer.levels['weight_bits']) * (
-        255 if layer.kind == 'levels_pixels'
-        else n_levels(layer.levels['input_bits']))
-    dtype = numpy.float32 if bound < 2 ** 24 else numpy.float64
-    W = layer.cached(('signed', dtype), lambda: numpy.ascontiguousarray(
-        signed_weights(layer).T, dtype))
-    return signed_inputs(layer, x).astype(dtype) @ W
 
 
 def popcount_sums(layer, x):

@@ -7,6 +7,7 @@ from chainer import function_node
 from chainer import utils
 from chainer.utils import type_check
 
+from qnn.packed import binary_matmul
 import qst
 
 
@@ -49,7 +50,12 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         # q(W) is computed once and kept for backward.
         self.W_quantized = qst.quantize(
             W, self.bits, self.quantizer, self.stochastic)
-        y = x.dot(self.W_quantized.T)
+        y = None
+        if self.bits == 1:
+            # with x of +-1 too, exact integers by XNOR and popcount
+            y = binary_matmul.xnor_matmul(x, self.W_quantized)
+        if y is None:
+            y = x.dot(self.W_quantized.T)
         if len(inputs) == 3:
             y += inputs[2]
         self.retain_inputs((0,))

@@ -350,21 +350,74 @@ def _count_levels_kernel(numba):
 
 def _sums_kernels(numba, popcount):
     """``'xnor'``: the sums of a layer of packed inputs, over the images on
-    all cores."""
-    @numba.njit(parallel=True)
+    all cores; ``'pack_sign_rows'``: rows of :math:`\\pm 1` packed to
+    words."""
+    @numba.njit(parallel=True, cache=True)
     def xnor_sums(X, WT, n_in, sums):
+        # sums may be integer or float (the training forward): n_in - 2 d
+        # is an exact integer either way below 2^24 (float32)
         B, K = X.shape
         M = WT.shape[1]
+        whole = K - K % 8
         for i in numba.prange(B):
             acc = numpy.zeros(M, numpy.int64)
-            for k in range(K):
+            # eight words per pass over the units: the loop over the units
+            # vectorizes with eight popcounts summed in registers, and acc
+            # is read and written once per eight words (1.3-1.9x faster
+            # than once per word on 100 x 1000 by 1000 x 1000 and 1000 x
+            # 1000 by 1000 x 1000, 2-core AMD EPYC, 2026-12-06)
+            for k in range(0, whole, 8):
+                x0, x1, x2, x3 = X[i, k], X[i, k + 1], X[i, k + 2], X[i, k + 3]
+                x4, x5, x6, x7 = (X[i, k + 4], X[i, k + 5], X[i, k + 6],
+                                  X[i, k + 7])
+                for j in range(M):
+                    acc[j] += (
+                        popcount(x0 ^ WT[k, j]) + popcount(x1 ^ WT[k + 1, j])
+                        + popcount(x2 ^ WT[k + 2, j])
+                        + popcount(x3 ^ WT[k + 3, j])
+                        + popcount(x4 ^ WT[k + 4, j])
+                        + popcount(x5 ^ WT[k + 5, j])
+                        + popcount(x6 ^ WT[k + 6, j])
+                        + popcount(x7 ^ WT[k + 7, j]))
+            for k in range(whole, K):
                 x = X[i, k]
                 for j in range(M):
                     acc[j] += popcount(x ^ WT[k, j])
             for j in range(M):
                 sums[i, j] = n_in - 2 * acc[j]
 
-    return {'xnor': xnor_sums}
+    @numba.njit(cache=True)
+    def pack_sign_rows(x, out):
+        # x (R, n) float, out (R, words): bit 1 for +1; False, at the
+        # first row with a value other than +1 or -1 (NaN, 0, -0.0: the
+        # words are then not those of x)
+        lane = numpy.uint64
+        R, n = x.shape
+        whole = n >> 6
+        for r in range(R):
+            row = x[r]
+            bad = 0
+            for q in range(whole):
+                word = lane(0)
+                base = lane(q << 6)
+                # fixed 64 iterations, unsigned index: vectorized
+                for bit in range(WORD_BITS):
+                    v = row[base + lane(bit)]
+                    bad |= abs(v) != 1
+                    word |= lane(v > 0) << lane(bit)
+                out[r, q] = word
+            if n & 63:
+                word = lane(0)
+                for k in range(whole << 6, n):
+                    v = row[k]
+                    bad |= abs(v) != 1
+                    word |= lane(v > 0) << lane(k & 63)
+                out[r, whole] = word
+            if bad:
+                return False
+        return True
+
+    return {'xnor': xnor_sums, 'pack_sign_rows': pack_sign_rows}
 
 
 def _threshold_pack_kernel(numba):

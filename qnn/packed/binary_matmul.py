@@ -1,0 +1,55 @@
+"""Products of :math:`\\pm 1` matrices by XNOR and popcount, for training.
+
+In a binarized layer both factors of :math:`h \\, q(W)^\\top` are
+:math:`\\pm 1`: every sum is an integer of magnitude at most :math:`n`
+(the inner dimension), exact in floating point while :math:`n \\le 2^{24}`
+(float32), so BLAS's float product is that integer whatever order it sums
+in. Packed to words (:mod:`qnn.packed.kernels`),
+
+.. math:: h \\cdot w = n - 2 \\, \\mathrm{popcount}(H \\oplus W)
+
+gives the same integers, bit for bit, for a fraction of the work: one
+``VPOPCNTQ`` for 512 products. The values are checked while they are
+packed, so a factor that is not all :math:`\\pm 1` (pixels, dropout's
+scaled units, NaN) takes BLAS's path as before.
+"""
+import numpy
+
+from qnn.backends import cpu_kernels
+from qnn.packed import kernels
+
+# Below this many output units BLAS is faster: starting the parallel loop
+# costs more than the product (100 x 1000 by 1000 x 10: 0.05 ms against
+# 0.02 ms, 2-core AMD EPYC, 2026-12-06).
+MIN_UNITS = 64
+
+
+def xnor_matmul(x, w):
+    """:math:`x w^\\top` for NumPy matrices ``x`` ``(B, n)`` and ``w``
+    ``(M, n)`` of one float dtype whose values are all :math:`\\pm 1`,
+    computed by XNOR and popcount (equal to ``x.dot(w.T)``); ``None`` where
+    that does not apply: not NumPy, numba off
+    (:func:`qnn.backends.cpu_kernels.available`), fewer than
+    :data:`MIN_UNITS` rows of ``w``, an ``n`` whose sums the dtype does not
+    hold exactly, or a value that is not :math:`\\pm 1`. ``x`` is checked
+    first, and its first row stops the check where it fails.
+    """
+    if not (type(x) is numpy.ndarray and type(w) is numpy.ndarray
+            and x.ndim == 2 and w.ndim == 2 and x.dtype == w.dtype
+            and x.dtype in cpu_kernels.KERNEL_DTYPES
+            and x.shape[1] == w.shape[1] and w.shape[0] >= MIN_UNITS
+            and x.shape[1] <= 2 ** (numpy.finfo(x.dtype).nmant + 1)
+            and cpu_kernels.available()):
+        return None
+    k = kernels._numba_kernels()
+    n = x.shape[1]
+    words = kernels.n_words(n)
+    X = numpy.empty((len(x), words), numpy.uint64)
+    if not k['pack_sign_rows'](x, X):
+        return None
+    W = numpy.empty((len(w), words), numpy.uint64)
+    if not k['pack_sign_rows'](w, W):
+        return None
+    y = numpy.empty((len(x), len(w)), x.dtype)
+    k['xnor'](X, numpy.ascontiguousarray(W.T), n, y)
+    return y

@@ -1,0 +1,114 @@
+"""XNOR-popcount products of +-1 matrices (qnn.packed.binary_matmul) against
+BLAS, bit for bit, and their use by quantized_linear's forward."""
+import numpy
+import pytest
+
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import chainer
+
+from function_quantized_linear import quantized_linear
+from qnn.backends import cpu_kernels
+from qnn.packed import binary_matmul
+from qnn.packed import kernels
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels.available(), reason='numba kernels not available')
+
+
+def signs(shape, seed, dtype=numpy.float32):
+    rng = numpy.random.default_rng(seed)
+    return numpy.where(rng.random(shape) < 0.5, -1, 1).astype(dtype)
+
+
+# inner sizes around words and the kernel's eight-word passes
+@pytest.mark.parametrize('n', [1, 63, 64, 65, 511, 512, 513, 1000])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+@pytest.mark.parametrize('batch', [1, 7])
+def test_equals_blas(n, dtype, batch):
+    x = signs((batch, n), 1, dtype)
+    w = signs((binary_matmul.MIN_UNITS + 3, n), 2, dtype)
+    y = binary_matmul.xnor_matmul(x, w)
+    assert y is not None and y.dtype == dtype
+    numpy.testing.assert_array_equal(y, x.dot(w.T))
+    # +0.0 where the sum is 0, as in the float product
+    assert not numpy.signbit(y[y == 0]).any()
+
+
+@pytest.mark.parametrize('value', [0.0, -0.0, 0.5, 2.0, numpy.nan,
+                                   numpy.inf])
+@pytest.mark.parametrize('where', ['x', 'w'])
+def test_not_all_signs_fall_back(value, where):
+    x = signs((5, 130), 3)
+    w = signs((70, 130), 4)
+    # in the last row and word, so that all of it is checked
+    (x if where == 'x' else w)[-1, -1] = value
+    assert binary_matmul.xnor_matmul(x, w) is None
+
+
+def test_other_inputs_fall_back(monkeypatch):
+    x = signs((5, 130), 5)
+    w = signs((70, 130), 6)
+    assert binary_matmul.xnor_matmul(x, w) is not None
+    assert binary_matmul.xnor_matmul(x, w[:binary_matmul.MIN_UNITS - 1]) \
+        is None
+    assert binary_matmul.xnor_matmul(x.astype(numpy.float64), w) is None
+    assert binary_matmul.xnor_matmul(x.astype(numpy.float16),
+                                     w.astype(numpy.float16)) is None
+    assert binary_matmul.xnor_matmul(x[:, :-1], w) is None
+    monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
+    assert binary_matmul.xnor_matmul(x, w) is None
+
+
+def test_pack_sign_rows_equals_pack_signs():
+    pack = kernels._numba_kernels()['pack_sign_rows']
+    for n in (1, 64, 100, 130):
+        x = signs((9, n), n)
+        out = numpy.empty((9, kernels.n_words(n)), numpy.uint64)
+        assert pack(x, out)
+        numpy.testing.assert_array_equal(out, kernels.pack_signs(x))
+
+
+@pytest.mark.parametrize('words', [1, 7, 8, 9, 17])
+def test_xnor_kernel_integer_sums_equal_reference(words):
+    # the kernel of the packed networks too, with int64 sums
+    n = 64 * words - 5
+    X = kernels.pack_signs(signs((6, n), 7))
+    W = kernels.pack_signs(signs((11, n), 8))
+    sums = numpy.empty((6, 11), numpy.int64)
+    kernels._numba_kernels()['xnor'](X, numpy.ascontiguousarray(W.T), n,
+                                     sums)
+    numpy.testing.assert_array_equal(sums,
+                                     kernels._reference_xnor(X, W, n))
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_quantized_linear_forward_and_backward(monkeypatch, train):
+    # +-1 inputs take the XNOR path; the output and the gradients are
+    # those of the BLAS path, bit for bit
+    x = signs((10, 300), 9)
+    rng = numpy.random.default_rng(10)
+    W = rng.uniform(-1, 1, (80, 300)).astype(numpy.float32)
+    gy = rng.standard_normal((10, 80)).astype(numpy.float32)
+    products = []
+    xnor_matmul = binary_matmul.xnor_matmul
+
+    def spy(*args):
+        products.append(xnor_matmul(*args))
+        return products[-1]
+    monkeypatch.setattr(binary_matmul, 'xnor_matmul', spy)
+
+    def run():
+        xv, Wv = chainer.Variable(x.copy()), chainer.Variable(W.copy())
+        with chainer.using_config('train', train):
+            y = quantized_linear(xv, Wv)
+        y.grad = gy.copy()
+        y.backward()
+        return y.array, xv.grad, Wv.grad
+
+    fast = run()
+    assert len(products) == 1 and products[0] is not None
+    monkeypatch.setattr(binary_matmul, 'MIN_UNITS', 10 ** 9)
+    slow = run()
+    assert products[1] is None
+    for a, b in zip(fast, slow):
+        numpy.testing.assert_array_equal(a, b)

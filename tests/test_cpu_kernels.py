@@ -91,6 +91,26 @@ def test_sign_equals_reference(n, dtype):
     assert y[0] == 1 and y[1] == 1 and numpy.isnan(y[2])
 
 
+@pytest.mark.parametrize('shape', [(1, 5), (7, 3), (100, 1000)])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_bn_statistics_equal_numpy(shape, dtype):
+    rng = numpy.random.default_rng(3)
+    # an offset and a spread that make rounding matter
+    x = (rng.normal(0, 1, shape) * 1e3 + 7e3).astype(dtype)
+    x[:, 0] = -0.0
+    if shape[1] > 2:
+        x[-1, 1] = numpy.nan
+        x[0, 2] = numpy.inf
+    mean, var = cpu_kernels.bn_statistics(x)
+    with numpy.errstate(invalid='ignore'):  # inf - inf
+        expected = (x.mean(axis=(0,), dtype=dtype),
+                    x.var(axis=(0,), dtype=dtype))
+    # bit for bit, -0.0 and NaN included
+    bits = 'u{}'.format(x.itemsize)
+    for got, want in zip((mean, var), expected):
+        numpy.testing.assert_array_equal(got.view(bits), want.view(bits))
+
+
 def test_qst_sign_uses_kernel_and_matches_numpy_path(monkeypatch):
     x = numpy.random.default_rng(2).normal(0, 1, (300, 200)).astype('f')
     x[0, :2] = [0.0, numpy.nan]

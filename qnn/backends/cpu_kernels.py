@@ -360,9 +360,10 @@ def _pooling_kernels(numba):
 
 
 def _batch_normalization_kernels(numba):
-    """``'bn_sign'``, ``'bn_sign_masked'`` and ``'bn_sign_grad'``: the
-    loops of :func:`bn_sign`, :func:`bn_sign_masked` and
-    :func:`bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
+    """``'bn_statistics'``, ``'bn_sign'``, ``'bn_sign_masked'``,
+    ``'bn_sign_masked_sums'`` and ``'bn_sign_grad'``: the loops of
+    :func:`bn_statistics`, :func:`bn_sign`, :func:`bn_sign_masked`,
+    :func:`bn_sign_masked_sums` and :func:`bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
     ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
     mask, in the arrays' dtype and order."""
     inline = numba.njit(inline='always')
@@ -401,6 +402,24 @@ def _batch_normalization_kernels(numba):
                     gm[i, a, b] = g
                     gm_x_hat[i, a, b] = g * t
 
+    # the same for a dense (n, c), with NumPy's gm.sum(axis=0) and
+    # (gm * x_hat).sum(axis=0) in the same pass: each channel summed from
+    # 0 in row order, as NumPy does
+    def bn_masked_sums_loop(x, gy, mean, inv_std, gamma, beta, zero, gm,
+                            ggamma, gbeta):
+        n, c = x.shape
+        ggamma[:] = 0
+        gbeta[:] = 0
+        for i in range(n):
+            for j in range(c):
+                t, y = normalized(x[i, j], mean[j], inv_std[j], gamma[j],
+                                  beta[j])
+                g = gy[i, j]
+                g = g if abs(y) <= 1 else g * zero
+                gm[i, j] = g
+                gbeta[j] += g
+                ggamma[j] += g * t
+
     def bn_grad_loop(x, gm, last, mean, inv_std, gamma, ggamma, gbeta, inv_m,
                   gx):
         n, p, s = x.shape
@@ -412,8 +431,31 @@ def _batch_normalization_kernels(numba):
                     gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
                         gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
 
-    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
+    # NumPy's x.mean(axis=0) and x.var(axis=0) of a C-contiguous (n, c):
+    # each channel summed from 0 in row order, divided by n (in float64,
+    # rounded to the dtype: the correctly rounded quotient either way),
+    # then the sum of the squares of x - mean, divided by n
+    def bn_statistics_loop(x, mean, var):
+        n, c = x.shape
+        mean[:] = 0
+        for i in range(n):
+            for j in range(c):
+                mean[j] += x[i, j]
+        for j in range(c):
+            mean[j] = mean[j] / n
+        var[:] = 0
+        for i in range(n):
+            for j in range(c):
+                d = x[i, j] - mean[j]
+                var[j] += d * d
+        for j in range(c):
+            var[j] = var[j] / n
+
+    return {'bn_statistics': numba.njit(cache=True)(bn_statistics_loop),
+            'bn_sign': numba.njit(cache=True)(bn_sign_loop),
             'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
+            'bn_sign_masked_sums': numba.njit(cache=True)(
+                bn_masked_sums_loop),
             'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}
 
 
@@ -607,6 +649,16 @@ def _rows(x):
         x.reshape(n, c, -1), False)
 
 
+def bn_statistics(x):
+    """``(x.mean(axis=0), x.var(axis=0))`` of a C-contiguous ``(n, c)``
+    ``x``, in its dtype, bit for bit NumPy's; one pass each, without
+    NumPy's temporaries."""
+    mean = numpy.empty(x.shape[1], x.dtype)
+    var = numpy.empty_like(mean)
+    _get_kernels()['bn_statistics'](x, mean, var)
+    return mean, var
+
+
 def bn_sign(x, mean, inv_std, gamma, beta):
     """:math:`\\mathrm{sign}(\\gamma (x - \\mu) r + \\beta)`, channel by
     channel (axis 1) of the C-contiguous ``x`` (the per-channel arrays of
@@ -628,6 +680,20 @@ def bn_sign_masked(x, gy, mean, inv_std, gamma, beta):
         rows, _rows(gy)[0], last, mean, inv_std, gamma, beta,
         x.dtype.type(0), _rows(gm)[0], _rows(gm_x_hat)[0])
     return gm, gm_x_hat
+
+
+def bn_sign_masked_sums(x, gy, mean, inv_std, gamma, beta):
+    """For a C-contiguous dense ``(n, c)`` ``x``: :math:`g_m` of
+    :func:`bn_sign_masked` and its sums over the batch,
+    :math:`g_\\gamma = \\sum g_m \\hat{x}` and :math:`g_\\beta = \\sum g_m`,
+    bit for bit NumPy's ``sum(axis=0)`` of them; one pass."""
+    gm = numpy.empty_like(gy)
+    ggamma = numpy.empty_like(mean)
+    gbeta = numpy.empty_like(mean)
+    _get_kernels()['bn_sign_masked_sums'](
+        x, gy, mean, inv_std, gamma, beta, x.dtype.type(0), gm, ggamma,
+        gbeta)
+    return gm, ggamma, gbeta
 
 
 def bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma, gbeta, inv_m):

@@ -4,10 +4,11 @@ as one node (training on the CPU).
 ``qst.qst(F.batch_normalization(x, gamma, beta, ...))``, the hidden block
 of both networks, is two FunctionNodes and about fifteen NumPy passes over
 the activations. Here it is one node: the statistics and the sums of
-backward are NumPy's, the very calls of Chainer's batch normalization,
-and the elementwise work is three numba passes (normalize and sign;
-mask and :math:`g_m \\hat{x}`; :math:`g_x`:
-:func:`cpu_kernels.bn_sign`, :func:`cpu_kernels.bn_sign_masked`,
+backward are those of Chainer's batch normalization (its very NumPy calls,
+or, for the statistics of a dense layer, :func:`cpu_kernels.bn_statistics`,
+one numba pass each in NumPy's order), and the elementwise work is three
+numba passes (normalize and sign; mask and :math:`g_m \\hat{x}`;
+:math:`g_x`: :func:`cpu_kernels.bn_sign`, :func:`cpu_kernels.bn_sign_masked`,
 :func:`cpu_kernels.bn_sign_grad`), with the NumPy code below, Chainer's
 arithmetic, as their reference. Values and gradients are those of the
 two nodes, bit for bit.
@@ -38,6 +39,16 @@ def _normalized(x, mean, inv_std, gamma, beta):
     return x_hat, y
 
 
+def statistics(x, axis):
+    """Chainer's batch statistics (GeneralBatchNormalizationImpl.forward),
+    the mean and variance over ``axis``; for a C-contiguous dense ``x`` by
+    :func:`cpu_kernels.bn_statistics`, the same values in one pass each."""
+    if x.ndim == 2 and cpu_kernels.usable(x):
+        return cpu_kernels.bn_statistics(x)
+    return (x.mean(axis=axis, dtype=x.dtype),
+            x.var(axis=axis, dtype=x.dtype))
+
+
 def sign_forward(x, mean, inv_std, gamma, beta):
     """sign(BN(x)) (sign(0) = +1, NaN kept) for C-contiguous ``x``."""
     if cpu_kernels.usable(x, mean, inv_std, gamma, beta):
@@ -55,10 +66,14 @@ def sign_backward(x, gy, mean, inv_std, gamma, beta, axis):
     dtype = x.dtype
     inv_m = dtype.type(1.0 / (x.size // gamma.size))
     if cpu_kernels.usable(x, gy, mean, inv_std, gamma, beta):
-        gm, gm_x_hat = cpu_kernels.bn_sign_masked(x, gy, mean, inv_std,
-                                                  gamma, beta)
-        gbeta = gm.sum(axis=axis, dtype=dtype)
-        ggamma = gm_x_hat.sum(axis=axis, dtype=dtype)
+        if x.ndim == 2:
+            gm, ggamma, gbeta = cpu_kernels.bn_sign_masked_sums(
+                x, gy, mean, inv_std, gamma, beta)
+        else:
+            gm, gm_x_hat = cpu_kernels.bn_sign_masked(x, gy, mean, inv_std,
+                                                      gamma, beta)
+            gbeta = gm.sum(axis=axis, dtype=dtype)
+            ggamma = gm_x_hat.sum(axis=axis, dtype=dtype)
         return cpu_kernels.bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma,
                                         gbeta, inv_m), ggamma, gbeta
     x_hat, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
@@ -99,9 +114,7 @@ class BatchNormalizationSign(function_node.FunctionNode):
         self.retain_inputs((0, 1, 2))
         x, gamma, beta = inputs
         self.axis = (0,) + tuple(range(2, x.ndim))
-        # Chainer's statistics (GeneralBatchNormalizationImpl.forward)
-        self.mean = x.mean(axis=self.axis, dtype=x.dtype)
-        var = x.var(axis=self.axis, dtype=x.dtype)
+        self.mean, var = statistics(x, self.axis)
         self.inv_std = numpy.reciprocal(numpy.sqrt(var + self.eps,
                                                    dtype=x.dtype))
         if self.running_mean is not None:

@@ -69,13 +69,14 @@ def test_pack_sign_rows_equals_pack_signs():
 
 
 @pytest.mark.parametrize('words', [1, 7, 8, 9, 17])
-def test_xnor_kernel_integer_sums_equal_reference(words):
+@pytest.mark.parametrize('kernel', ['xnor', 'xnor_one_core'])
+def test_xnor_kernel_integer_sums_equal_reference(words, kernel):
     # the kernel of the packed networks too, with int64 sums
     n = 64 * words - 5
     X = kernels.pack_signs(signs((6, n), 7))
     W = kernels.pack_signs(signs((11, n), 8))
     sums = numpy.empty((6, 11), numpy.int64)
-    kernels._numba_kernels()['xnor'](X, numpy.ascontiguousarray(W.T), n,
+    kernels._numba_kernels()[kernel](X, numpy.ascontiguousarray(W.T), n,
                                      sums)
     numpy.testing.assert_array_equal(sums,
                                      kernels._reference_xnor(X, W, n))

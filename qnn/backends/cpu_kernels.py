@@ -109,7 +109,7 @@ def _adam_kernels(numba):
     # elements (PARALLEL_MIN). numba's cache tells functions apart by name
     # and types, not by the parallel flag, hence the one-core copy under
     # another name.
-    adam_small = _renamed(adam_loop, 'adam_small')
+    adam_small = renamed(adam_loop, 'adam_small')
     return {
         'adam': numba.njit(parallel=True, cache=True)(adam_loop),
         'adam_small': numba.njit(cache=True)(adam_small),
@@ -145,7 +145,7 @@ def _shift_adamax_kernels(numba):
             param[i] -= step * mi / divisor
 
     # the two versions as Adam's (see _adam_kernels)
-    shift_adamax_small = _renamed(shift_adamax_loop, 'shift_adamax_small')
+    shift_adamax_small = renamed(shift_adamax_loop, 'shift_adamax_small')
     # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in NumPy,
     # instead of raising ZeroDivisionError
     return {
@@ -459,7 +459,7 @@ def _batch_normalization_kernels(numba):
             'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}
 
 
-def _renamed(function, name):
+def renamed(function, name):
     """A copy of a Python function under another name (and qualname)."""
     import types
     copy = types.FunctionType(function.__code__.replace(co_name=name,

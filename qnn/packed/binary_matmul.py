@@ -18,10 +18,11 @@ import numpy
 from qnn.backends import cpu_kernels
 from qnn.packed import kernels
 
-# Below this many output units BLAS is faster: starting the parallel loop
-# costs more than the product (100 x 1000 by 1000 x 10: 0.05 ms against
-# 0.02 ms, 2-core AMD EPYC, 2026-12-06).
-MIN_UNITS = 64
+# Below this many output units BLAS is faster: packing the input costs
+# more than the product saves (100 x 1000 by 1000 x 10: 0.028 ms against
+# 0.020 ms; by 1000 x 16: 0.029 against 0.035; by 1000 x 512: 0.21
+# against 0.71; 2-core AMD EPYC, 2026-12-06).
+MIN_UNITS = 16
 
 
 def xnor_matmul(x, w):
@@ -51,5 +52,5 @@ def xnor_matmul(x, w):
     if not k['pack_sign_rows'](w, W):
         return None
     y = numpy.empty((len(x), len(w)), x.dtype)
-    k['xnor'](X, numpy.ascontiguousarray(W.T), n, y)
+    k['xnor_one_core'](X, numpy.ascontiguousarray(W.T), n, y)
     return y

@@ -34,6 +34,15 @@ def test_equals_blas(n, dtype, batch):
     assert not numpy.signbit(y[y == 0]).any()
 
 
+def test_strided_inputs():
+    x = numpy.asfortranarray(signs((30, 200), 11))
+    w = signs((40, 200), 12)
+    for a, b in ((x, w), (x[:, ::2], w[:, ::2]), (x[::3], w.T.copy().T)):
+        y = binary_matmul.xnor_matmul(a, b)
+        assert y is not None
+        numpy.testing.assert_array_equal(y, a.dot(b.T))
+
+
 @pytest.mark.parametrize('value', [0.0, -0.0, 0.5, 2.0, numpy.nan,
                                    numpy.inf])
 @pytest.mark.parametrize('where', ['x', 'w'])

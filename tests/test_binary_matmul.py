@@ -43,15 +43,45 @@ def test_strided_inputs():
         numpy.testing.assert_array_equal(y, a.dot(b.T))
 
 
-@pytest.mark.parametrize('value', [0.0, -0.0, 0.5, 2.0, numpy.nan,
-                                   numpy.inf])
+@pytest.mark.parametrize('value', [0.5, 2.0, numpy.nan, numpy.inf])
 @pytest.mark.parametrize('where', ['x', 'w'])
-def test_not_all_signs_fall_back(value, where):
+def test_other_values_fall_back(value, where):
     x = signs((5, 130), 3)
     w = signs((70, 130), 4)
     # in the last row and word, so that all of it is checked
     (x if where == 'x' else w)[-1, -1] = value
     assert binary_matmul.xnor_matmul(x, w) is None
+
+
+@pytest.mark.parametrize('value', [0.0, -0.0])
+def test_zero_weights_fall_back(value):
+    w = signs((70, 130), 4)
+    w[-1, -1] = value
+    assert binary_matmul.xnor_matmul(signs((5, 130), 3), w) is None
+
+
+@pytest.mark.parametrize('n', [1, 63, 64, 65, 255, 256, 257, 1000])
+@pytest.mark.parametrize('dtype', [numpy.float32, numpy.float64])
+def test_inputs_with_zeros_equal_blas(n, dtype):
+    # a convolution's patches: +-1 and the padding's zeros (-0.0 too)
+    x = signs((9, n), 13, dtype)
+    rng = numpy.random.default_rng(14)
+    x[rng.random(x.shape) < 0.3] = 0
+    x[:, 0] = numpy.where(numpy.arange(9) % 2, 1, -1)  # a nonzero a row
+    if n > 2:
+        x[1, -1] = -0.0
+        x[2, 1:] = 0  # a row of one nonzero
+    w = signs((binary_matmul.MIN_UNITS + 5, n), 15, dtype)
+    y = binary_matmul.xnor_matmul(x, w)
+    assert y is not None
+    numpy.testing.assert_array_equal(y, x.dot(w.T))
+    assert not numpy.signbit(y[y == 0]).any()
+
+
+def test_row_of_zeros_falls_back():
+    x = signs((5, 130), 16)
+    x[3] = 0
+    assert binary_matmul.xnor_matmul(x, signs((70, 130), 17)) is None
 
 
 def test_other_inputs_fall_back(monkeypatch):
@@ -68,13 +98,22 @@ def test_other_inputs_fall_back(monkeypatch):
     assert binary_matmul.xnor_matmul(x, w) is None
 
 
-def test_pack_sign_rows_equals_pack_signs():
+def test_pack_sign_rows_equals_pack_bits():
     pack = kernels._numba_kernels()['pack_sign_rows']
     for n in (1, 64, 100, 130):
         x = signs((9, n), n)
-        out = numpy.empty((9, kernels.n_words(n)), numpy.uint64)
-        assert pack(x, out)
+        out, nonzero = (numpy.empty((9, kernels.n_words(n)), numpy.uint64)
+                        for _ in range(2))
+        assert pack(x, out, nonzero) == 1
         numpy.testing.assert_array_equal(out, kernels.pack_signs(x))
+        numpy.testing.assert_array_equal(
+            nonzero, kernels.pack_bits(numpy.ones(x.shape, bool)))
+        if n == 1:
+            continue
+        x[:, -1] = 0
+        assert pack(x, out, nonzero) == 2
+        numpy.testing.assert_array_equal(out, kernels.pack_bits(x > 0))
+        numpy.testing.assert_array_equal(nonzero, kernels.pack_bits(x != 0))
 
 
 @pytest.mark.parametrize('words', [1, 7, 8, 9, 17])
@@ -122,3 +161,38 @@ def test_quantized_linear_forward_and_backward(monkeypatch, train):
     assert products[1] is None
     for a, b in zip(fast, slow):
         numpy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('kwargs', [{'pad': 1}, {'pad': 1, 'stride': 2},
+                                    {'pad': 0}])
+def test_quantized_convolution_forward_and_backward(monkeypatch, kwargs):
+    # +-1 maps (with the padding's zeros in the patches) take the XNOR
+    # path; outputs and gradients are Chainer's convolution's, bit for bit
+    from qnn.functions.quantized_convolution_2d import \
+        quantized_convolution_2d
+    import chainer.functions as F
+    x = signs((3, 16, 9, 10), 18)
+    rng = numpy.random.default_rng(19)
+    W = rng.uniform(-1, 1, (20, 16, 3, 3)).astype(numpy.float32)
+    products = []
+    xnor_matmul = binary_matmul.xnor_matmul
+
+    def spy(*args):
+        products.append(xnor_matmul(*args))
+        return products[-1]
+    monkeypatch.setattr(binary_matmul, 'xnor_matmul', spy)
+    outputs = []
+    gy = None
+    for function, weight in ((quantized_convolution_2d, W),
+                             (F.convolution_2d, numpy.where(W >= 0, 1, -1))):
+        xv = chainer.Variable(x.copy())
+        Wv = chainer.Variable(weight.astype(numpy.float32))
+        y = function(xv, Wv, **kwargs)
+        if gy is None:
+            gy = rng.standard_normal(y.shape).astype(numpy.float32)
+        y.grad = gy.copy()
+        y.backward()
+        outputs.append((y.array, xv.grad, Wv.grad))
+    assert len(products) == 1 and products[0] is not None
+    for a, b, name in zip(outputs[0], outputs[1], ('y', 'gx', 'gW')):
+        numpy.testing.assert_array_equal(a, b, name)

@@ -9,6 +9,7 @@ from chainer.utils import conv
 from chainer.utils import type_check
 
 from qnn.backends import cpu_kernels
+from qnn.packed import binary_matmul
 import qst
 
 
@@ -131,7 +132,14 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
         self.col, self.out_size = im2col(
             x, kh, kw, self.sy, self.sx, self.ph, self.pw, self.dy, self.dx,
             self.cover_all)
-        y = self.col.dot(_channels_last(Wq).T)
+        Wmat = _channels_last(Wq)
+        y = None
+        if self.bits == 1:
+            # patches of +-1 and the padding's zeros: exact integers by
+            # XNOR and popcount
+            y = binary_matmul.xnor_matmul(self.col, Wmat)
+        if y is None:
+            y = self.col.dot(Wmat.T)
         if b:
             y += b[0]
         return y.reshape((len(x),) + self.out_size + (-1,)).transpose(

@@ -1,17 +1,25 @@
 """Products of :math:`\\pm 1` matrices by XNOR and popcount, for training.
 
 In a binarized layer both factors of :math:`h \\, q(W)^\\top` are
-:math:`\\pm 1`: every sum is an integer of magnitude at most :math:`n`
-(the inner dimension), exact in floating point while :math:`n \\le 2^{24}`
-(float32), so BLAS's float product is that integer whatever order it sums
-in. Packed to words (:mod:`qnn.packed.kernels`),
+:math:`\\pm 1` (and the patches of a convolution, :math:`\\pm 1` with
+zeros for the padding): every sum is an integer of magnitude at most
+:math:`n` (the inner dimension), exact in floating point while :math:`n
+\\le 2^{24}` (float32), so BLAS's float product is that integer whatever
+order it sums in. Packed to words (:mod:`qnn.packed.kernels`), with
+:math:`Z` the bits of the nonzero inputs,
 
-.. math:: h \\cdot w = n - 2 \\, \\mathrm{popcount}(H \\oplus W)
+.. math::
 
-gives the same integers, bit for bit, for a fraction of the work: one
-``VPOPCNTQ`` for 512 products. The values are checked while they are
-packed, so a factor that is not all :math:`\\pm 1` (pixels, dropout's
-scaled units, NaN) takes BLAS's path as before.
+    h \\cdot w = n - 2 \\, \\mathrm{popcount}(H \\oplus W), \\qquad
+    h \\cdot w = \\mathrm{popcount}(Z) - 2 \\,
+        \\mathrm{popcount}((H \\oplus W) \\wedge Z)
+
+give the same integers, bit for bit, for a fraction of the work: one
+``VPOPCNTQ`` for 512 products. A zero sum is :math:`+0` in both: with at
+least one nonzero term, float addition in round-to-nearest never makes
+:math:`-0` of it (a row of zeros only takes BLAS's path). The values are
+checked while they are packed, so a factor that is not all :math:`-1, 0,
++1` (pixels, dropout's scaled units, NaN) takes BLAS's path as before.
 """
 import numpy
 
@@ -26,14 +34,15 @@ MIN_UNITS = 16
 
 
 def xnor_matmul(x, w):
-    """:math:`x w^\\top` for NumPy matrices ``x`` ``(B, n)`` and ``w``
-    ``(M, n)`` of one float dtype whose values are all :math:`\\pm 1`,
-    computed by XNOR and popcount (equal to ``x.dot(w.T)``); ``None`` where
-    that does not apply: not NumPy, numba off
+    """:math:`x w^\\top` for NumPy matrices ``x`` ``(B, n)`` of values
+    :math:`-1, 0, +1` (each row with a nonzero) and ``w`` ``(M, n)`` of
+    values :math:`\\pm 1`, of one float dtype, computed by XNOR and
+    popcount on one core (equal to ``x.dot(w.T)``); ``None`` where that
+    does not apply: not NumPy, numba off
     (:func:`qnn.backends.cpu_kernels.available`), fewer than
     :data:`MIN_UNITS` rows of ``w``, an ``n`` whose sums the dtype does not
-    hold exactly, or a value that is not :math:`\\pm 1`. ``x`` is checked
-    first, and its first row stops the check where it fails.
+    hold exactly, or other values. ``x`` is checked first, and the first
+    row that fails stops the check.
     """
     if not (type(x) is numpy.ndarray and type(w) is numpy.ndarray
             and x.ndim == 2 and w.ndim == 2 and x.dtype == w.dtype
@@ -44,13 +53,21 @@ def xnor_matmul(x, w):
         return None
     k = kernels._numba_kernels()
     n = x.shape[1]
-    words = kernels.n_words(n)
-    X = numpy.empty((len(x), words), numpy.uint64)
-    if not k['pack_sign_rows'](x, X):
+    X, Z = _words(x), _words(x)
+    zeros = k['pack_sign_rows'](x, X, Z)
+    if not zeros:
         return None
-    W = numpy.empty((len(w), words), numpy.uint64)
-    if not k['pack_sign_rows'](w, W):
+    W = _words(w)
+    if k['pack_sign_rows'](w, W, _words(w)) != 1:
         return None
+    WT = numpy.ascontiguousarray(W.T)
     y = numpy.empty((len(x), len(w)), x.dtype)
-    k['xnor_one_core'](X, numpy.ascontiguousarray(W.T), n, y)
+    if zeros == 1:
+        k['xnor_one_core'](X, WT, n, y)
+    else:
+        k['xnor_masked'](X, Z, WT, y)
     return y
+
+
+def _words(a):
+    return numpy.empty((len(a), kernels.n_words(a.shape[1])), numpy.uint64)

@@ -350,8 +350,9 @@ def _count_levels_kernel(numba):
 
 def _sums_kernels(numba, popcount):
     """``'xnor'``: the sums of a layer of packed inputs, over the images on
-    all cores (``'xnor_one_core'``: on one); ``'pack_sign_rows'``: rows of
-    :math:`\\pm 1` packed to words."""
+    all cores (``'xnor_one_core'``: on one); ``'xnor_masked'``: the same
+    for inputs with zeros (one core); ``'pack_sign_rows'``: rows of
+    :math:`-1, 0, +1` packed to words."""
     @numba.njit(parallel=True, cache=True)
     def xnor_sums(X, WT, n_in, sums):
         # sums may be integer or float (the training forward): n_in - 2 d
@@ -387,35 +388,76 @@ def _sums_kernels(numba, popcount):
                 sums[i, j] = n_in - 2 * acc[j]
 
     @numba.njit(cache=True)
-    def pack_sign_rows(x, out):
-        # x (R, n) float, out (R, words): bit 1 for +1; False, at the
-        # first row with a value other than +1 or -1 (NaN, 0, -0.0: the
-        # words are then not those of x)
+    def pack_sign_rows(x, out, nonzero):
+        # x (R, n) float with values -1, 0, +1; out (R, words): bit 1 for
+        # +1, nonzero (R, words): bit 1 for +-1. 1: all +-1; 2: zeros
+        # too; 0, at the first row with another value (NaN, 0.5) or no
+        # +-1 (the words are then not those of x)
         lane = numpy.uint64
         R, n = x.shape
         whole = n >> 6
+        zeros = 0
         for r in range(R):
             row = x[r]
             bad = 0
+            ones = lane(0)
             for q in range(whole):
                 word = lane(0)
+                nz = lane(0)
                 base = lane(q << 6)
                 # fixed 64 iterations, unsigned index: vectorized
                 for bit in range(WORD_BITS):
                     v = row[base + lane(bit)]
-                    bad |= abs(v) != 1
+                    bad |= (abs(v) != 1) & (v != 0)
                     word |= lane(v > 0) << lane(bit)
+                    nz |= lane(v != 0) << lane(bit)
                 out[r, q] = word
+                nonzero[r, q] = nz
+                ones |= nz
+                zeros |= nz != ~lane(0)
             if n & 63:
                 word = lane(0)
+                nz = lane(0)
                 for k in range(whole << 6, n):
                     v = row[k]
-                    bad |= abs(v) != 1
+                    bad |= (abs(v) != 1) & (v != 0)
                     word |= lane(v > 0) << lane(k & 63)
+                    nz |= lane(v != 0) << lane(k & 63)
                 out[r, whole] = word
-            if bad:
-                return False
-        return True
+                nonzero[r, whole] = nz
+                ones |= nz
+                zeros |= nz != (lane(1) << lane(n & 63)) - lane(1)
+            if bad or ones == 0:
+                return 0
+        return 2 if zeros else 1
+
+    @numba.njit(cache=True)
+    def xnor_masked_sums(X, Z, WT, sums):
+        # the sums of inputs -1, 0, +1 (signs X, nonzero bits Z) on one
+        # core: sum_j = popcount(Z) - 2 popcount((X ^ W_j) & Z)
+        B, K = X.shape
+        M = WT.shape[1]
+        whole = K - K % 4
+        for i in range(B):
+            n = 0
+            for k in range(K):
+                n += popcount(Z[i, k])
+            acc = numpy.zeros(M, numpy.int64)
+            for k in range(0, whole, 4):
+                x0, x1, x2, x3 = X[i, k], X[i, k + 1], X[i, k + 2], X[i, k + 3]
+                z0, z1, z2, z3 = Z[i, k], Z[i, k + 1], Z[i, k + 2], Z[i, k + 3]
+                for j in range(M):
+                    acc[j] += (popcount((x0 ^ WT[k, j]) & z0)
+                               + popcount((x1 ^ WT[k + 1, j]) & z1)
+                               + popcount((x2 ^ WT[k + 2, j]) & z2)
+                               + popcount((x3 ^ WT[k + 3, j]) & z3))
+            for k in range(whole, K):
+                x = X[i, k]
+                z = Z[i, k]
+                for j in range(M):
+                    acc[j] += popcount((x ^ WT[k, j]) & z)
+            for j in range(M):
+                sums[i, j] = n - 2 * acc[j]
 
     # one core, for training's batches of 100: the loop over the images in
     # parallel was slower there (100 x 1000 by 1000 x 1000: 0.20-0.24 ms
@@ -424,6 +466,7 @@ def _sums_kernels(numba, popcount):
     xnor_one_core = numba.njit(cache=True)(cpu_kernels.renamed(
         xnor_sums.py_func, 'xnor_sums_one_core'))
     return {'xnor': xnor_sums, 'xnor_one_core': xnor_one_core,
+            'xnor_masked': xnor_masked_sums,
             'pack_sign_rows': pack_sign_rows}
 
 

@@ -7,7 +7,7 @@ from chainer import function_node
 from chainer import utils
 from chainer.utils import type_check
 
-from qnn.packed import binary_matmul
+from qnn.backends import binary_matmul
 import qst
 
 

@@ -1,5 +1,5 @@
-"""XNOR-popcount products of +-1 matrices (qnn.packed.binary_matmul) against
-BLAS, bit for bit, and their use by quantized_linear's forward."""
+"""XNOR-popcount products (qnn.backends.binary_matmul) against BLAS, bit for
+bit, and their use by quantized_linear and quantized_convolution_2d."""
 import numpy
 import pytest
 
@@ -8,8 +8,7 @@ import chainer
 
 from function_quantized_linear import quantized_linear
 from qnn.backends import cpu_kernels
-from qnn.packed import binary_matmul
-from qnn.packed import kernels
+from qnn.backends import binary_matmul
 
 pytestmark = pytest.mark.skipif(
     not cpu_kernels.available(), reason='numba kernels not available')
@@ -96,38 +95,6 @@ def test_other_inputs_fall_back(monkeypatch):
     assert binary_matmul.xnor_matmul(x[:, :-1], w) is None
     monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
     assert binary_matmul.xnor_matmul(x, w) is None
-
-
-def test_pack_sign_rows_equals_pack_bits():
-    pack = kernels._numba_kernels()['pack_sign_rows']
-    for n in (1, 64, 100, 130):
-        x = signs((9, n), n)
-        out, nonzero = (numpy.empty((9, kernels.n_words(n)), numpy.uint64)
-                        for _ in range(2))
-        assert pack(x, out, nonzero) == 1
-        numpy.testing.assert_array_equal(out, kernels.pack_signs(x))
-        numpy.testing.assert_array_equal(
-            nonzero, kernels.pack_bits(numpy.ones(x.shape, bool)))
-        if n == 1:
-            continue
-        x[:, -1] = 0
-        assert pack(x, out, nonzero) == 2
-        numpy.testing.assert_array_equal(out, kernels.pack_bits(x > 0))
-        numpy.testing.assert_array_equal(nonzero, kernels.pack_bits(x != 0))
-
-
-@pytest.mark.parametrize('words', [1, 7, 8, 9, 17])
-@pytest.mark.parametrize('kernel', ['xnor', 'xnor_one_core'])
-def test_xnor_kernel_integer_sums_equal_reference(words, kernel):
-    # the kernel of the packed networks too, with int64 sums
-    n = 64 * words - 5
-    X = kernels.pack_signs(signs((6, n), 7))
-    W = kernels.pack_signs(signs((11, n), 8))
-    sums = numpy.empty((6, 11), numpy.int64)
-    kernels._numba_kernels()[kernel](X, numpy.ascontiguousarray(W.T), n,
-                                     sums)
-    numpy.testing.assert_array_equal(sums,
-                                     kernels._reference_xnor(X, W, n))
 
 
 @pytest.mark.parametrize('train', [True, False])

@@ -8,8 +8,8 @@ from chainer.utils import argument
 from chainer.utils import conv
 from chainer.utils import type_check
 
+from qnn.backends import binary_matmul
 from qnn.backends import cpu_kernels
-from qnn.packed import binary_matmul
 import qst
 
 

@@ -39,11 +39,12 @@ costs is in docs/deployment.md, Kernels) and the CUDA ones of
 import numpy
 
 from qnn.backends import cpu_kernels
+from qnn.backends import xnor_kernels
 from qnn.packed import kernels
+from qnn.packed.format import WORD_BITS
 from qnn.packed.format import n_words
 from qnn.packed.format import pooled
 
-WORD_BITS = 64
 TAPS = 9
 # output channels are padded to a multiple of this (one AVX-512 vector of
 # int32): the channel loops end with no scalar remainder, and pooling packs
@@ -144,7 +145,7 @@ def _kernels():
 
 def _build():
     numba = cpu_kernels.import_numba()
-    popcount = kernels._popcount(numba)
+    popcount = xnor_kernels.popcount_intrinsic()
     pool_threshold = _pool_threshold(numba)
     by_words = {}
 

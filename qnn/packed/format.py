@@ -57,6 +57,8 @@ import struct
 
 import numpy
 
+from qnn.backends.xnor_kernels import WORD_BITS  # NOQA: F401  (the layout)
+from qnn.backends.xnor_kernels import n_words  # NOQA: F401
 from qnn.utils import atomic_files
 
 MAGIC = b'\x89BNN\r\n\x1a\n'
@@ -67,7 +69,6 @@ FORMAT = FORMATS[VERSION]
 ALIGN = 64
 CHECKSUM_BYTES = 32
 _PREFIX = struct.Struct('<8sII')
-WORD_BITS = 64
 TAPS = 9  # a 3x3 convolution
 
 # what each layer kind and output holds: array name -> dtype
@@ -91,11 +92,6 @@ KINDS = DENSE_KINDS + CONV_KINDS + LEVEL_KINDS[:2]
 # the kinds a layer on the pixels may have, and those after it
 _FIRST_KINDS = ('planes', 'conv_pixels', 'levels_pixels',
                 'conv_levels_pixels')
-
-
-def n_words(n):
-    """64-bit words holding ``n`` bits."""
-    return (n + WORD_BITS - 1) // WORD_BITS
 
 
 def pooled(size, pool):

@@ -5,7 +5,7 @@ In a binarized layer both factors of :math:`h \\, q(W)^\\top` are
 zeros for the padding): every sum is an integer of magnitude at most
 :math:`n` (the inner dimension), exact in floating point while :math:`n
 \\le 2^{24}` (float32), so BLAS's float product is that integer whatever
-order it sums in. Packed to words (:mod:`qnn.packed.kernels`), with
+order it sums in. Packed to words (:mod:`qnn.backends.xnor_kernels`), with
 :math:`Z` the bits of the nonzero inputs,
 
 .. math::
@@ -24,7 +24,7 @@ checked while they are packed, so a factor that is not all :math:`-1, 0,
 import numpy
 
 from qnn.backends import cpu_kernels
-from qnn.packed import kernels
+from qnn.backends import xnor_kernels
 
 # Below this many output units BLAS is faster: packing the input costs
 # more than the product saves (100 x 1000 by 1000 x 10: 0.028 ms against
@@ -51,7 +51,7 @@ def xnor_matmul(x, w):
             and x.shape[1] <= 2 ** (numpy.finfo(x.dtype).nmant + 1)
             and cpu_kernels.available()):
         return None
-    k = kernels._numba_kernels()
+    k = xnor_kernels.get()
     n = x.shape[1]
     X, Z = _words(x), _words(x)
     zeros = k['pack_sign_rows'](x, X, Z)
@@ -70,4 +70,5 @@ def xnor_matmul(x, w):
 
 
 def _words(a):
-    return numpy.empty((len(a), kernels.n_words(a.shape[1])), numpy.uint64)
+    return numpy.empty((len(a), xnor_kernels.n_words(a.shape[1])),
+                       numpy.uint64)

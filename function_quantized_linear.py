@@ -50,12 +50,8 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         # q(W) is computed once and kept for backward.
         self.W_quantized = qst.quantize(
             W, self.bits, self.quantizer, self.stochastic)
-        y = None
-        if self.bits == 1:
-            # with x of +-1 too, exact integers by XNOR and popcount
-            y = binary_matmul.xnor_matmul(x, self.W_quantized)
-        if y is None:
-            y = x.dot(self.W_quantized.T)
+        # with x of +-1 too, exact integers by XNOR and popcount
+        y = binary_matmul.dot(x, self.W_quantized, self.bits == 1)
         if len(inputs) == 3:
             y += inputs[2]
         self.retain_inputs((0,))

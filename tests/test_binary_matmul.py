@@ -97,6 +97,18 @@ def test_other_inputs_fall_back(monkeypatch):
     assert binary_matmul.xnor_matmul(x, w) is None
 
 
+def recorded_products(monkeypatch):
+    # what each call of xnor_matmul returns (None: BLAS's path taken)
+    products = []
+    xnor_matmul = binary_matmul.xnor_matmul
+
+    def spy(*args):
+        products.append(xnor_matmul(*args))
+        return products[-1]
+    monkeypatch.setattr(binary_matmul, 'xnor_matmul', spy)
+    return products
+
+
 @pytest.mark.parametrize('train', [True, False])
 def test_quantized_linear_forward_and_backward(monkeypatch, train):
     # +-1 inputs take the XNOR path; the output and the gradients are
@@ -105,13 +117,7 @@ def test_quantized_linear_forward_and_backward(monkeypatch, train):
     rng = numpy.random.default_rng(10)
     W = rng.uniform(-1, 1, (80, 300)).astype(numpy.float32)
     gy = rng.standard_normal((10, 80)).astype(numpy.float32)
-    products = []
-    xnor_matmul = binary_matmul.xnor_matmul
-
-    def spy(*args):
-        products.append(xnor_matmul(*args))
-        return products[-1]
-    monkeypatch.setattr(binary_matmul, 'xnor_matmul', spy)
+    products = recorded_products(monkeypatch)
 
     def run():
         xv, Wv = chainer.Variable(x.copy()), chainer.Variable(W.copy())
@@ -141,13 +147,7 @@ def test_quantized_convolution_forward_and_backward(monkeypatch, kwargs):
     x = signs((3, 16, 9, 10), 18)
     rng = numpy.random.default_rng(19)
     W = rng.uniform(-1, 1, (20, 16, 3, 3)).astype(numpy.float32)
-    products = []
-    xnor_matmul = binary_matmul.xnor_matmul
-
-    def spy(*args):
-        products.append(xnor_matmul(*args))
-        return products[-1]
-    monkeypatch.setattr(binary_matmul, 'xnor_matmul', spy)
+    products = recorded_products(monkeypatch)
     outputs = []
     gy = None
     for function, weight in ((quantized_convolution_2d, W),

@@ -69,6 +69,13 @@ def xnor_matmul(x, w):
     return y
 
 
+def dot(x, w, binary):
+    """:math:`x w^\\top`: by :func:`xnor_matmul` where ``binary`` (``w``
+    holds 1-bit weights) and it applies, else ``x.dot(w.T)``."""
+    y = xnor_matmul(x, w) if binary else None
+    return x.dot(w.T) if y is None else y
+
+
 def _words(a):
     return numpy.empty((len(a), xnor_kernels.n_words(a.shape[1])),
                        numpy.uint64)

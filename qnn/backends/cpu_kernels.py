@@ -76,6 +76,7 @@ def _build():
     kernels.update(_convolution_kernels(numba))
     kernels.update(_pooling_kernels(numba))
     kernels.update(_batch_normalization_kernels(numba))
+    kernels.update(_bn_statistics_kernel(numba))
     return kernels
 
 
@@ -359,10 +360,34 @@ def _pooling_kernels(numba):
             'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
 
 
+def _bn_statistics_kernel(numba):
+    """``'bn_statistics'``: the loop of :func:`bn_statistics`."""
+    # NumPy's x.mean(axis=0) and x.var(axis=0) of a C-contiguous (n, c):
+    # each channel summed from 0 in row order, divided by n (in float64,
+    # rounded to the dtype: the correctly rounded quotient either way),
+    # then the sum of the squares of x - mean, divided by n
+    def bn_statistics_loop(x, mean, var):
+        n, c = x.shape
+        mean[:] = 0
+        for i in range(n):
+            for j in range(c):
+                mean[j] += x[i, j]
+        for j in range(c):
+            mean[j] = mean[j] / n
+        var[:] = 0
+        for i in range(n):
+            for j in range(c):
+                d = x[i, j] - mean[j]
+                var[j] += d * d
+        for j in range(c):
+            var[j] = var[j] / n
+
+    return {'bn_statistics': numba.njit(cache=True)(bn_statistics_loop)}
+
+
 def _batch_normalization_kernels(numba):
-    """``'bn_statistics'``, ``'bn_sign'``, ``'bn_sign_masked'``,
-    ``'bn_sign_masked_sums'`` and ``'bn_sign_grad'``: the loops of
-    :func:`bn_statistics`, :func:`bn_sign`, :func:`bn_sign_masked`,
+    """``'bn_sign'``, ``'bn_sign_masked'``, ``'bn_sign_masked_sums'`` and
+    ``'bn_sign_grad'``: the loops of :func:`bn_sign`, :func:`bn_sign_masked`,
     :func:`bn_sign_masked_sums` and :func:`bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
     ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
     mask, in the arrays' dtype and order."""
@@ -372,6 +397,13 @@ def _batch_normalization_kernels(numba):
     def normalized(v, mu, r, g, b):
         t = (v - mu) * r
         return t, t * g + b
+
+    # the straight-through gradient of the sign of y = BN(v), gy times 0
+    # outside |y| <= 1, and x_hat
+    @inline
+    def masked(v, g, mu, r, gm, b, zero):
+        t, y = normalized(v, mu, r, gm, b)
+        return (g if abs(y) <= 1 else g * zero), t
 
     # x is (n, c, s), or, for a dense layer, (n, 1, c) with last = True:
     # the channel of x[i, a, b] is b then, a otherwise, and the inner loop
@@ -395,10 +427,8 @@ def _batch_normalization_kernels(numba):
             for a in range(p):
                 for b in range(s):
                     ch = b if last else a
-                    t, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
-                                      gamma[ch], beta[ch])
-                    g = gy[i, a, b]
-                    g = g if abs(y) <= 1 else g * zero
+                    g, t = masked(x[i, a, b], gy[i, a, b], mean[ch],
+                                  inv_std[ch], gamma[ch], beta[ch], zero)
                     gm[i, a, b] = g
                     gm_x_hat[i, a, b] = g * t
 
@@ -412,10 +442,8 @@ def _batch_normalization_kernels(numba):
         gbeta[:] = 0
         for i in range(n):
             for j in range(c):
-                t, y = normalized(x[i, j], mean[j], inv_std[j], gamma[j],
-                                  beta[j])
-                g = gy[i, j]
-                g = g if abs(y) <= 1 else g * zero
+                g, t = masked(x[i, j], gy[i, j], mean[j], inv_std[j],
+                              gamma[j], beta[j], zero)
                 gm[i, j] = g
                 gbeta[j] += g
                 ggamma[j] += g * t
@@ -431,28 +459,7 @@ def _batch_normalization_kernels(numba):
                     gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
                         gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
 
-    # NumPy's x.mean(axis=0) and x.var(axis=0) of a C-contiguous (n, c):
-    # each channel summed from 0 in row order, divided by n (in float64,
-    # rounded to the dtype: the correctly rounded quotient either way),
-    # then the sum of the squares of x - mean, divided by n
-    def bn_statistics_loop(x, mean, var):
-        n, c = x.shape
-        mean[:] = 0
-        for i in range(n):
-            for j in range(c):
-                mean[j] += x[i, j]
-        for j in range(c):
-            mean[j] = mean[j] / n
-        var[:] = 0
-        for i in range(n):
-            for j in range(c):
-                d = x[i, j] - mean[j]
-                var[j] += d * d
-        for j in range(c):
-            var[j] = var[j] / n
-
-    return {'bn_statistics': numba.njit(cache=True)(bn_statistics_loop),
-            'bn_sign': numba.njit(cache=True)(bn_sign_loop),
+    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
             'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
             'bn_sign_masked_sums': numba.njit(cache=True)(
                 bn_masked_sums_loop),

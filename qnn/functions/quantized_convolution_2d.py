@@ -132,14 +132,9 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
         self.col, self.out_size = im2col(
             x, kh, kw, self.sy, self.sx, self.ph, self.pw, self.dy, self.dx,
             self.cover_all)
-        Wmat = _channels_last(Wq)
-        y = None
-        if self.bits == 1:
-            # patches of +-1 and the padding's zeros: exact integers by
-            # XNOR and popcount
-            y = binary_matmul.xnor_matmul(self.col, Wmat)
-        if y is None:
-            y = self.col.dot(Wmat.T)
+        # patches of +-1 and the padding's zeros: exact integers by XNOR
+        # and popcount
+        y = binary_matmul.dot(self.col, _channels_last(Wq), self.bits == 1)
         if b:
             y += b[0]
         return y.reshape((len(x),) + self.out_size + (-1,)).transpose(

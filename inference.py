@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """Run a packed binarized network (export.py's file) on its test set.
 
-XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.kernels`,
-:mod:`qnn.packed.conv_kernels`): on the CPU with numba on all cores
+XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.forward`): on the CPU with numba on all cores
 (``--kernel numpy``: the NumPy reference), on a GPU with CuPy RawKernels
 (``--device 0``; not the k-bit layers). The test set is the one the file was
 trained on (recorded in it; ``--dataset`` to choose another of the same
@@ -32,7 +31,7 @@ import numpy  # NOQA: E402
 
 from qnn import datasets
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
+from qnn.packed import forward as packed_forward
 from qnn.packed import summary as packed_summary
 from qnn.training import option_types
 from qnn.utils import atomic_files
@@ -128,7 +127,7 @@ def predict(network, images, batchsize, backend):
             batch = xp.asarray(batch)
             xp.cuda.Device().synchronize()
         start = time.perf_counter()
-        logits = packed_kernels.forward(network, batch, backend)
+        logits = packed_forward.forward(network, batch, backend)
         y = logits.argmax(axis=1)
         if backend == 'cupy':
             xp.cuda.Device().synchronize()
@@ -161,7 +160,7 @@ def main(argv=None):
     if args.gpu is not None:
         use_gpu(args.gpu)
     try:
-        packed_kernels.warm_up(network.layers, images, args.backend)
+        packed_forward.warm_up(network.layers, images, args.backend)
     except ValueError as e:  # no kernels of that backend for a layer
         fail('{}: {}'.format(args.file, e))
     predictions, seconds = predict(network, images, args.batchsize,

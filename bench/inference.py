@@ -46,7 +46,9 @@ import numpy  # NOQA: E402
 
 from qnn.datasets import mnist  # NOQA: E402
 from qnn.packed import format as packed_format  # NOQA: E402
-from qnn.packed import kernels as packed_kernels  # NOQA: E402
+from qnn.packed import bits as packed_bits  # NOQA: E402
+from qnn.packed import dense_kernels  # NOQA: E402
+from qnn.packed import forward as packed_forward  # NOQA: E402
 from qnn.serializers import npz_arrays  # NOQA: E402
 
 MODEL = 'updater/model:main/'  # the model's arrays in a trainer snapshot
@@ -80,7 +82,7 @@ def chainer_forward(predictor, x, batchsize):
 
 def packed_forward(network, images, batchsize):
     return numpy.concatenate([
-        packed_kernels.forward(network, images[lo:lo + batchsize])
+        packed_forward.forward(network, images[lo:lo + batchsize])
         for lo in range(0, len(images), batchsize)])
 
 
@@ -123,20 +125,20 @@ def exact_logits(network, images):
     """float64 evaluation of the folded network (dense +-1 matrices)."""
     x = images.astype(numpy.float64)
     for layer in network.layers:
-        W = numpy.where(packed_kernels.unpack_bits(layer.weights, layer.n_in),
+        W = numpy.where(packed_bits.unpack_bits(layer.weights, layer.n_in),
                         1.0, -1.0)
         a = x @ W.T
         if layer.output == 'sign':
             x = numpy.where(a >= layer.thresholds, 1.0, -1.0)
-    return packed_kernels.affine_logits(a.astype(numpy.int64), layer)
+    return packed_forward.affine_logits(a.astype(numpy.int64), layer)
 
 
 def first_layer(network, images, x, batchsize, rounds):
     """Seconds of the first layer: bit planes vs float, alternating."""
-    kernels = packed_kernels._numba_kernels()
+    kernels = dense_kernels.numba_kernels()
     layer = network.layers[0]
     WT = layer.transposed_weights()
-    signs = numpy.where(packed_kernels.unpack_bits(layer.weights,
+    signs = numpy.where(packed_bits.unpack_bits(layer.weights,
                                                    layer.n_in), 1, -1)
     Wf = numpy.ascontiguousarray(signs.T, numpy.float32)
     # the same thresholds on the float sum a = s / 255
@@ -148,14 +150,14 @@ def first_layer(network, images, x, batchsize, rounds):
             batch = images[lo:lo + batchsize]
             sums = numpy.empty((len(batch), layer.n_out), numpy.int64)
             kernels['planes'](batch, WT, sums)
-            out = numpy.empty((len(batch), packed_kernels.n_words(
+            out = numpy.empty((len(batch), packed_bits.n_words(
                 layer.n_out)), numpy.uint64)
             kernels['threshold_pack'](sums, layer.thresholds, out)
 
     def floats():
         for lo in range(0, len(x), batchsize):
             a = x[lo:lo + batchsize] @ Wf
-            packed_kernels.pack_bits(a >= tau)
+            packed_bits.pack_bits(a >= tau)
 
     planes()
     floats()
@@ -212,7 +214,7 @@ def main(argv=None):
     x = float_images(images)
     predictor = chainer_model(args.snapshot)
     network = packed_format.load(args.file)
-    packed_kernels.warm_up(network.layers, images)
+    packed_forward.warm_up(network.layers, images)
     chainer_forward(predictor, x[:args.batchsize], args.batchsize)
 
     peer = onnx_peer(network)
@@ -282,12 +284,12 @@ def main(argv=None):
                 chainer.no_backprop_mode():
             y32 = p.b1(p.l1(x[differ])).array
         layer = network.layers[0]
-        signs = numpy.where(packed_kernels.unpack_bits(
+        signs = numpy.where(packed_bits.unpack_bits(
             layer.weights, layer.n_in), 1, -1)
-        packed_bits = images[differ].astype(numpy.int64) @ signs.T \
+        packed_signs = images[differ].astype(numpy.int64) @ signs.T \
             >= layer.thresholds
         for row, index in enumerate(differ[:5]):
-            units = numpy.flatnonzero((y32[row] >= 0) != packed_bits[row])
+            units = numpy.flatnonzero((y32[row] >= 0) != packed_signs[row])
             print('  image {}: label {}, Chainer {}, packed {}; first-layer '
                   'units of another sign: {} (|BN| <= {:.2g})'.format(
                       index, labels[index], chainer_logits[index].argmax(),

@@ -97,7 +97,7 @@ def main():
     import export
     from qnn.datasets import mnist
     from qnn.packed import format as packed_format
-    from qnn.packed import kernels as packed_kernels
+    from qnn.packed import forward as packed_forward
     out = args.out or os.path.dirname(args.snapshot) or '.'
     os.makedirs(out, exist_ok=True)
     base = os.path.join(out, os.path.basename(args.snapshot))
@@ -106,7 +106,7 @@ def main():
         export.main([args.snapshot, '--format', name, '-o', path])
     images, labels = mnist.load_raw()['test']
     network = packed_format.load(paths['packed'])
-    packed, packed_s = timed(packed_kernels.forward, network, images)
+    packed, packed_s = timed(packed_forward.forward, network, images)
     chainer = chainer_predictions(args.snapshot, images)
     n = min(args.qonnx_images, len(images))
     results = {'packed': (packed, packed_s),

@@ -47,15 +47,15 @@ import export  # NOQA: E402
 import train_mnist  # NOQA: E402
 from qnn import datasets  # NOQA: E402
 from qnn.packed import format as packed_format  # NOQA: E402
-from qnn.packed import kernels as packed_kernels  # NOQA: E402
+from qnn.packed import forward as packed_forward  # NOQA: E402
 from qnn.packed import summary as packed_summary  # NOQA: E402
 from qnn.training import options as train_options  # NOQA: E402
 from qnn.training.extensions import snapshots  # NOQA: E402
 
 
-def chainer_predictor(snapshot, config):
+def chainer_predictor(snapshot, options):
     args = train_options.parse_args([])
-    vars(args).update({k: v for k, v in config.items() if hasattr(args, k)})
+    vars(args).update(vars(options))
     model = train_mnist.build_model(args)
     snapshots.load_arrays(snapshot, model, 'updater/model:main/')
     return model.predictor
@@ -78,15 +78,15 @@ def alternate(runs, rounds):
 
 
 def measure(snapshot, options):
-    config = export.read_config(snapshot)
-    network = export.fold(export.read_parameters(snapshot), config, snapshot)
+    config, _ = export.read_options(snapshot)
+    network = export.load(snapshot)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'network.bnn')
         packed_format.save(path, network)
         network = packed_format.load(path)
     name = network.input['dataset']
     images, labels = datasets.load_raw(name, options.data_dir)['test']
-    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
+    pixels = datasets.INPUT_RANGES[config.input_range]
     x = images.astype(numpy.float32) * numpy.float32(pixels['scale'] / 255.)
     x += numpy.float32(pixels['shift'])
     predictor = chainer_predictor(snapshot, config)
@@ -97,7 +97,7 @@ def measure(snapshot, options):
             return predictor(batch).array
 
     def packed_logits(batch):
-        return packed_kernels.forward(network, batch, 'numba')
+        return packed_forward.forward(network, batch, 'numba')
 
     session = onnx_session(network)
 
@@ -106,11 +106,11 @@ def measure(snapshot, options):
             return numpy.full((len(batch), 1), numpy.nan, numpy.float32)
         return session.run(None, {'pixels': batch})[0]
 
-    packed_kernels.warm_up(network.layers, images)
+    packed_forward.warm_up(network.layers, images)
     ours = in_batches(packed_logits, images, options.batchsize)
     theirs = in_batches(chainer_logits, x, options.batchsize)
     n_ref = min(options.reference_images, len(images))
-    reference = in_batches(lambda b: packed_kernels.forward(
+    reference = in_batches(lambda b: packed_forward.forward(
         network, b, 'numpy'), images[:n_ref], 100)
     floats = in_batches(onnx_logits, images, options.batchsize)  # NaN: none
     differ = numpy.flatnonzero(ours.argmax(1) != theirs.argmax(1))
@@ -166,12 +166,12 @@ def onnx_session(network):
 
 
 def describe(config):
-    bits = (config.get('weight_bits', 1), config.get('activation_bits', 1))
+    bits = (config.weight_bits, config.activation_bits)
     suffix = '' if bits == (1, 1) else \
         ', {}-bit weights, {}-bit activations'.format(*bits)
-    if config.get('arch') == 'cnn':
-        return 'CNN {}{}'.format(config.get('cnn_size', 'small'), suffix)
-    return 'MLP {}x{}{}'.format(config.get('layers', 2), config.get('unit'),
+    if config.arch == 'cnn':
+        return 'CNN {}{}'.format(config.cnn_size, suffix)
+    return 'MLP {}x{}{}'.format(config.layers, config.unit,
                                 suffix)
 
 

@@ -15,7 +15,8 @@ import export
 from qnn import datasets
 from qnn.datasets import mnist
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
+from qnn.packed import model
+from qnn.packed import forward as packed_forward
 from qnn.training.extensions import snapshots
 from qnn.training import options as train_options
 import train_mnist
@@ -70,7 +71,7 @@ def test_export_equals_chainer_model(trained, tmp_path, capsys):
         ['planes', 'xnor', 'xnor']
     images, labels = mnist.load_raw()['test']
     images = images[:2000]
-    logits = packed_kernels.forward(network, images, 'numba')
+    logits = packed_forward.forward(network, images, 'numba')
     expected = chainer_predictions(trained, images)
     # the one source of difference, BLAS's rounding in the first layer,
     # would have to land within 1e-7 of a threshold and change the class
@@ -206,7 +207,7 @@ def train_and_export(tmp_path, name, options):
     assert export.main([snapshot, '-o', output]) == 0
     network = packed_format.load(output)
     images = mnist.load_raw()['test'][0][:1000]
-    logits = packed_kernels.forward(network, images, 'numba')
+    logits = packed_forward.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))
     return snapshot, network, images, logits
@@ -227,10 +228,10 @@ def test_export_of_a_network_on_symmetric_pixels(tmp_path):
     assert network.input['scale'] == 127.5
     assert network.source['config']['input_range'] == 'symmetric'
     # read as [0, 1] pixels, the same weights predict something else
-    unit = export.fold(export.read_parameters(snapshot),
-                       dict(network.source['config'], input_range='unit',
-                            bn_eps=2e-5), snapshot)
-    assert (packed_kernels.forward(unit, images, 'numba').argmax(axis=1) !=
+    options, _ = export.read_options(snapshot)
+    options.input_range = 'unit'
+    unit = model.fold(export.read_parameters(snapshot), options, {})
+    assert (packed_forward.forward(unit, images, 'numba').argmax(axis=1) !=
             logits.argmax(axis=1)).any()
 
 
@@ -246,7 +247,7 @@ def test_shift_bn_mlp_predicts_as_its_chainer_model(tmp_path):
     output = str(tmp_path / 'shift.bnn')
     assert export.main([snapshot, '-o', output]) == 0
     images = mnist.load_raw()['test'][0]
-    logits = packed_kernels.forward(packed_format.load(output), images,
+    logits = packed_forward.forward(packed_format.load(output), images,
                                     'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))

@@ -21,7 +21,7 @@ import pytest
 import export
 from qnn.datasets import mnist
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
+from qnn.packed import forward as packed_forward
 import train_mnist
 from test_export import chainer_predictions
 
@@ -100,8 +100,8 @@ def test_the_old_snapshot_exports_as_before(legacy, tmp_path):
         assert f.read(12)[8:] == packed_format.VERSION.to_bytes(4, 'little')
     images = mnist.load_raw()['test'][0]
     numpy.testing.assert_array_equal(
-        packed_kernels.forward(new, images, 'numba'),
-        packed_kernels.forward(old, images, 'numba'))
+        packed_forward.forward(new, images, 'numba'),
+        packed_forward.forward(old, images, 'numba'))
 
 
 def test_the_old_packed_file_runs(legacy):

@@ -13,8 +13,9 @@ import function_quantized_linear
 import inference
 from qnn.packed import folding
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
 from qnn.packed import summary as packed_summary
+from qnn.packed import bits as packed_bits
+from qnn.packed import forward as packed_forward
 import qst
 
 WIDTHS = [(784, 1000), (1000, 10), (33, 33), (1000, 1000), (10, 784)]
@@ -46,7 +47,7 @@ def random_bn(rng, units, spread):
 
 def sign_layer(kind, bits, thresholds):
     return packed_format.Layer('l', kind, bits.shape[1], bits.shape[0],
-                               'sign', packed_kernels.pack_bits(bits),
+                               'sign', packed_bits.pack_bits(bits),
                                thresholds=thresholds)
 
 
@@ -55,7 +56,7 @@ def test_pack_bits_layout_and_padding(n):
     rng = numpy.random.default_rng(n)
     # two leading axes: the rows are packed as one flat run of bytes
     bits = rng.random((2, 3, n)) < 0.5
-    words = packed_kernels.pack_bits(bits)
+    words = packed_bits.pack_bits(bits)
     assert words.shape == (2, 3, (n + 63) // 64)
     assert words.dtype == numpy.uint64
     for i in (0, n // 2, n - 1):
@@ -64,8 +65,8 @@ def test_pack_bits_layout_and_padding(n):
     if n % 64:
         assert not (words[..., -1] >> numpy.uint64(n % 64)).any()
     numpy.testing.assert_array_equal(
-        packed_kernels.unpack_bits(words, n), bits)
-    assert packed_kernels.pack_bits(bits[:0]).shape == (0, 3, (n + 63) // 64)
+        packed_bits.unpack_bits(words, n), bits)
+    assert packed_bits.pack_bits(bits[:0]).shape == (0, 3, (n + 63) // 64)
 
 
 @pytest.mark.parametrize('n_in,n_out', WIDTHS)
@@ -76,8 +77,8 @@ def test_xnor_layer_equals_chainer_float_layer(n_in, n_out, backend):
     W = rng.normal(size=(n_out, n_in))
     bn = random_bn(rng, n_out, numpy.sqrt(n_in))
     bits, T = folding.fold_sign_from_signs(W, *bn)
-    out = packed_kernels.sign_layer(
-        sign_layer('xnor', bits, T), packed_kernels.pack_signs(x), backend)
+    out = packed_forward.sign_layer(
+        sign_layer('xnor', bits, T), packed_bits.pack_signs(x), backend)
     expected = chainer_sign_layer(x, W, bn)
     numpy.testing.assert_array_equal(out, expected)
     assert 0 < expected.mean() < 1
@@ -100,7 +101,7 @@ def test_pixel_layer_equals_float_layer(n_in, n_out, backend, scale, shift):
     w = numpy.where(W >= 0, 1., -1.)
     bn[2][:] += shift * w.sum(axis=1)
     bits, T = folding.fold_sign_from_pixels(W, *bn, scale=scale, shift=shift)
-    out = packed_kernels.sign_layer(sign_layer('planes', bits, T), pixels,
+    out = packed_forward.sign_layer(sign_layer('planes', bits, T), pixels,
                                     backend)
     # exact: float64 of the integer sums (below 2^53)
     s = pixels.astype(numpy.float64) @ w.T
@@ -130,8 +131,8 @@ def test_ties_at_the_threshold_are_plus_one(sign):
     mean = a[0].copy()  # image 0 sits on every unit's threshold
     bn = (numpy.full(5, 0.5 * sign), numpy.zeros(5), mean, numpy.ones(5))
     bits, T = folding.fold_sign_from_signs(W, *bn)
-    out = packed_kernels.sign_layer(
-        sign_layer('xnor', bits, T), packed_kernels.pack_signs(x), 'numba')
+    out = packed_forward.sign_layer(
+        sign_layer('xnor', bits, T), packed_bits.pack_signs(x), 'numba')
     assert out[0].all()
     numpy.testing.assert_array_equal(out, chainer_sign_layer(x, W, bn))
     # pixels: the all-zero image gives s = 0 = 255 * mean
@@ -140,7 +141,7 @@ def test_ties_at_the_threshold_are_plus_one(sign):
     bn = (numpy.full(5, 0.5 * sign), numpy.zeros(5), numpy.zeros(5),
           numpy.ones(5))
     bits, T = folding.fold_sign_from_pixels(W, *bn)
-    out = packed_kernels.sign_layer(sign_layer('planes', bits, T), pixels,
+    out = packed_forward.sign_layer(sign_layer('planes', bits, T), pixels,
                                     'numba')
     assert out[0].all()
 
@@ -156,8 +157,8 @@ def test_gamma_zero_is_the_sign_of_beta():
         x[1] = 1
         x[2] = 255
         if kind == 'xnor':
-            x = packed_kernels.pack_bits(x > 0)
-        out = packed_kernels.sign_layer(sign_layer(kind, bits, T), x,
+            x = packed_bits.pack_bits(x > 0)
+        out = packed_forward.sign_layer(sign_layer(kind, bits, T), x,
                                         'numpy')
         numpy.testing.assert_array_equal(
             out, numpy.tile([True, True, False, False], (3, 1)))
@@ -180,7 +181,7 @@ def random_network(rng, sizes):
                 W, *random_bn(rng, n_out, numpy.sqrt(n_in)))
             layers.append(packed_format.Layer(
                 name, kind, n_in, n_out, 'affine',
-                packed_kernels.pack_bits(bits), **dict(zip(
+                packed_bits.pack_bits(bits), **dict(zip(
                     ('mean', 'inv_std', 'gamma', 'beta'), affine))))
             continue
         fold = folding.fold_sign_from_pixels if index == 0 \
@@ -188,7 +189,7 @@ def random_network(rng, sizes):
         spread = numpy.sqrt(n_in) * (60 / 255 if index == 0 else 1)
         bits, T = fold(W, *random_bn(rng, n_out, spread))
         layers.append(packed_format.Layer(name, kind, n_in, n_out, 'sign',
-                                          packed_kernels.pack_bits(bits),
+                                          packed_bits.pack_bits(bits),
                                           thresholds=T))
     return packed_format.PackedNetwork(
         layers, {'size': sizes[0], 'pixel_bits': 8, 'scale': 255})
@@ -200,9 +201,9 @@ def test_numba_equals_numpy_reference(sizes):
     rng = numpy.random.default_rng(len(sizes))
     network = random_network(rng, sizes)
     pixels = rng.integers(0, 256, size=(37, sizes[0])).astype(numpy.uint8)
-    expected = packed_kernels.layer_sums(network.layers, pixels, 'numpy')
+    expected = packed_forward.layer_sums(network.layers, pixels, 'numpy')
     numpy.testing.assert_array_equal(
-        packed_kernels.layer_sums(network.layers, pixels, 'numba'), expected)
+        packed_forward.layer_sums(network.layers, pixels, 'numba'), expected)
     assert len(numpy.unique(expected)) > 5
 
 
@@ -210,10 +211,10 @@ def test_numba_equals_numpy_reference(sizes):
 def test_pack_bits_cupy_equals_numpy():
     import cupy
     bits = numpy.random.default_rng(1).random((2, 8, 785)) < 0.5
-    words = packed_kernels.pack_bits(cupy.asarray(bits))
+    words = packed_bits.pack_bits(cupy.asarray(bits))
     assert isinstance(words, cupy.ndarray)
     numpy.testing.assert_array_equal(cupy.asnumpy(words),
-                                     packed_kernels.pack_bits(bits))
+                                     packed_bits.pack_bits(bits))
 
 
 @pytest.mark.gpu
@@ -225,9 +226,9 @@ def test_cupy_equals_numpy_reference():
         pixels = rng.integers(0, 256, size=(37, sizes[0])).astype(
             numpy.uint8)
         numpy.testing.assert_array_equal(
-            cupy.asnumpy(packed_kernels.layer_sums(network.layers, pixels,
+            cupy.asnumpy(packed_forward.layer_sums(network.layers, pixels,
                                                    'cupy')),
-            packed_kernels.layer_sums(network.layers, pixels, 'numpy'))
+            packed_forward.layer_sums(network.layers, pixels, 'numpy'))
 
 
 @pytest.fixture(scope='module')

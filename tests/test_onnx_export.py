@@ -15,7 +15,8 @@ import pytest
 import export
 from qnn.datasets import mnist
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
+from qnn.packed import bits as packed_bits
+from qnn.packed import forward as packed_forward
 import train_mnist
 
 from test_export import chainer_predictions
@@ -82,7 +83,7 @@ def test_onnx_logits_equal_the_packed_network(trained, tmp_path,
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=['CPUExecutionProvider'])
     logits, = session.run(None, {'pixels': test_images})
-    expected = packed_kernels.forward(network, test_images, 'numba')
+    expected = packed_forward.forward(network, test_images, 'numba')
     assert logits.dtype == numpy.float32
     # bit for bit on all 10,000 images: every sum is an exact integer and
     # the affine map runs in the same float32 order
@@ -98,7 +99,7 @@ def random_network(rng, sizes=(784, 1000, 1000, 10)):
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         kind = 'planes' if i == 0 else 'xnor'
-        weights = packed_kernels.pack_bits(rng.random((n_out, n_in)) < 0.5)
+        weights = packed_bits.pack_bits(rng.random((n_out, n_in)) < 0.5)
         name = 'l{}'.format(i + 1)
         if i < len(sizes) - 2:
             spread = (255 * 20 if i == 0 else 1) * int(n_in ** 0.5)
@@ -135,7 +136,7 @@ def test_onnx_of_a_wide_network_is_exact(test_images, level):
         onnx_export.to_onnx(network).SerializeToString(), options,
         providers=['CPUExecutionProvider'])
     logits, = session.run(None, {'pixels': images})
-    expected = packed_kernels.forward(network, images, 'numba')
+    expected = packed_forward.forward(network, images, 'numba')
     assert len(set(expected.argmax(axis=1))) > 1  # not a constant net
     numpy.testing.assert_array_equal(logits, expected)
 
@@ -205,7 +206,7 @@ def test_qonnx_execution_equals_the_packed_network(trained, tmp_path,
     from qonnx.transformation.change_batchsize import ChangeBatchSize
     from qonnx.transformation.infer_shapes import InferShapes
     images = test_images[:300]
-    expected = packed_kernels.forward(network, images, 'numba')
+    expected = packed_forward.forward(network, images, 'numba')
     # one image at the exported batch of 1, then 300 at once
     name, out = model.graph.input[0].name, model.graph.output[0].name
     one = execute_onnx(model, {name: images[:1].astype(numpy.float32)})
@@ -274,7 +275,7 @@ def test_unknown_format_exits_2(trained, capsys):
 def test_the_packed_path_does_not_import_onnx(trained, tmp_path):
     # export.py imports qnn.packed.onnx_export only for --format onnx|qonnx
     code = ('import sys, export, inference, train_mnist, net; '
-            'from qnn.packed import folding, format, kernels, summary; '
+            'from qnn.packed import folding, format, forward, summary; '
             'assert export.main(sys.argv[1:]) == 0; '
             'found = sorted(m for m in sys.modules if "onnx" in m); '
             'assert not found, found')

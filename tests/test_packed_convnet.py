@@ -9,6 +9,7 @@ threshold. Networks: a trained BinaryConvNet exported by export.py gives
 Chainer's logits to the bit on the MNIST test images, and inference.py
 runs it on the data set it was trained on.
 """
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from qnn.packed import conv_kernels
 from qnn.packed import convnet
 from qnn.packed import folding
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
+from qnn.packed import bits as packed_bits
+from qnn.packed import forward as packed_forward
 from qnn.training import options as train_options
 from qnn.training.extensions import snapshots
 
@@ -84,7 +86,7 @@ def folded_layer(rng, shape, first):
 def random_maps(rng, n, C, H, W):
     """+-1 feature maps ``(n, C, H, W)`` and their packed words."""
     values = rng.choice([-1, 1], size=(n, C, H, W))
-    words = packed_kernels.pack_bits(values.transpose(0, 2, 3, 1) > 0)
+    words = packed_bits.pack_bits(values.transpose(0, 2, 3, 1) > 0)
     return values, words
 
 
@@ -101,7 +103,7 @@ def test_xnor_layer_is_chainers_block(shape):
     numpy.testing.assert_array_equal(reference[:, ~flipped],
                                      sums[:, ~flipped])
     out = conv_kernels.reference_layer(layer, words)
-    bits = conv_kernels.unpack_channels(out, shape[3]) > 0
+    bits = packed_bits.unpack_signs(out, shape[3]) > 0
     numpy.testing.assert_array_equal(bits.transpose(0, 3, 1, 2), expected)
     numpy.testing.assert_array_equal(
         conv_kernels.numba_layer(layer, words), out)
@@ -119,7 +121,7 @@ def test_pixel_layer_is_chainers_block(shape):
     _, expected = chainer_layer(pixels.reshape(5, C, H, W), signs, bn,
                                 shape[4])
     out = conv_kernels.reference_layer(layer, pixels)
-    bits = conv_kernels.unpack_channels(out, shape[3]) > 0
+    bits = packed_bits.unpack_signs(out, shape[3]) > 0
     numpy.testing.assert_array_equal(bits.transpose(0, 3, 1, 2), expected)
     numpy.testing.assert_array_equal(
         conv_kernels.numba_layer(layer, pixels), out)
@@ -135,7 +137,7 @@ def test_border_taps_count_only_inside_the_image():
     layer = convnet._conv_layer(params, 'conv', 'bn', (C, H, W), 1, False,
                                 False, scale=1.)
     _, words = random_maps(numpy.random.RandomState(0), 1, C, H, W)
-    words[...] = packed_kernels.pack_bits(numpy.ones((1, H, W, C), bool))
+    words[...] = packed_bits.pack_bits(numpy.ones((1, H, W, C), bool))
     rows = numpy.array([2, 3, 3, 2])[:, None]
     columns = numpy.array([2, 3, 3, 3, 2])[None, :]
     numpy.testing.assert_array_equal(
@@ -149,7 +151,7 @@ def test_constant_channels_fold_to_always_or_never():
     zero = bn[0] == 0
     assert zero.any()
     values, words = random_maps(rng, 4, 4, 5, 5)
-    bits = conv_kernels.unpack_channels(
+    bits = packed_bits.unpack_signs(
         conv_kernels.reference_layer(layer, words), 8) > 0
     for channel in numpy.flatnonzero(zero):
         assert (bits[..., channel] == (bn[1][channel] >= 0)).all()
@@ -160,7 +162,7 @@ def test_flatten_is_row_column_channel_order():
     for channels in (5, 64, 70):
         values, words = random_maps(rng, 2, channels, 3, 2)
         flat = conv_kernels.flatten(words, channels)
-        expected = packed_kernels.pack_bits(
+        expected = packed_bits.pack_bits(
             values.transpose(0, 2, 3, 1).reshape(2, -1) > 0)
         numpy.testing.assert_array_equal(flat, expected)
 
@@ -197,11 +199,11 @@ def test_exported_cnn_gives_chainers_logits(trained_cnn):
         'conv_pixels', 'conv_xnor', 'conv_xnor', 'xnor', 'xnor', 'xnor']
     assert network.input['dataset'] == 'mnist'
     images = datasets.load_raw('mnist')['test'][0]
-    logits = packed_kernels.forward(network, images, 'numba')
+    logits = packed_forward.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(
         logits, chainer_logits(snapshot, images, ['--arch', 'cnn']))
     numpy.testing.assert_array_equal(
-        packed_kernels.forward(network, images[:50], 'numpy'), logits[:50])
+        packed_forward.forward(network, images[:50], 'numpy'), logits[:50])
 
 
 @pytest.mark.gpu
@@ -210,8 +212,8 @@ def test_exported_cnn_on_cupy_gives_the_same_logits(trained_cnn):
     network = packed_format.load(trained_cnn[1])
     images = datasets.load_raw('mnist')['test'][0][:500]
     numpy.testing.assert_array_equal(
-        cupy.asnumpy(packed_kernels.forward(network, images, 'cupy')),
-        packed_kernels.forward(network, images, 'numba'))
+        cupy.asnumpy(packed_forward.forward(network, images, 'cupy')),
+        packed_forward.forward(network, images, 'numba'))
 
 
 def test_inference_writes_the_predictions(trained_cnn, tmp_path):
@@ -226,7 +228,7 @@ def test_inference_writes_the_predictions(trained_cnn, tmp_path):
     assert result.stdout.startswith('accuracy: ')
     lines = predictions.read_text().splitlines()
     images = datasets.load_raw('mnist')['test'][0][:300]
-    expected = packed_kernels.forward(packed_format.load(packed), images,
+    expected = packed_forward.forward(packed_format.load(packed), images,
                                       'numba').argmax(axis=1)
     assert lines == [str(c) for c in expected]
 
@@ -234,11 +236,12 @@ def test_inference_writes_the_predictions(trained_cnn, tmp_path):
 def test_a_cnn_on_pixels_in_minus_one_one_is_refused(trained_cnn, tmp_path,
                                                      capsys):
     snapshot, _ = trained_cnn
-    config = export.read_config(snapshot)
+    with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
+        config = json.load(f)
     config['input_range'] = 'symmetric'
     run = tmp_path / 'run'
     run.mkdir()
-    (run / 'config.json').write_text(__import__('json').dumps(config))
+    (run / 'config.json').write_text(json.dumps(config))
     os.symlink(snapshot, str(run / 'snapshot_iter_10'))
     output = run / 'cnn.bnn'
     with pytest.raises(SystemExit) as e:
@@ -264,7 +267,7 @@ def test_fashion_mnist_cnn_runs_on_fashion_mnist(tmp_path):
     network = packed_format.load(packed)
     assert network.input['dataset'] == 'fashion-mnist'
     images, labels = datasets.load_raw('fashion-mnist')['test']
-    logits = packed_kernels.forward(network, images[:1000], 'numba')
+    logits = packed_forward.forward(network, images[:1000], 'numba')
     numpy.testing.assert_array_equal(logits, chainer_logits(
         str(out / 'snapshot_iter_4'), images[:1000], options))
     result = subprocess.run(

@@ -20,8 +20,10 @@ import train_mnist
 from qnn import datasets
 from qnn.packed import folding
 from qnn.packed import format as packed_format
-from qnn.packed import kernels as packed_kernels
-from qnn.packed import levels
+from qnn.packed import bits as packed_bits
+from qnn.packed import forward as packed_forward
+from qnn.packed import level_folding
+from qnn.packed import level_kernels
 from test_export import chainer_predictions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,12 +33,12 @@ BITS = [(2, 2), (3, 1), (1, 4), (4, 3), (1, 1)]
 def quantized(W, bits):
     """The exact values of the ``bits``-bit levels qst's linear quantizer
     gives ``W`` (its float32 results are these, rounded)."""
-    return -1 + 2 * levels.weight_levels(W, bits) / levels.n_levels(bits)
+    return -1 + 2 * level_folding.weight_levels(W, bits) / packed_bits.n_levels(bits)
 
 
 def level_of(y, bits):
     """The level index qst's linear quantizer gives ``y`` (float64)."""
-    L = levels.n_levels(bits)
+    L = packed_bits.n_levels(bits)
     return numpy.floor((numpy.clip(y, -1, 1) + 1) * L / 2 + 0.5).astype(int)
 
 
@@ -51,7 +53,7 @@ def random_bn(rng, units, spread):
 
 
 def layer_of(W, bn, weight_bits, in_bits, out_bits, **kwargs):
-    planes, thresholds = levels.fold_levels(
+    planes, thresholds = level_folding.fold_levels(
         W, bn, weight_bits, out_bits, in_bits=in_bits, **kwargs)
     meta = {'weight_bits': weight_bits, 'input_bits': in_bits or 8,
             'output_bits': out_bits}
@@ -68,28 +70,28 @@ def test_hidden_layer_is_the_real_layer(weight_bits, act_bits):
     bn = random_bn(rng, units, n)
     # ties: a unit whose beta is a level boundary and whose mean an
     # achievable pre-activation reaches that boundary exactly
-    boundary = (2 * 1 - 1) / levels.n_levels(act_bits) - 1
+    boundary = (2 * 1 - 1) / packed_bits.n_levels(act_bits) - 1
     bn[1][1] = numpy.float32(boundary)
     layer = layer_of(W, bn, weight_bits, act_bits, act_bits)
-    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(50, n))
-    x = -1 + 2 * u / levels.n_levels(act_bits)
+    u = rng.randint(0, packed_bits.n_levels(act_bits) + 1, size=(50, n))
+    x = -1 + 2 * u / packed_bits.n_levels(act_bits)
     a = x @ quantized(W, weight_bits).T
     bn[2][1] = numpy.float32(a[0, 1])  # the tie, on image 0
     layer = layer_of(W, bn, weight_bits, act_bits, act_bits)
     gamma, beta, mean, var = (v.astype(numpy.float64) for v in bn)
     y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
     expected = level_of(y, act_bits)
-    sums = levels.reference_sums(layer, u)
+    sums = level_kernels.reference_sums(layer, u)
     # the folding negates the weights of a unit with gamma < 0
     negated = numpy.where(bn[0] < 0, -1, 1)
     numpy.testing.assert_array_equal(
-        sums, negated * numpy.rint(a * levels.n_levels(act_bits) *
-                                   levels.n_levels(weight_bits)))
+        sums, negated * numpy.rint(a * packed_bits.n_levels(act_bits) *
+                                   packed_bits.n_levels(weight_bits)))
     numpy.testing.assert_array_equal(
-        levels.output_levels(sums, layer.thresholds), expected)
-    numpy.testing.assert_array_equal(levels.popcount_sums(layer, u), sums)
+        level_kernels.output_levels(sums, layer.thresholds), expected)
+    numpy.testing.assert_array_equal(level_kernels.popcount_sums(layer, u), sums)
     numpy.testing.assert_array_equal(
-        levels.count_levels(sums, layer.thresholds), expected)
+        level_kernels.count_levels(sums, layer.thresholds), expected)
     zero = bn[0] == 0
     assert (expected[:, zero] == expected[:1, zero]).all()  # constant
 
@@ -107,28 +109,28 @@ def test_pixel_layer_is_the_real_layer(shift, scale):
     gamma, beta, mean, var = (v.astype(numpy.float64) for v in bn)
     y = gamma * (a - mean) / numpy.sqrt(var + folding.DEFAULT_EPS) + beta
     numpy.testing.assert_array_equal(
-        levels.output_levels(levels.reference_sums(layer, pixels),
+        level_kernels.output_levels(level_kernels.reference_sums(layer, pixels),
                              layer.thresholds), level_of(y, out_bits))
-    numpy.testing.assert_array_equal(levels.popcount_sums(layer, pixels),
-                                     levels.reference_sums(layer, pixels))
+    numpy.testing.assert_array_equal(level_kernels.popcount_sums(layer, pixels),
+                                     level_kernels.reference_sums(layer, pixels))
 
 
 def test_levels_pack_and_unpack():
     rng = numpy.random.RandomState(2)
     for bits, n in ((1, 65), (3, 64), (4, 130)):
         v = rng.randint(0, 2 ** bits, size=(7, n))
-        planes = levels.pack_levels(v, bits)
+        planes = packed_bits.pack_levels(v, bits)
         assert planes.shape == (7, bits, (n + 63) // 64)
-        numpy.testing.assert_array_equal(levels.unpack_levels(planes, n), v)
+        numpy.testing.assert_array_equal(packed_bits.unpack_levels(planes, n), v)
 
 
 def test_weight_levels_are_the_quantized_weights():
     W = numpy.linspace(-1.5, 1.5, 61, dtype=numpy.float32)[None]
     for bits in (1, 2, 3, 4):
-        v = levels.weight_levels(W, bits)
-        assert v.min() == 0 and v.max() == levels.n_levels(bits)
+        v = level_folding.weight_levels(W, bits)
+        assert v.min() == 0 and v.max() == packed_bits.n_levels(bits)
         numpy.testing.assert_array_equal(
-            (-1 + 2 * v / levels.n_levels(bits)).astype(numpy.float32),
+            (-1 + 2 * v / packed_bits.n_levels(bits)).astype(numpy.float32),
             qst.quantize(W, bits, 'linear'))
 
 
@@ -158,11 +160,11 @@ def assert_predicts_as_chainer(snapshot, packed, kinds, images, checked):
     numba logits on the first ``checked``."""
     network = packed_format.load(packed)
     assert [layer.kind for layer in network.layers] == kinds
-    logits = packed_kernels.forward(network, images, 'numba')
+    logits = packed_forward.forward(network, images, 'numba')
     numpy.testing.assert_array_equal(
         logits.argmax(axis=1), chainer_predictions(snapshot, images))
     numpy.testing.assert_array_equal(
-        packed_kernels.forward(network, images[:checked], 'numpy'),
+        packed_forward.forward(network, images[:checked], 'numpy'),
         logits[:checked])
 
 
@@ -180,13 +182,13 @@ def test_popcount_sums_are_the_reference_over_several_words(
     W = rng.normal(size=(70, n)).astype(numpy.float32)
     bn = random_bn(rng, 70, n)
     hidden = layer_of(W, bn, weight_bits, act_bits, act_bits)
-    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(9, n))
-    numpy.testing.assert_array_equal(levels.popcount_sums(hidden, u),
-                                     levels.reference_sums(hidden, u))
+    u = rng.randint(0, packed_bits.n_levels(act_bits) + 1, size=(9, n))
+    numpy.testing.assert_array_equal(level_kernels.popcount_sums(hidden, u),
+                                     level_kernels.reference_sums(hidden, u))
     first = layer_of(W, bn, weight_bits, None, act_bits)
     pixels = rng.randint(0, 256, size=(9, n))
-    numpy.testing.assert_array_equal(levels.popcount_sums(first, pixels),
-                                     levels.reference_sums(first, pixels))
+    numpy.testing.assert_array_equal(level_kernels.popcount_sums(first, pixels),
+                                     level_kernels.reference_sums(first, pixels))
 
 
 def real_conv_levels(x, W, bn, weight_bits, out_bits, pool):
@@ -204,7 +206,7 @@ def real_conv_levels(x, W, bn, weight_bits, out_bits, pool):
 
 def conv_layer_of(W, bn, bits, shape, pool):
     weight_bits, in_bits, out_bits = bits
-    planes, thresholds, flipped = levels.fold_conv_levels(
+    planes, thresholds, flipped = level_folding.fold_conv_levels(
         W, bn, weight_bits, out_bits, in_bits=in_bits)
     layer = packed_format.Layer(
         'c', 'conv_levels' if in_bits else 'conv_levels_pixels',
@@ -230,10 +232,10 @@ def test_conv_layer_is_the_real_layer(weight_bits, act_bits, shape,
     layer = conv_layer_of(W, bn, (weight_bits, act_bits, act_bits), shape,
                           pool)
     assert layer.flipped.any() and not layer.flipped.all()
-    u = rng.randint(0, levels.n_levels(act_bits) + 1, size=(4, H, Wd, C))
-    x = (-1 + 2 * u / levels.n_levels(act_bits)).transpose(0, 3, 1, 2)
+    u = rng.randint(0, packed_bits.n_levels(act_bits) + 1, size=(4, H, Wd, C))
+    x = (-1 + 2 * u / packed_bits.n_levels(act_bits)).transpose(0, 3, 1, 2)
     expected = real_conv_levels(x, W, bn, weight_bits, act_bits, pool)
-    maps = levels.conv_level_maps(layer, u)
+    maps = level_kernels.conv_level_maps(layer, u)
     numpy.testing.assert_array_equal(maps.transpose(0, 3, 1, 2), expected)
     assert len(numpy.unique(maps)) > 1
     zero = bn[0] == 0  # gamma = 0: the level of beta everywhere
@@ -249,7 +251,7 @@ def test_pixel_conv_layer_is_the_real_layer():
     pixels = rng.randint(0, 256, size=(5, 63))
     expected = real_conv_levels(pixels.reshape(5, 1, 9, 7) / 255., W, bn,
                                 2, 2, True)
-    maps = levels.conv_level_maps(layer, pixels)
+    maps = level_kernels.conv_level_maps(layer, pixels)
     numpy.testing.assert_array_equal(maps.transpose(0, 3, 1, 2), expected)
 
 
@@ -280,5 +282,5 @@ def test_two_bit_mlp_with_shift_bn_predicts_as_its_chainer_model(tmp_path):
     network = packed_format.load(packed)
     images = datasets.load_raw('mnist')['test'][0][:2000]
     numpy.testing.assert_array_equal(
-        packed_kernels.forward(network, images, 'numba').argmax(axis=1),
+        packed_forward.forward(network, images, 'numba').argmax(axis=1),
         chainer_predictions(snapshot, images))

@@ -23,6 +23,10 @@ from chainer.utils import type_check
 
 from qnn.backends import cpu_kernels
 
+# the epsilon of the project's batch normalizations unless told otherwise:
+# Chainer's (F.batch_normalization, L.BatchNormalization)
+DEFAULT_EPS = 2e-5
+
 
 def _expanded(*arrays):
     # per-channel arrays shaped to broadcast along axis 1 of (n, c, ...)
@@ -90,7 +94,7 @@ class BatchNormalizationSign(function_node.FunctionNode):
     """sign(BN(x)) in training mode; see :func:`batch_normalization_sign`.
     """
 
-    def __init__(self, eps=2e-5, running_mean=None, running_var=None,
+    def __init__(self, eps=DEFAULT_EPS, running_mean=None, running_var=None,
                  decay=0.9):
         self.eps = eps
         self.running_mean = running_mean
@@ -159,7 +163,7 @@ def _as_3d(a):
     return numpy.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
 
 
-def batch_normalization_sign(x, gamma, beta, eps=2e-5, running_mean=None,
+def batch_normalization_sign(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None,
                              running_var=None, decay=0.9):
     """The sign of batch normalization with the batch's statistics, with
     the straight-through gradient: on NumPy arrays, the values of

@@ -55,6 +55,7 @@ from chainer import function_node
 from chainer.utils import type_check
 
 from qnn.functions.ap2 import ap2
+from qnn.functions.batch_normalization_sign import DEFAULT_EPS
 
 
 def _axes(x):
@@ -92,7 +93,7 @@ class ShiftBatchNormalization(function_node.FunctionNode):
     + (1 - d) \\frac{m}{m - 1} \\sigma^2` (unbiased), :math:`d` = ``decay``.
     """
 
-    def __init__(self, eps=2e-5, running_mean=None, running_var=None,
+    def __init__(self, eps=DEFAULT_EPS, running_mean=None, running_var=None,
                  decay=0.9):
         if eps <= 0:
             raise ValueError('eps must be positive, got {}'.format(eps))
@@ -161,7 +162,7 @@ class FixedShiftBatchNormalization(function_node.FunctionNode):
     the statistics get none (they are constants, as in inference).
     """
 
-    def __init__(self, eps=2e-5):
+    def __init__(self, eps=DEFAULT_EPS):
         if eps <= 0:
             raise ValueError('eps must be positive, got {}'.format(eps))
         self.eps = eps
@@ -191,7 +192,7 @@ class FixedShiftBatchNormalization(function_node.FunctionNode):
                 chainer.Variable(gbeta), None, None)
 
 
-def shift_batch_normalization(x, gamma, beta, eps=2e-5, running_mean=None,
+def shift_batch_normalization(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None,
                               running_var=None, decay=0.9):
     """Shift-based batch normalization over the batch (training).
 
@@ -212,7 +213,7 @@ def shift_batch_normalization(x, gamma, beta, eps=2e-5, running_mean=None,
                                    decay).apply((x, gamma, beta))[0]
 
 
-def fixed_shift_batch_normalization(x, gamma, beta, mean, var, eps=2e-5):
+def fixed_shift_batch_normalization(x, gamma, beta, mean, var, eps=DEFAULT_EPS):
     """Shift-based batch normalization with given statistics (evaluation).
 
     Args:

@@ -8,6 +8,7 @@ from chainer import link
 from chainer import variable
 
 from qnn.functions import shift_batch_normalization as fsbn
+from qnn.functions.batch_normalization_sign import DEFAULT_EPS
 
 
 class ShiftBatchNormalization(link.Link):
@@ -45,7 +46,7 @@ class ShiftBatchNormalization(link.Link):
         initial_gamma, initial_beta: Initializers (default 1 and 0).
     """
 
-    def __init__(self, size, decay=0.9, eps=2e-5, dtype=None,
+    def __init__(self, size, decay=0.9, eps=DEFAULT_EPS, dtype=None,
                  initial_gamma=None, initial_beta=None):
         super(ShiftBatchNormalization, self).__init__()
         if eps <= 0:

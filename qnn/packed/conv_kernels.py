@@ -40,28 +40,24 @@ import numpy
 
 from qnn.backends import cpu_kernels
 from qnn.backends import xnor_kernels
-from qnn.packed import kernels
-from qnn.packed.format import WORD_BITS
-from qnn.packed.format import n_words
+from qnn.packed.bits import WORD_BITS
+from qnn.packed.bits import n_words
+from qnn.packed.bits import pack_bits
+from qnn.packed.bits import unpack_signs
+from qnn.packed.dense_kernels import cuda_grid
+from qnn.packed.format import TAPS
 from qnn.packed.format import pooled
 
-TAPS = 9
 # output channels are padded to a multiple of this (one AVX-512 vector of
 # int32): the channel loops end with no scalar remainder, and pooling packs
 # the bits of a block at a time
 LANES = 16
 
 
-def unpack_channels(words, channels):
-    """``(..., words)`` to ``int64`` :math:`\\pm 1` ``(..., channels)``."""
-    bits = kernels.unpack_bits(words, channels)
-    return 2 * bits.astype(numpy.int64) - 1
-
-
 def weight_taps(layer):
     """The weights as ``int64`` :math:`\\pm 1` ``(K, C, 3, 3)``."""
     channels = layer.conv['in_shape'][0]
-    W = unpack_channels(layer.weights, channels)  # (K, 9, C)
+    W = unpack_signs(layer.weights, channels)  # (K, 9, C)
     return W.transpose(0, 2, 1).reshape(len(W), channels, 3, 3)
 
 
@@ -109,7 +105,7 @@ def reference_sums(layer, x):
     if layer.kind == 'conv_pixels':
         values = numpy.asarray(x, numpy.int64).reshape(len(x), C, H, Wd)
     else:
-        values = unpack_channels(x, C).transpose(0, 3, 1, 2)
+        values = unpack_signs(x, C).transpose(0, 3, 1, 2)
     sums = conv_sums(values, weight_taps(layer))
     return pool(sums, layer.flipped) if layer.conv['pool'] else sums
 
@@ -118,7 +114,7 @@ def reference_layer(layer, x):
     """The layer's output feature map ``(B, H', W', words)``."""
     sums = reference_sums(layer, x)
     bits = sums >= layer.thresholds[None, :, None, None]
-    return kernels.pack_bits(bits.transpose(0, 2, 3, 1))
+    return pack_bits(bits.transpose(0, 2, 3, 1))
 
 
 def flatten(maps, channels):
@@ -127,8 +123,8 @@ def flatten(maps, channels):
     if channels % WORD_BITS == 0:
         return numpy.ascontiguousarray(maps).reshape(len(maps), -1)
     B, H, Wd, _ = maps.shape
-    bits = unpack_channels(maps, channels) > 0
-    return kernels.pack_bits(bits.reshape(B, H * Wd * channels))
+    bits = unpack_signs(maps, channels) > 0
+    return pack_bits(bits.reshape(B, H * Wd * channels))
 
 
 # --- numba ------------------------------------------------------------------
@@ -361,7 +357,7 @@ def _patch_weights(layer):
     C = layer.conv['in_shape'][0]
     W = layer.weights  # (K, 9, Q)
     K, _, Q = W.shape
-    valid = kernels.pack_bits(numpy.ones(C, bool))  # (Q,)
+    valid = pack_bits(numpy.ones(C, bool))  # (Q,)
     W = W ^ numpy.where(layer.flipped.astype(bool)[:, None, None], valid,
                         numpy.uint64(0))
     spacing = 1 << max(C - 1, 0).bit_length() if C <= 32 else WORD_BITS
@@ -497,10 +493,6 @@ def _cuda(cupy):
     return _cupy_kernels
 
 
-def _grid(n, threads=256):
-    return ((n + threads - 1) // threads,), (threads,)
-
-
 def cupy_layer(layer, x):
     """:func:`reference_layer` on the current CUDA device: ``x`` and the
     result are CuPy arrays."""
@@ -529,7 +521,7 @@ def cupy_layer(layer, x):
                       K, C * TAPS).astype(numpy.int32)))
     sizes = (xnor, B, C, H, Wd, x.shape[-1] if xnor else 0, K, H2, W2,
              2 if layer.conv['pool'] else 1, n_words(K))
-    _cuda(cupy)['conv'](*_grid(B * H2 * W2 * K), arrays + (
+    _cuda(cupy)['conv'](*cuda_grid(B * H2 * W2 * K), arrays + (
         T, flipped, out) + tuple(numpy.int32(v) for v in sizes))
     return out
 
@@ -542,7 +534,7 @@ def cupy_flatten(maps, channels):
         return cupy.ascontiguousarray(maps).reshape(B, -1)
     words = n_words(H * Wd * channels)
     out = cupy.zeros((B, words), cupy.uint64)
-    _cuda(cupy)['flatten'](*_grid(B * H * Wd * channels), (
+    _cuda(cupy)['flatten'](*cuda_grid(B * H * Wd * channels), (
         cupy.ascontiguousarray(maps), out, numpy.int32(B),
         numpy.int32(H * Wd), numpy.int32(Q), numpy.int32(channels),
         numpy.int32(words)))

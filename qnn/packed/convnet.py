@@ -15,26 +15,22 @@ layer keeps its batch normalization as an affine map.
 """
 import numpy
 
-from qnn.packed import conv_kernels
 from qnn.packed import folding
 from qnn.packed import format as packed_format
-from qnn.packed import levels
-from qnn.packed.kernels import pack_bits
+from qnn.packed import level_folding
+from qnn.packed.bits import PIXEL_BITS
+from qnn.packed.bits import pack_bits
+from qnn.packed.format import TAPS
 
 BN_KEYS = ('gamma', 'beta', 'avg_mean', 'avg_var')
 
 
-class MissingParameter(ValueError):
-    """The parameters lack an array the architecture needs, or hold one of
-    another shape; the message names it."""
-
-
 def _get(params, key, shape):
     if key not in params:
-        raise MissingParameter('has no {}: not a snapshot of the ConvNet '
+        raise folding.MissingParameter('has no {}: not a snapshot of the ConvNet '
                                'its config.json describes'.format(key))
     if params[key].shape != tuple(shape):
-        raise MissingParameter('{} has shape {}, but the ConvNet its '
+        raise folding.MissingParameter('{} has shape {}, but the ConvNet its '
                                'config.json describes has {}'.format(
                                    key, params[key].shape, tuple(shape)))
     return params[key]
@@ -59,7 +55,7 @@ def _conv_layer(params, name, bn, shape, channels, pool, first, scale):
         kind = 'conv_xnor'
     flipped = (bits != folding.sign_bits(weights)).any(axis=1)
     # (K, C * 9) in Chainer's (channel, row, column) order to (K, 9, C)
-    taps = bits.reshape(channels, C, conv_kernels.TAPS).transpose(0, 2, 1)
+    taps = bits.reshape(channels, C, TAPS).transpose(0, 2, 1)
     conv = {'in_shape': [C, H, W], 'channels': channels, 'pool': pool}
     layer = packed_format.Layer(
         name, kind, C * H * W, 0, 'sign', pack_bits(taps),
@@ -93,12 +89,13 @@ def _conv_levels_layer(params, name, bn, shape, channels, pool, bits,
     """A k-bit convolution (``bits``: weight, input (8: pixels), output)."""
     C, H, W = shape
     weight_bits, input_bits, output_bits = bits
-    planes, thresholds, flipped = levels.fold_conv_levels(
+    planes, thresholds, flipped = level_folding.fold_conv_levels(
         _get(params, name + '/W', (channels, C, 3, 3)),
         _bn(params, bn, channels), weight_bits, output_bits,
-        in_bits=None if input_bits == 8 else input_bits, scale=scale)
+        in_bits=None if input_bits == PIXEL_BITS else input_bits, scale=scale)
     layer = packed_format.Layer(
-        name, 'conv_levels_pixels' if input_bits == 8 else 'conv_levels',
+        name, 'conv_levels_pixels' if input_bits == PIXEL_BITS
+        else 'conv_levels',
         C * H * W, 0, 'levels', planes,
         conv={'in_shape': [C, H, W], 'channels': channels, 'pool': pool},
         levels={'weight_bits': weight_bits, 'input_bits': input_bits,
@@ -119,12 +116,12 @@ def _dense_levels_layer(params, index, n_in, units, last, chw, bits):
     meta = {'weight_bits': weight_bits, 'input_bits': input_bits,
             'output_bits': None if last else input_bits}
     if last:
-        planes, affine = levels.fold_levels_affine(W, bn, weight_bits,
+        planes, affine = level_folding.fold_levels_affine(W, bn, weight_bits,
                                                    input_bits)
         return packed_format.Layer(
             name, 'levels', n_in, units, 'affine', planes, levels=meta,
             **dict(zip(('mean', 'inv_std', 'gamma', 'beta'), affine)))
-    planes, thresholds = levels.fold_levels(W, bn, weight_bits, input_bits,
+    planes, thresholds = level_folding.fold_levels(W, bn, weight_bits, input_bits,
                                             in_bits=input_bits)
     return packed_format.Layer(name, 'levels', n_in, units, 'levels', planes,
                                levels=meta, thresholds=thresholds)
@@ -133,13 +130,13 @@ def _dense_levels_layer(params, index, n_in, units, last, chw, bits):
 def fold_convnet_levels(params, arch, in_shape, n_classes, scale,
                         weight_bits, activation_bits):
     """:func:`fold_convnet` for k-bit weights or activations (up to
-    :data:`qnn.packed.levels.MAX_BITS`): ``conv_levels_pixels``,
-    ``conv_levels`` and ``levels`` layers (:mod:`qnn.packed.levels`)."""
+    :data:`qnn.packed.level_folding.MAX_BITS`): ``conv_levels_pixels``,
+    ``conv_levels`` and ``levels`` layers (:mod:`qnn.packed.level_folding`)."""
     layers = []
     shape = tuple(in_shape)
     for i, stage in enumerate(arch['conv'], 1):
         for j, channels in enumerate(stage, 1):
-            bits = (weight_bits, activation_bits if layers else 8,
+            bits = (weight_bits, activation_bits if layers else PIXEL_BITS,
                     activation_bits)
             layers.append(_conv_levels_layer(
                 params, 'conv{}_{}'.format(i, j), 'bn{}_{}'.format(i, j),
@@ -166,7 +163,7 @@ def fold_convnet(params, arch, in_shape, n_classes, scale):
         n_classes (int): Outputs.
         scale (float): The network's input is pixel / ``scale``.
 
-    Raises :class:`MissingParameter` or
+    Raises :class:`qnn.packed.folding.MissingParameter` or
     :class:`qnn.packed.folding.FoldingError`.
     """
     layers = []

@@ -56,14 +56,18 @@ import numpy
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 import chainer.functions as F
-import chainer.links as L
 
-# Chainer's default (L.BatchNormalization), the one MnistMLP uses
-DEFAULT_EPS = L.BatchNormalization(1).eps
+from qnn.functions.batch_normalization_sign import DEFAULT_EPS
+from qnn.utils.pixels import PIXEL_MAX
 
 
 class FoldingError(Exception):
     """The parameters cannot be folded (e.g. NaN); the message says why."""
+
+
+class MissingParameter(ValueError):
+    """The parameters lack an array the network needs, or hold one of
+    another shape; the message names it."""
 
 
 def sign_bits(W):
@@ -75,7 +79,9 @@ def sign_bits(W):
     return W >= 0
 
 
-def _check_bn(gamma, beta, mean, var):
+def check_bn(gamma, beta, mean, var):
+    """Raises :class:`FoldingError` unless the batch normalization's
+    parameters are finite and its variance is not negative."""
     for name, value in (('gamma', gamma), ('beta', beta), ('mean', mean),
                         ('var', var)):
         if not numpy.isfinite(value).all():
@@ -168,7 +174,7 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
         is +1 iff :math:`\\sum_i x_i w'_i \\ge T`.
     """
     bits = sign_bits(W)
-    _check_bn(gamma, beta, mean, var)
+    check_bn(gamma, beta, mean, var)
     n = bits.shape[1]
     grid = numpy.arange(-n, n + 1, 1 if every_integer else 2,
                         dtype=numpy.int64)
@@ -181,7 +187,7 @@ def fold_sign_from_signs(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
 
 
 def fold_sign_from_pixels(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
-                          scale=255, pixel_max=255, shift=0.):
+                          scale=PIXEL_MAX, pixel_max=PIXEL_MAX, shift=0.):
     """Folds the first layer, whose input is
     :math:`x_i = p_i / \\text{scale} + \\text{shift}` for integer pixels
     :math:`0 \\le p_i \\le \\text{pixel_max}`.
@@ -194,7 +200,7 @@ def fold_sign_from_pixels(W, gamma, beta, mean, var, eps=DEFAULT_EPS,
     (t - \\text{shift} \\cdot c)`.
     """
     bits = sign_bits(W)
-    _check_bn(gamma, beta, mean, var)
+    check_bn(gamma, beta, mean, var)
     bound = pixel_max * bits.shape[1]
     g = numpy.asarray(gamma, numpy.float64)
     b = numpy.asarray(beta, numpy.float64)
@@ -222,9 +228,9 @@ def fold_affine(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
     ``(mean, inv_std, gamma, beta)``, :math:`r` computed as Chainer does
     (:math:`\\sqrt{1 / (\\sigma^2 + \\epsilon)}` in float32), so that the
     logits of an exact integer :math:`a` are Chainer's to the bit
-    (:func:`qnn.packed.kernels.affine_logits` applies it)."""
+    (:func:`qnn.packed.forward.affine_logits` applies it)."""
     bits = sign_bits(W)
-    _check_bn(gamma, beta, mean, var)
+    check_bn(gamma, beta, mean, var)
     var = numpy.asarray(var, numpy.float32) + numpy.float32(eps)
     inv_std = numpy.sqrt(numpy.reciprocal(var), dtype=numpy.float32)
     return bits, tuple(numpy.asarray(v, numpy.float32) for v in (

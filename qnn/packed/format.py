@@ -38,8 +38,8 @@ Weights: one row of :math:`\\lceil n_{in}/64 \\rceil` words per unit; input
 :math:`i` is bit :math:`i \\bmod 64` (least significant first) of word
 :math:`\\lfloor i/64 \\rfloor`; 1 is :math:`+1`, 0 is :math:`-1`; the
 padding bits are 0 (checked on load). Layer kinds (see
-:mod:`qnn.packed.kernels`, :mod:`qnn.packed.conv_kernels` and
-:mod:`qnn.packed.levels` for the arithmetic): ``planes`` (first layer:
+:mod:`qnn.packed.dense_kernels`, :mod:`qnn.packed.conv_kernels` and
+:mod:`qnn.packed.level_kernels` for the arithmetic): ``planes`` (first layer:
 8-bit pixels :math:`p`, the network's input being :math:`p / \\text{scale}
 + \\text{shift}`; the thresholds hold both), ``xnor`` (:math:`\\pm 1`
 inputs), ``conv_pixels`` and ``conv_xnor`` (3x3 convolutions),
@@ -57,8 +57,9 @@ import struct
 
 import numpy
 
-from qnn.backends.xnor_kernels import WORD_BITS  # NOQA: F401  (the layout)
-from qnn.backends.xnor_kernels import n_words  # NOQA: F401
+from qnn.packed.bits import PIXEL_BITS
+from qnn.packed.bits import WORD_BITS
+from qnn.packed.bits import n_words
 from qnn.utils import atomic_files
 
 MAGIC = b'\x89BNN\r\n\x1a\n'
@@ -117,7 +118,7 @@ class Layer(object):
             convolution of :math:`\\pm 1` feature maps); the k-bit
             ``'levels_pixels'``, ``'levels'`` (dense) and
             ``'conv_levels_pixels'``, ``'conv_levels'`` (3x3 convolutions,
-            :mod:`qnn.packed.levels`).
+            :mod:`qnn.packed.level_kernels`).
         n_in (int), n_out (int): Input and output values per image
             (a convolution's: channels x height x width).
         output (str): ``'sign'`` or ``'affine'``.
@@ -136,7 +137,7 @@ class Layer(object):
             pooling after it).
         levels (dict or None): A k-bit layer's ``weight_bits``,
             ``input_bits`` (8: pixels) and ``output_bits`` (``None`` for
-            the output layer); see :mod:`qnn.packed.levels`.
+            the output layer); see :mod:`qnn.packed.level_kernels`.
     """
 
     def __init__(self, name, kind, n_in, n_out, output, weights, conv=None,
@@ -234,7 +235,8 @@ def _check_layers(layers, input):
 
 def _check_levels(layer, previous, where):
     bits = layer.levels or {}
-    expected_in = 8 if previous is None else previous.levels['output_bits']
+    expected_in = PIXEL_BITS if previous is None else \
+        previous.levels['output_bits']
     out = bits.get('output_bits')
     if not 1 <= bits.get('weight_bits', 0) <= 4 or \
             bits.get('input_bits') != expected_in or \
@@ -438,10 +440,11 @@ def decode(data):
                                 levels=entry.get('levels'), **arrays))
         network = PackedNetwork(layers, header['input'],
                                 header.get('source'), size)
-        if network.input.get('pixel_bits') != 8:
+        if network.input.get('pixel_bits') != PIXEL_BITS:
             raise PackedFileError('input of {} bits per pixel; this program '
-                                  'reads 8'.format(
-                                      network.input.get('pixel_bits')))
+                                  'reads {}'.format(
+                                      network.input.get('pixel_bits'),
+                                      PIXEL_BITS))
         _check_layers(layers, network.input)
     except PackedFileError:
         raise

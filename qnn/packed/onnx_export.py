@@ -1,8 +1,8 @@
 """The packed network as an ONNX graph, standard or in the QONNX dialect.
 
 Built from the folded network (:class:`qnn.packed.format.PackedNetwork`,
-what ``export.fold`` returns), so that the graph computes the packed
-network's integer arithmetic (:mod:`qnn.packed.kernels`) and gives its
+what :func:`qnn.packed.model.fold` returns), so that the graph computes the packed
+network's integer arithmetic (:mod:`qnn.packed.forward`) and gives its
 logits to the bit:
 
 * :func:`to_onnx`: standard ONNX (opset :data:`OPSET`). Input ``pixels``,
@@ -21,7 +21,7 @@ logits to the bit:
   ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
   integer threshold as float32 (exact too); the output layer is
   ``((a - mean) * inv_std) * gamma + beta`` in float32, in the order of
-  :func:`qnn.packed.kernels.affine_logits`.
+  :func:`qnn.packed.forward.affine_logits`.
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
   ``float32`` ``(1, size)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
@@ -44,8 +44,8 @@ module.
 import numpy
 
 from qnn.packed import conv_kernels
-from qnn.packed import kernels
-from qnn.packed import levels
+from qnn.packed import level_kernels
+from qnn.packed.bits import unpack_bits
 
 OPSET = 17
 # the IR version of opset 17 (onnx 1.12), which runtimes of that time read
@@ -104,7 +104,7 @@ def signs(layer):
     ``(K, C, 3, 3)``, the layout of ``Conv``, for a convolution."""
     if layer.conv is not None:
         return conv_kernels.weight_taps(layer).astype(numpy.int8)
-    bits = kernels.unpack_bits(layer.weights, layer.n_in)
+    bits = unpack_bits(layer.weights, layer.n_in)
     return numpy.where(bits, 1, -1).astype(numpy.int8).T
 
 
@@ -216,7 +216,7 @@ def _affine(graph, layer, sums):
 def _level_values(layer):
     """The k-bit layer's weights as the integers :math:`2v - L_w`,
     ``(n_in, n_out)``."""
-    return levels.signed_weights(layer).T
+    return level_kernels.signed_weights(layer).T
 
 
 def _onnx_levels(graph, layer, x):

@@ -6,7 +6,7 @@ parameters, the bytes they take in the file, and multiply-accumulates per
 image: binary (1-bit by 1-bit, done as XNOR and popcount), 8-bit by 1-bit
 (the first layer's pixels: a dense layer's as 8 AND-popcounts, one per bit
 plane; a convolution's as integer sums), k-bit (weights or activations of
-2 to 4 bits: exact integer sums, :mod:`qnn.packed.levels`), and
+2 to 4 bits: exact integer sums, :mod:`qnn.packed.level_kernels`), and
 float (none: the batch normalizations are folded into integer thresholds,
 the last one into 2 float32 multiplies and 2 adds per logit). Then the
 totals, the size of the same parameters as float32, and the size of the

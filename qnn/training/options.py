@@ -4,6 +4,7 @@
 ends the program with argparse's one line and exit status 2.
 """
 import argparse
+import json
 
 import net
 from qnn import datasets
@@ -30,26 +31,103 @@ def parse_args(argv=None):
     parser.set_defaults(**recipes.get_recipe(known.recipe, known.dataset))
     args = parser.parse_args(argv)
     args.device = str(args.device)
+    problem = combination_problem(args)
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def combination_problem(args):
+    """What is wrong with the options ``args`` together (each alone being
+    valid), or ``None``."""
     if args.arch == 'cnn':
         plain = build_parser()
         mlp_only = [name for name in MLP_ONLY
                     if getattr(args, name) != plain.get_default(name)]
         if mlp_only:
-            parser.error('--arch cnn: {} set the MLP only'.format(', '.join(
-                '--' + name.replace('_', '-') for name in mlp_only)))
+            return '--arch cnn: {} set the MLP only'.format(', '.join(
+                '--' + name.replace('_', '-') for name in mlp_only))
     if args.bn_population and args.bn_population < args.batchsize:
-        parser.error('--bn-population {}: at least one minibatch '
-                     '(--batchsize {}) or 0'.format(args.bn_population,
-                                                   args.batchsize))
+        return '--bn-population {}: at least one minibatch (--batchsize {}) ' \
+            'or 0'.format(args.bn_population, args.batchsize)
     if args.bn_population and args.communicator is not None:
-        parser.error('--bn-population: single-process runs only (each rank '
-                     'holds another part of the training set)')
+        return '--bn-population: single-process runs only (each rank holds ' \
+            'another part of the training set)'
     if args.communicator in multi_node.GPU_COMMUNICATORS and \
             args.device != '-1':
-        parser.error('--communicator {} gives each process the GPU of its '
-                     'local rank; leave out --device/--gpu'.format(
-                         args.communicator))
+        return '--communicator {} gives each process the GPU of its local ' \
+            'rank; leave out --device/--gpu'.format(args.communicator)
+    return None
+
+
+class RecordError(ValueError):
+    """A recorded option is not one train_mnist.py could have taken; the
+    message names it."""
+
+
+# option types whose values are numbers (the others take strings)
+_NUMBER_TYPES = (option_types.integer, option_types.positive_int,
+                 option_types.non_negative_int, option_types.seed,
+                 option_types.frequency, option_types.number,
+                 option_types.positive_float, option_types.fraction,
+                 option_types.bits, option_types.gradient_bits)
+_FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
+          argparse.BooleanOptionalAction)
+
+
+def options_of_record(record, ignored=()):
+    """The options of a run as its record (``config.json``, in today's
+    names) holds them, each checked as the command line checks it, with
+    its recipe's defaults for those it lacks; raises :class:`RecordError`
+    naming the first bad one. Keys in ``ignored`` (what a record holds
+    beside the options) are skipped."""
+    recipe = record.get('recipe', 'default')
+    dataset = record.get('dataset', 'mnist')
+    if recipe not in recipes.RECIPES or dataset not in datasets.NAMES:
+        raise RecordError('recipe {!r} and dataset {!r} are not among this '
+                          'program\'s'.format(recipe, dataset))
+    parser = build_parser()
+    parser.set_defaults(**recipes.get_recipe(recipe, dataset))
+    args = parser.parse_args([])
+    actions = {}
+    for action in parser._actions:  # --device before --gpu, its alias
+        actions.setdefault(action.dest, action)
+    for name, value in sorted(record.items()):
+        if name in ignored:
+            continue
+        if name not in actions or name == 'help':
+            raise RecordError('unknown option {!r}'.format(name))
+        problem = _value_problem(actions[name], value,
+                                 parser.get_default(name))
+        if problem:
+            raise RecordError('{} is {}: {}'.format(
+                actions[name].option_strings[0], json.dumps(value)[:40],
+                problem))
+        setattr(args, name, value)
+    problem = combination_problem(args)
+    if problem:
+        raise RecordError(problem)
     return args
+
+
+def _value_problem(action, value, default):
+    """Why ``value`` is not one ``action`` could have stored, or None."""
+    if value is None:
+        return None if default is None else 'not a value'
+    if isinstance(action, _FLAGS):
+        return None if isinstance(value, bool) else 'not true or false'
+    if action.choices is not None:
+        return None if isinstance(value, str) and value in action.choices \
+            else 'not one of {}'.format(', '.join(map(str, action.choices)))
+    if action.type in _NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return 'not a number'
+        try:
+            action.type(repr(value))
+        except argparse.ArgumentTypeError as e:
+            return str(e)
+        return None
+    return None if isinstance(value, str) else 'not a string'
 
 
 def _recipe_parser():

@@ -29,8 +29,10 @@ import numpy
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
+from qnn.training import options as train_options
 from qnn.utils import atomic_files
 from qnn.utils import errors
+from qnn.utils import input_files
 
 CONFIG_NAME = 'config.json'
 
@@ -42,6 +44,11 @@ BOOKKEEPING = frozenset([
     'resume', 'device', 'data_dir', 'divergence_check'])
 # recorded beside the options, not options themselves
 _RECORD_KEYS = frozenset(['device', 'versions', 'resumed', 'started'])
+# what read_options skips: the record's own keys (its device is the one
+# used, not as specified)
+_NOT_OPTIONS = _RECORD_KEYS | {'processes'}
+# a record of a run resumed a few thousand times stays below this
+MAX_CONFIG_BYTES = 1 << 22
 # an option that is no more -> the options that took its place with its
 # value
 REPLACED = {
@@ -57,16 +64,33 @@ def read_config(directory):
     """The record in ``directory`` (in today's option names:
     :func:`upgrade`), or ``None`` if it has none."""
     path = os.path.join(directory, CONFIG_NAME)
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as e:
+    try:
+        config = input_files.read_json(path, MAX_CONFIG_BYTES)
+    except input_files.InputFileError as e:
         raise RunHistoryError('cannot read {}: {}'.format(path, e))
     if not isinstance(config, dict):
         raise RunHistoryError('{} is not a run record'.format(path))
     return upgrade(config)
+
+
+def read_options(directory):
+    """``(options, record)`` of the run in ``directory``: its options as
+    ``train_mnist.py`` parsed them (an ``argparse.Namespace``, each value
+    checked as the command line checks it, its recipe's defaults for those
+    the record lacks) and the record itself; raises
+    :class:`RunHistoryError` if there is no ``config.json`` or it is not
+    one ``train_mnist.py`` wrote."""
+    path = os.path.join(directory, CONFIG_NAME)
+    record = read_config(directory)
+    if record is None:
+        raise RunHistoryError('no {} in {}'.format(CONFIG_NAME, directory))
+    try:
+        options = train_options.options_of_record(record, _NOT_OPTIONS)
+    except train_options.RecordError as e:
+        raise RunHistoryError('{}: {}'.format(path, e))
+    return options, record
 
 
 def upgrade(config):

@@ -1,0 +1,332 @@
+"""XNOR/AND-popcount kernels of packed dense layers.
+
+Products, with :math:`h, w \\in \\{\\pm 1\\}^n` packed to words
+:math:`H, W` (:mod:`qnn.packed.bits`):
+
+.. math::
+
+    h \\cdot w = n - 2 \\, \\mathrm{popcount}(H \\oplus W)
+
+(each differing position counts :math:`-1` instead of :math:`+1`; padding
+is 0 in both, so it never differs). For 8-bit pixels :math:`p_i =
+\\sum_b 2^b p_{i,b}`, with bit plane :math:`P_b` packed like an activation
+(bit 1 where :math:`p_{i,b} = 1`):
+
+.. math::
+
+    p \\cdot w = \\sum_{b=0}^{7} 2^b \\left(2 \\, \\mathrm{popcount}(P_b
+    \\wedge W) - \\mathrm{popcount}(P_b)\\right)
+
+since :math:`\\sum_i p_{i,b} w_i` counts the set pixel bits under a
+:math:`+1` weight minus those under a :math:`-1` weight. Every sum is an
+exact integer.
+
+A layer ``'sign'`` turns each unit's sum :math:`a_j` into the bit
+:math:`[a_j \\ge T_j]` of the next layer's input (the batch normalization
+and sign folded by :mod:`qnn.packed.folding`); the last layer returns the
+sums.
+
+Three implementations of the same arithmetic:
+
+* the NumPy reference (:func:`reference_planes`, :func:`reference_xnor`),
+  with :func:`numpy.bitwise_count` on the packed words, a few images at a
+  time;
+* numba (:func:`numba_kernels`): ``@njit(parallel=True)`` loops over the
+  images on all cores, tested equal to the reference;
+* CUDA (:func:`cupy_kernels`): ``RawKernel`` s with ``__popcll``, one
+  thread per image and unit. They compile only where CuPy and a GPU are;
+  this project's GPU-marked tests check them against the reference there.
+"""
+import numpy
+
+from qnn.backends import cpu_kernels
+from qnn.backends import xnor_kernels
+from qnn.packed.bits import PIXEL_BITS
+from qnn.packed.bits import WORD_BITS
+from qnn.packed.bits import n_words
+from qnn.packed.bits import numba_plane_packer
+from qnn.packed.bits import pixel_planes
+
+# images per step of the reference: bounds its (chunk, units, words)
+# temporaries to a few MB
+_CHUNK = 64
+
+
+def reference_planes(pixels, W, n_in):
+    """Sums ``int64`` ``(B, units)`` of a ``'planes'`` layer of packed
+    weights ``W`` ``(units, words)`` on ``uint8`` ``pixels`` ``(B, n_in)``
+    (the NumPy reference)."""
+    planes = pixel_planes(pixels)
+    out = numpy.empty((len(pixels), W.shape[0]), numpy.int64)
+    weights = (numpy.int64(1) << numpy.arange(PIXEL_BITS, dtype=numpy.int64))
+    for lo in range(0, len(pixels), _CHUNK):
+        P = planes[lo:lo + _CHUNK]
+        ones = numpy.bitwise_count(P).sum(axis=-1, dtype=numpy.int64)
+        both = numpy.bitwise_count(P[:, :, None, :] & W[None, None]).sum(
+            axis=-1, dtype=numpy.int64)  # (chunk, 8, units)
+        out[lo:lo + _CHUNK] = numpy.einsum(
+            'cbu,b->cu', 2 * both - ones[:, :, None], weights)
+    return out
+
+
+def reference_xnor(X, W, n_in):
+    """Sums ``int64`` ``(B, units)`` of an ``'xnor'`` layer: packed
+    inputs ``X`` ``(B, words)`` of ``n_in`` values, weights ``W``
+    ``(units, words)`` (the NumPy reference)."""
+    out = numpy.empty((len(X), W.shape[0]), numpy.int64)
+    for lo in range(0, len(X), _CHUNK):
+        d = numpy.bitwise_count(X[lo:lo + _CHUNK, None, :] ^ W[None]).sum(
+            axis=-1, dtype=numpy.int64)
+        out[lo:lo + _CHUNK] = n_in - 2 * d
+    return out
+
+
+REFERENCE_SUMS = {'planes': reference_planes, 'xnor': reference_xnor}
+
+
+def word_thresholds(layer):
+    """The layer's thresholds as ``int64``, padded to whole words with a
+    value no sum reaches (made once)."""
+    def make():
+        T = numpy.full(n_words(layer.n_out) * WORD_BITS,
+                       numpy.iinfo(numpy.int64).max, numpy.int64)
+        T[:layer.n_out] = layer.thresholds
+        return T
+    return layer.cached('word_thresholds', make)
+
+
+# --- numba ------------------------------------------------------------------
+
+_numba = None
+
+
+def numba_kernels():
+    """The numba kernels by name (built once, on first use: numba is
+    imported only by a user of this path): ``'planes'``, ``'xnor'``,
+    ``'threshold_pack'`` and ``'network'``; ``'planes'`` and ``'network'``
+    are compiled once for each number of words of the first layer's input
+    (see :func:`_planes_accumulator`)."""
+    global _numba
+    if _numba is None:
+        _numba = _build_numba()
+    return _numba
+
+
+def _build_numba():
+    numba = cpu_kernels.import_numba()
+    popcount = xnor_kernels.popcount_intrinsic()
+    by_words = {}
+
+    def for_words(words):
+        if words not in by_words:
+            pack_planes = numba_plane_packer(numba, words)
+            planes_acc = _planes_accumulator(numba, popcount, words)
+            by_words[words] = (
+                _planes_kernel(numba, pack_planes, planes_acc),
+                _network_kernel(numba, popcount, pack_planes, planes_acc))
+        return by_words[words]
+
+    def planes(pixels, WT, sums):
+        for_words(WT.shape[0])[0](pixels, WT, sums)
+
+    def network(pixels, W1T, *args):
+        for_words(W1T.shape[0])[1](pixels, W1T, *args)
+
+    return {'xnor': xnor_kernels.get()['xnor'],
+            'threshold_pack': _threshold_pack_kernel(numba),
+            'planes': planes, 'network': network}
+
+
+def _planes_accumulator(numba, popcount, words):
+    """``planes_acc(P, WT, acc)``, inlined in the kernels: adds
+    :math:`\\sum_b 2^b \\mathrm{popcount}(P_b \\wedge W_j)` to ``acc[j]``
+    and returns :math:`\\sum_b 2^b \\mathrm{popcount}(P_b)`.
+
+    ``words`` is a constant of the compiled code: the sum over the words of
+    a plane unrolls inside a loop over the units, which vectorizes (one
+    VPOPCNTQ for 8 units on AVX-512) with the sum in a register; the
+    loop over the words outermost kept it in memory (1.5x slower on the
+    first layer of the MLP, 2-core AMD EPYC, 2026-12-06)."""
+    @numba.njit(inline='always')
+    def planes_acc(P, WT, acc):
+        ones = 0
+        for b in range(PIXEL_BITS):
+            for k in range(words):
+                ones += popcount(P[b, k]) << b
+            for j in range(WT.shape[1]):
+                d = 0
+                for k in range(words):
+                    d += popcount(P[b, k] & WT[k, j])
+                acc[j] += d << b
+        return ones
+
+    return planes_acc
+
+
+def _planes_kernel(numba, pack_planes, planes_acc):
+    """``'planes'``: the sums of a first layer, over the images on all
+    cores."""
+    @numba.njit(parallel=True)
+    def planes_sums(pixels, WT, sums):
+        # pixels (B, n) uint8; WT (words, units): the weights transposed so
+        # that the inner loop runs over units (contiguous, vectorized)
+        B = pixels.shape[0]
+        M = WT.shape[1]
+        for i in numba.prange(B):
+            P = pack_planes(pixels, i)
+            acc = numpy.zeros(M, numpy.int64)
+            ones = planes_acc(P, WT, acc)
+            for j in range(M):
+                sums[i, j] = 2 * acc[j] - ones
+
+    return planes_sums
+
+
+def _threshold_pack_kernel(numba):
+    """``'threshold_pack'``: a layer's output bits
+    :math:`[a_j \\ge T_j]` from its sums, packed, over the images on all
+    cores. ``T`` is padded to whole words with a value no sum reaches
+    (:func:`word_thresholds`): a word's 64 bits come from one fixed loop,
+    vectorized, with no branch per unit (whose mispredictions, the bits
+    being as good as random, cost more than the popcounts)."""
+    @numba.njit(parallel=True)
+    def threshold_pack(sums, T, out):
+        lane = numpy.uint64
+        B, M = sums.shape
+        last = lane(M - 1)
+        for i in numba.prange(B):
+            row = sums[i]
+            for q in range(out.shape[1]):
+                word = lane(0)
+                for bit in range(WORD_BITS):
+                    j = lane(q << 6) + lane(bit)
+                    word |= lane(row[min(j, last)] >= T[j]) << lane(bit)
+                out[i, q] = word
+
+    return threshold_pack
+
+
+def _network_kernel(numba, popcount, pack_planes, planes_acc):
+    """``'network'``: the sums of the last layer of a network of a
+    ``'planes'`` layer, ``'xnor'`` ones and an output layer."""
+    @numba.njit(parallel=True)
+    def network_sums(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
+                     sums):
+        # the whole network in one parallel region, one image per
+        # iteration: one fork and join per call instead of two per layer
+        # (on a loaded machine each join waits for a descheduled thread),
+        # and each image's activations stay in the core's cache
+        # the thresholds T1 and hidden_T come padded to whole words with
+        # a value no sum reaches, so that the bits are packed a word at a
+        # time by a fixed loop of 64 (vectorized; its index unsigned, with
+        # no test for a negative one)
+        lane = numpy.uint64
+        B = pixels.shape[0]
+        widest = T1.shape[0]
+        for T in hidden_T:
+            widest = max(widest, T.shape[0])
+        for i in numba.prange(B):
+            P = pack_planes(pixels, i)
+            acc = numpy.zeros(widest, numpy.int64)
+            ones = planes_acc(P, W1T, acc)
+            h = numpy.zeros(widest >> 6, numpy.uint64)
+            for q in range(T1.shape[0] >> 6):
+                word = lane(0)
+                for bit in range(WORD_BITS):
+                    j = lane(q << 6) + lane(bit)
+                    word |= lane(2 * acc[j] - ones >= T1[j]) << lane(bit)
+                h[q] = word
+            for layer in range(len(hidden_WT)):
+                WT = hidden_WT[layer]
+                T = hidden_T[layer]
+                M = WT.shape[1]
+                acc[:M] = 0
+                for k in range(WT.shape[0]):
+                    x = h[k]
+                    for j in range(M):
+                        acc[j] += popcount(x ^ WT[k, j])
+                n_in = n_ins[layer + 1]
+                for q in range(T.shape[0] >> 6):
+                    word = lane(0)
+                    for bit in range(WORD_BITS):
+                        j = lane(q << 6) + lane(bit)
+                        word |= lane(n_in - 2 * acc[j] >= T[j]) << lane(bit)
+                    h[q] = word
+            M = last_WT.shape[1]
+            for j in range(M):
+                d = 0
+                for k in range(last_WT.shape[0]):
+                    d += popcount(h[k] ^ last_WT[k, j])
+                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * d
+
+    return network_sums
+
+
+# --- CUDA -------------------------------------------------------------------
+
+CUDA_SOURCE = r'''
+extern "C" {
+// one thread per (image, unit); P: (B, 8, K) bit planes, W: (M, K)
+__global__ void planes_sums(const unsigned long long* P,
+                            const unsigned long long* W,
+                            long long* sums, int B, int M, int K) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)B * M) return;
+    int i = t / M, j = t % M;
+    long long s = 0;
+    for (int b = 0; b < 8; ++b) {
+        const unsigned long long* p = P + ((long long)i * 8 + b) * K;
+        const unsigned long long* w = W + (long long)j * K;
+        long long both = 0, ones = 0;
+        for (int k = 0; k < K; ++k) {
+            both += __popcll(p[k] & w[k]);
+            ones += __popcll(p[k]);
+        }
+        s += (2 * both - ones) << b;
+    }
+    sums[t] = s;
+}
+// X: (B, K) activations, W: (M, K)
+__global__ void xnor_sums(const unsigned long long* X,
+                          const unsigned long long* W,
+                          long long* sums, int B, int M, int K, int n_in) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)B * M) return;
+    int i = t / M, j = t % M;
+    const unsigned long long* x = X + (long long)i * K;
+    const unsigned long long* w = W + (long long)j * K;
+    long long d = 0;
+    for (int k = 0; k < K; ++k) d += __popcll(x[k] ^ w[k]);
+    sums[t] = n_in - 2 * d;
+}
+// out (B, words) zeroed before; one thread per (image, unit)
+__global__ void threshold_pack(const long long* sums, const int* T,
+                               unsigned long long* out, int B, int M,
+                               int words) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)B * M) return;
+    int i = t / M, j = t % M;
+    if (sums[t] >= T[j])
+        atomicOr(out + (long long)i * words + (j >> 6),
+                 1ULL << (j & 63));
+}
+}
+'''
+
+_cupy_kernels = None
+
+
+def cuda_grid(n, threads=256):
+    """``(blocks, threads)`` of a launch of ``n`` threads, one per output
+    value, as every packed CUDA kernel takes them."""
+    return ((n + threads - 1) // threads,), (threads,)
+
+
+def cupy_kernels(cupy):
+    """The CUDA kernels of :data:`CUDA_SOURCE` by name (compiled once)."""
+    global _cupy_kernels
+    if _cupy_kernels is None:
+        module = cupy.RawModule(code=CUDA_SOURCE)
+        _cupy_kernels = {name: module.get_function(name) for name in (
+            'planes_sums', 'xnor_sums', 'threshold_pack')}
+    return _cupy_kernels

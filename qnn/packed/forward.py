@@ -1,0 +1,226 @@
+"""A whole packed network run on 8-bit pixels: the logits of
+:func:`forward`, on one of three backends that compute the same integers.
+
+* ``'numpy'``: the reference of each layer kind
+  (:mod:`qnn.packed.dense_kernels`, :mod:`qnn.packed.conv_kernels`,
+  :mod:`qnn.packed.level_kernels`);
+* ``'numba'``: their numba kernels on all cores (``numba.set_num_threads``
+  chooses how many); a binarized MLP runs in one parallel region, the
+  ``'network'`` kernel;
+* ``'cupy'``: their CUDA kernels on the current device (binarized
+  networks only).
+
+The last layer's integer sums become logits through its batch
+normalization's affine map in float32 (:func:`affine_logits`).
+"""
+import numpy
+
+from qnn.packed import conv_kernels
+from qnn.packed import dense_kernels
+from qnn.packed import level_kernels
+from qnn.packed.bits import PIXEL_BITS
+from qnn.packed.bits import n_words
+from qnn.packed.bits import pack_bits
+from qnn.packed.bits import unpack_bits
+from qnn.packed.format import CONV_KINDS
+from qnn.packed.format import LEVEL_KINDS
+
+
+def _run_levels(layers, x, sums_of, output_levels):
+    """A network of k-bit layers: the last layer's integer sums."""
+    for layer in layers:
+        if layer.kind in CONV_KINDS:
+            x = level_kernels.conv_level_maps(layer, x, output_levels)
+            continue
+        # maps flattened in (row, column, channel) order
+        x = numpy.ascontiguousarray(x).reshape(len(x), -1)
+        sums = numpy.asarray(sums_of(layer, x)).astype(numpy.int64)
+        if layer.output != 'levels':
+            return sums
+        x = output_levels(sums, layer.thresholds)
+    raise ValueError('the network has no output layer')
+
+
+def _dense_input(layers, index, x):
+    """``x`` as the packed input of the dense layer ``layers[index]``:
+    flattened if the layer before it is a convolution."""
+    if index and layers[index - 1].kind in CONV_KINDS:
+        return conv_kernels.flatten(x, layers[index - 1].conv['channels'])
+    return x
+
+
+def _run_numpy(layers, x):
+    if layers[0].kind in LEVEL_KINDS:
+        return _run_levels(layers, x, level_kernels.reference_sums,
+                           level_kernels.output_levels)
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.reference_layer(layer, x)
+            continue
+        x = _dense_input(layers, index, x)
+        sums = dense_kernels.REFERENCE_SUMS[layer.kind](
+            x, layer.weights, layer.n_in)
+        if layer.output == 'sign':
+            x = pack_bits(sums >= layer.thresholds)
+        else:
+            return sums
+    raise ValueError('the network has no output layer')
+
+
+def _run_numba(layers, pixels):
+    # writable too: numba compiles a separate (slow to build) version of
+    # each kernel for read-only arrays such as numpy.frombuffer's
+    x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
+    hidden = layers[1:-1]
+    if layers[0].kind in LEVEL_KINDS:
+        return _run_levels(layers, x, level_kernels.popcount_sums,
+                           level_kernels.count_levels)
+    if any(layer.kind in CONV_KINDS for layer in layers):
+        return _run_numba_layers(layers, x)
+    if hidden and layers[-1].output != 'sign' and all(
+            layer.output == 'sign' for layer in layers[:-1]):
+        sums = numpy.empty((len(x), layers[-1].n_out), numpy.int64)
+        dense_kernels.numba_kernels()['network'](
+            x, layers[0].transposed_weights(),
+            dense_kernels.word_thresholds(layers[0]),
+            tuple(layer.transposed_weights() for layer in hidden),
+            tuple(dense_kernels.word_thresholds(layer) for layer in hidden),
+            layers[-1].transposed_weights(),
+            numpy.array([layer.n_in for layer in layers], numpy.int64), sums)
+        return sums
+    # layer by layer: a network of two layers (no hidden XNOR layer)
+    return _run_numba_layers(layers, x)
+
+
+def _run_numba_layers(layers, x):
+    k = dense_kernels.numba_kernels()
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.numba_layer(layer, x)
+            continue
+        x = numpy.require(_dense_input(layers, index, x), requirements=[
+            'C', 'W'])
+        sums = _numba_dense_sums(k, layer, x)
+        if layer.output != 'sign':
+            return sums
+        x = numpy.empty((len(sums), n_words(layer.n_out)), numpy.uint64)
+        k['threshold_pack'](sums, dense_kernels.word_thresholds(layer), x)
+    raise ValueError('the network has no output layer')
+
+
+def _numba_dense_sums(k, layer, x):
+    sums = numpy.empty((len(x), layer.n_out), numpy.int64)
+    if layer.kind == 'planes':
+        k['planes'](x, layer.transposed_weights(), sums)
+    else:
+        k['xnor'](x, layer.transposed_weights(), layer.n_in, sums)
+    return sums
+
+
+def _run_cupy(layers, pixels):
+    if any(layer.kind in LEVEL_KINDS for layer in layers):
+        raise ValueError('no CUDA kernels for k-bit layers: run it on the '
+                         'CPU (--device -1)')
+    import cupy
+    k = dense_kernels.cupy_kernels(cupy)
+    x = cupy.asarray(pixels, dtype=cupy.uint8)
+    for index, layer in enumerate(layers):
+        if layer.kind in CONV_KINDS:
+            x = conv_kernels.cupy_layer(layer, x)
+            continue
+        if index and layers[index - 1].kind in CONV_KINDS:
+            x = conv_kernels.cupy_flatten(x, layers[index - 1].conv[
+                'channels'])
+        sums = _cupy_dense_sums(cupy, k, layer, x)
+        if layer.output != 'sign':
+            return sums
+        B, M = sums.shape
+        x = cupy.zeros((B, n_words(M)), cupy.uint64)
+        k['threshold_pack'](*dense_kernels.cuda_grid(B * M), (
+            sums, cupy.asarray(layer.thresholds, cupy.int32), x,
+            numpy.int32(B), numpy.int32(M), numpy.int32(n_words(M))))
+    raise ValueError('the network has no output layer')
+
+
+def _cupy_dense_sums(cupy, k, layer, x):
+    W = layer.device_weights(cupy)
+    M, K = W.shape
+    B = len(x)
+    sums = cupy.empty((B, M), cupy.int64)
+    if layer.kind == 'planes':
+        # the bit planes are packed on the GPU
+        shifts = cupy.arange(PIXEL_BITS, dtype=cupy.uint8)
+        P = pack_bits((x[:, None, :] >> shifts[None, :, None]) & 1)
+        k['planes_sums'](*dense_kernels.cuda_grid(B * M), (
+            cupy.ascontiguousarray(P), W, sums, numpy.int32(B),
+            numpy.int32(M), numpy.int32(K)))
+    else:
+        k['xnor_sums'](*dense_kernels.cuda_grid(B * M), (
+            x, W, sums, numpy.int32(B), numpy.int32(M), numpy.int32(K),
+            numpy.int32(layer.n_in)))
+    return sums
+
+
+def layer_sums(layers, pixels, backend='numba'):
+    """Runs the packed layers on 8-bit pixels ``(B, n)`` and returns the
+    integer sums of the last layer's units ``(B, units)`` (``int64``; a
+    CuPy array for ``'cupy'``).
+
+    Args:
+        layers: :class:`qnn.packed.format.Layer` s, from the first (on the
+            pixels) to the output layer.
+        pixels (ndarray): ``uint8`` images, one per row.
+        backend (str): ``'numba'``, ``'numpy'`` or ``'cupy'``.
+    """
+    if backend == 'numpy':
+        return _run_numpy(layers, numpy.asarray(pixels, numpy.uint8))
+    if backend == 'numba':
+        return _run_numba(layers, pixels)
+    if backend == 'cupy':
+        return _run_cupy(layers, pixels)
+    raise ValueError('unknown backend {!r}'.format(backend))
+
+
+def sign_layer(layer, x, backend='numba'):
+    """Output bits ``bool`` ``(B, n_out)`` of one dense ``'sign'`` layer:
+    ``x`` is ``uint8`` pixels for ``'planes'``, packed words for
+    ``'xnor'``."""
+    if backend == 'numpy':
+        sums = dense_kernels.REFERENCE_SUMS[layer.kind](
+            x, layer.weights, layer.n_in)
+        return sums >= layer.thresholds
+    k = dense_kernels.numba_kernels()
+    x = numpy.require(x, numpy.uint8 if layer.kind == 'planes'
+                      else numpy.uint64, ['C', 'W'])
+    sums = _numba_dense_sums(k, layer, x)
+    out = numpy.empty((len(x), n_words(layer.n_out)), numpy.uint64)
+    k['threshold_pack'](sums, dense_kernels.word_thresholds(layer), out)
+    return unpack_bits(out, layer.n_out)
+
+
+def affine_logits(sums, layer):
+    """Logits of the output ``layer`` (``'affine'``) from its integer sums,
+    in the float32 order of Chainer's ``fixed_batch_normalization``:
+    ``((a - mean) * inv_std) * gamma + beta`` (NumPy or CuPy)."""
+    if isinstance(sums, numpy.ndarray):
+        xp = numpy
+    else:
+        import cupy as xp
+    x = sums.astype(numpy.float32)
+    for name, op in (('mean', xp.subtract), ('inv_std', xp.multiply),
+                     ('gamma', xp.multiply), ('beta', xp.add)):
+        op(x, xp.asarray(getattr(layer, name)), out=x)
+    return x
+
+
+def forward(network, pixels, backend='numba'):
+    """Logits ``(B, classes)`` of the packed ``network`` for ``uint8``
+    ``pixels`` ``(B, n)``."""
+    return affine_logits(layer_sums(network.layers, pixels, backend),
+                         network.layers[-1])
+
+
+def warm_up(layers, pixels, backend='numba'):
+    """Runs ``layers`` once on the first two images, so that the kernels of
+    ``backend`` are compiled (numba, CUDA) before anything is timed."""
+    layer_sums(layers, pixels[:2], backend)

@@ -1,0 +1,213 @@
+"""Kernels of k-bit layers: weights and activations of 1 to 4 bits as
+exact integers (their folding: :mod:`qnn.packed.level_folding`).
+
+A weight is its level index :math:`v`, stored as :math:`k_w` bit planes
+(:func:`qnn.packed.bits.pack_levels`), and a hidden activation its index
+:math:`u`, one ``uint8`` per value; :math:`L = 2^k - 1`. A layer's sum
+
+.. math::
+
+    S = \\sum_i (2u_i - L_a)(2v_i - L_w), \\qquad
+    S = \\sum_i p_i (2v_i - L_w) \\quad \\text{(the first layer, pixels)}
+
+is an exact integer; a ``'levels'`` output is the number of the unit's
+ascending thresholds that :math:`S` reaches, an ``'affine'`` one the sums
+themselves.
+
+Implementations: :func:`reference_sums` by integer arithmetic in ``int64``
+(the reference) and :func:`popcount_sums`, bit-serial popcounts on the
+planes of the inputs and weights (numba, the path of ``inference.py``);
+:func:`conv_level_maps` for the convolutions (integer sums through BLAS
+where exact, the reference's pooling, the levels counted).
+"""
+import numpy
+
+from qnn.backends import cpu_kernels
+from qnn.backends import xnor_kernels
+from qnn.packed import conv_kernels
+from qnn.packed.bits import PIXEL_BITS
+from qnn.packed.bits import n_levels
+from qnn.packed.bits import numba_plane_packer
+from qnn.packed.bits import unpack_levels
+from qnn.packed.format import TAPS
+from qnn.utils.pixels import PIXEL_MAX
+
+
+def signed_weights(layer):
+    """The layer's :math:`2v - L_w` as ``int64`` ``(n_out, n_in)``."""
+    return signed_weights_of(layer, layer.n_in)
+
+
+def signed_weights_of(layer, n):
+    """:math:`2v - L_w` of the layer's weight planes over ``n`` values."""
+    return 2 * unpack_levels(layer.weights, n) - n_levels(
+        layer.levels['weight_bits'])
+
+
+def signed_inputs(layer, x):
+    """The layer's input as integers: pixels, or :math:`2u - L_a`."""
+    x = numpy.asarray(x, numpy.int64)
+    if layer.kind == 'levels_pixels':
+        return x
+    return 2 * x - n_levels(layer.levels['input_bits'])
+
+
+def reference_sums(layer, x):
+    """Integer sums ``int64`` ``(B, n_out)``, by integer arithmetic."""
+    return signed_inputs(layer, x) @ signed_weights(layer).T
+
+
+def popcount_sums(layer, x):
+    """:func:`reference_sums` from the popcounts of pairs of bit planes
+    (the numba kernel ``'level_sums'``): with :math:`P_j = \\sum_i x_i
+    v_{ij}` and :math:`X = \\sum_i x_i`,
+
+    .. math::
+
+        S_j = 2P_j - L_w X \\quad \\text{(pixels)}, \\qquad
+        S_j = 4P_j - 2 L_w X - 2 L_a \\sum_i v_{ij} + n L_a L_w
+
+    (:math:`(2u - L_a)(2v - L_w)` expanded)."""
+    x = numpy.require(x, numpy.uint8, ['C', 'W'])
+    pixels = layer.kind == 'levels_pixels'
+    bits = PIXEL_BITS if pixels else layer.levels['input_bits']
+    L_w = n_levels(layer.levels['weight_bits'])
+    L_a = n_levels(bits)
+    WT = layer.cached('planes_transposed', lambda: numpy.ascontiguousarray(
+        layer.weights.transpose(1, 2, 0)))
+    gamma = layer.cached(('gamma', pixels), lambda: numpy.zeros(
+        layer.n_out, numpy.int64) if pixels else (
+            layer.n_in * L_a * L_w - 2 * L_a * unpack_levels(
+                layer.weights, layer.n_in).sum(axis=1)))
+    sums = numpy.empty((len(x), layer.n_out), numpy.int64)
+    numba_kernels()['level_sums'](
+        x, bits, WT, 2 if pixels else 4, -L_w if pixels else -2 * L_w,
+        gamma, sums)
+    return sums
+
+
+def output_levels(sums, thresholds):
+    """Each unit's level: the number of its thresholds the sum reaches."""
+    return (numpy.asarray(sums)[:, :, None] >= thresholds[None]).sum(
+        axis=2).astype(numpy.uint8)
+
+
+def count_levels(sums, thresholds):
+    """:func:`output_levels` on all cores (numba)."""
+    out = numpy.empty(sums.shape, numpy.uint8)
+    numba_kernels()['count_levels'](
+        numpy.ascontiguousarray(sums), numpy.ascontiguousarray(thresholds),
+        out)
+    return out
+
+
+def conv_level_maps(layer, x, count=None):
+    """A k-bit convolution's output levels ``uint8`` ``(B, H', W', K)``:
+    ``x`` is pixels ``(B, C*H*W)`` (``'conv_levels_pixels'``) or level
+    maps ``(B, H, W, C)``; integer sums over the valid taps
+    (:func:`qnn.packed.conv_kernels.conv_sums`), pooled (the minimum for a
+    flipped channel), then the levels their thresholds give (counted by
+    ``count``, :func:`output_levels` by default); in float32 (BLAS) where
+    every sum is an integer below 2^24, in int64 beyond. The path of every
+    backend: no bit kernels for it yet."""
+    C, H, Wd = layer.conv['in_shape']
+    K = layer.conv['channels']
+    x = numpy.asarray(x, numpy.int64)
+    if layer.kind == 'conv_levels_pixels':
+        values = x.reshape(len(x), C, H, Wd)
+    else:
+        values = (2 * x - n_levels(layer.levels['input_bits'])).transpose(
+            0, 3, 1, 2)
+    W = layer.cached('signed_taps', lambda: signed_weights_of(
+        layer, TAPS * C).reshape(K, TAPS, C).transpose(0, 2, 1).reshape(
+            K, C, 3, 3))
+    bound = TAPS * C * n_levels(layer.levels['weight_bits']) * (
+        PIXEL_MAX if layer.kind == 'conv_levels_pixels'
+        else n_levels(layer.levels['input_bits']))
+    sums = conv_kernels.conv_sums(
+        values, W, numpy.float32 if bound < 2 ** 24 else numpy.int64)
+    if layer.conv['pool']:
+        sums = conv_kernels.pool(sums, layer.flipped)
+    B, K, H2, W2 = sums.shape
+    maps = (count or output_levels)(
+        numpy.ascontiguousarray(sums.transpose(0, 2, 3, 1)).reshape(-1, K),
+        layer.thresholds)
+    return maps.reshape(B, H2, W2, K)
+
+
+# --- numba ------------------------------------------------------------------
+
+_numba = None
+
+
+def numba_kernels():
+    """``'level_sums'`` (compiled once for each number of input words) and
+    ``'count_levels'``, built on first use."""
+    global _numba
+    if _numba is None:
+        numba = cpu_kernels.import_numba()
+        popcount = xnor_kernels.popcount_intrinsic()
+        by_words = {}
+
+        def level_sums(values, bits, WT, *args):
+            words = WT.shape[1]
+            if words not in by_words:
+                by_words[words] = _level_sums_kernel(
+                    numba, popcount, words,
+                    numba_plane_packer(numba, words))
+            by_words[words](values, bits, WT, *args)
+
+        _numba = {'level_sums': level_sums,
+                  'count_levels': _count_levels_kernel(numba)}
+    return _numba
+
+
+def _level_sums_kernel(numba, popcount, words, pack_planes):
+    """``'level_sums'``: for k-bit values :math:`x` (pixels or level
+    indices, ``bits`` planes) and weight level indices :math:`v` stored as
+    planes ``WT`` ``(weight bits, words, units)``, the sums
+    :math:`\\alpha P_j + \\beta X + \\gamma_j` of the products
+    :math:`P_j = \\sum_i x_i v_{ij} = \\sum_{b, c} 2^{b + c}
+    \\mathrm{popcount}(X_b \\wedge V_{c,j})` (one popcount per pair of
+    planes and word) and the image's total :math:`X = \\sum_i x_i`, over
+    the images on all cores (:func:`popcount_sums` gives the
+    coefficients)."""
+    @numba.njit(parallel=True)
+    def level_sums(values, bits, WT, alpha, beta, gamma, sums):
+        B = values.shape[0]
+        weight_bits, _, M = WT.shape
+        for i in numba.prange(B):
+            P = pack_planes(values, i, bits)
+            total = 0
+            for k in range(values.shape[1]):
+                total += values[i, k]
+            acc = numpy.zeros(M, numpy.int64)
+            for b in range(bits):
+                for c in range(weight_bits):
+                    V = WT[c]
+                    for j in range(M):
+                        d = 0
+                        for k in range(words):
+                            d += popcount(P[b, k] & V[k, j])
+                        acc[j] += d << (b + c)
+            for j in range(M):
+                sums[i, j] = alpha * acc[j] + beta * total + gamma[j]
+
+    return level_sums
+
+
+def _count_levels_kernel(numba):
+    """``'count_levels'``: each unit's level, the number of its ascending
+    thresholds ``T`` ``(units, levels)`` that its sum reaches, over the
+    images on all cores."""
+    @numba.njit(parallel=True)
+    def count_levels(sums, T, out):
+        B, M = sums.shape
+        for i in numba.prange(B):
+            for j in range(M):
+                n = 0
+                for m in range(T.shape[1]):
+                    n += sums[i, j] >= T[j, m]
+                out[i, j] = n
+
+    return count_levels

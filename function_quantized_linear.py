@@ -15,10 +15,10 @@ class QuantizedLinearFunction(function_node.FunctionNode):
 
     """Linear function with quantized weight; see :func:`quantized_linear`."""
 
-    def __init__(self, bits=1, quantizer='linear', stochastic=False,
-                 gradient_bits=None, error_bits=None):
-        self.__dict__.update(qst.check_options(
-            bits, quantizer, stochastic, gradient_bits, error_bits))
+    def __init__(self, quantization=None, stochastic=False):
+        self.quantization = qst.Quantization.checked(quantization)
+        # stochastic rounding of W in this call (training only)
+        self.stochastic = bool(stochastic)
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()
@@ -48,10 +48,11 @@ class QuantizedLinearFunction(function_node.FunctionNode):
             # numpy.dot rejects some non-contiguous operands
             x = numpy.ascontiguousarray(x)
         # q(W) is computed once and kept for backward.
-        self.W_quantized = qst.quantize(
-            W, self.bits, self.quantizer, self.stochastic)
+        q = self.quantization
+        self.W_quantized = qst.quantize(W, q.weight_bits, q.quantizer,
+                                        self.stochastic)
         # with x of +-1 too, exact integers by XNOR and popcount
-        y = binary_matmul.dot(x, self.W_quantized, self.bits == 1)
+        y = binary_matmul.dot(x, self.W_quantized, q.weight_bits == 1)
         if len(inputs) == 3:
             y += inputs[2]
         self.retain_inputs((0,))
@@ -66,15 +67,16 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         ret = []
         if 0 in indexes:
             gx = chainer.functions.matmul(gy, self.W_quantized)
-            ret.append(qst.quantized_gradient_leaf(gx, self.error_bits))
+            ret.append(qst.quantized_gradient_leaf(
+                gx, self.quantization.error_bits))
         if 1 in indexes:
             # straight through: dL/dW := dL/dq(W)
             gW = chainer.functions.matmul(gy, x, transa=True)
-            ret.append(qst.quantized_gradient_leaf(gW, self.gradient_bits))
+            ret.append(qst.quantized_gradient_leaf(
+                gW, self.quantization.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.functions.sum(gy, axis=0))
         return ret
-
 
     def _backward_arrays(self, indexes, x, gy):
         # a first-order backward (Chainer's default) on the CPU builds no
@@ -84,49 +86,39 @@ class QuantizedLinearFunction(function_node.FunctionNode):
         if 0 in indexes:
             gx = numpy.matmul(gy, self.W_quantized)
             ret.append(qst.quantized_gradient_leaf(
-                chainer.Variable(gx, requires_grad=False), self.error_bits))
+                chainer.Variable(gx, requires_grad=False),
+                self.quantization.error_bits))
         if 1 in indexes:
             gW = numpy.matmul(gy.T, x)
             ret.append(qst.quantized_gradient_leaf(
                 chainer.Variable(gW, requires_grad=False),
-                self.gradient_bits))
+                self.quantization.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.Variable(gy.sum(axis=0), requires_grad=False))
         return ret
 
 
-def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1,
-                     quantizer='linear', stochastic=False,
-                     gradient_bits=None, error_bits=None):
+def quantized_linear(x, W, b=None, n_batch_axes=1, quantization=None):
     """Linear function with a quantized weight matrix.
 
     .. math::
 
-        y = x \\, q(W)^\\top + b
-
-    with :math:`q` = :func:`qst.quantize` (``bits=1``: sign with
-    :math:`\\mathrm{sign}(0) = +1`), computed once per call. The gradients
-    are
-
-    .. math::
-
+        y = x \\, q(W)^\\top + b, \\qquad
         g_x = g_y \\, q(W), \\qquad g_W = g_y^\\top x, \\qquad
-        g_b = \\textstyle\\sum_n g_{y,n},
+        g_b = \\textstyle\\sum_n g_{y,n}
 
-    that is, the gradient with respect to :math:`q(W)` is handed straight
+    with :math:`q` = :func:`qst.quantize` of ``quantization.weight_bits``
+    bits (1: sign with :math:`\\mathrm{sign}(0) = +1`), computed once per
+    call. The gradient with respect to :math:`q(W)` is handed straight
     through to the real-valued :math:`W` (the paper clips :math:`W` to
     [-1, 1] after each update, see :class:`weight_clip.WeightClip`, so the
-    hard-tanh cancellation would never act on it). :math:`q(W)` is a
-    constant of the graph built by backward: its true derivative is zero
-    almost everywhere.
+    hard-tanh cancellation would never act on it); :math:`q(W)` is a
+    constant of the graph built by backward.
 
     With ``gradient_bits`` (``error_bits``) below 32, :math:`g_W`
     (:math:`g_x`, the error propagated to the layer below) is quantized by
     :func:`qst.quantize_gradient` (stochastic rounding on a per-tensor
-    power-of-two scale; the paper uses 6 bits for :math:`g_W`); such a
-    quantized gradient is not differentiated further (double backprop sees
-    it as a constant).
-
+    power-of-two scale); such a gradient is not differentiated further.
     Like :func:`chainer.functions.linear`, an input with more than
     ``n_batch_axes + 1`` dimensions is flattened to 2-D first.
 
@@ -137,18 +129,16 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1,
             of shape :math:`(M, N)`, :math:`N = s_1 \\cdots s_n`.
         b (:class:`~chainer.Variable` or :ref:`ndarray`): Bias of shape
             :math:`(M,)`, or ``None``.
-        bits (int): Bit width of the quantized weight (32: clip only).
         n_batch_axes (int): Number of leading batch axes of ``x``.
-        quantizer (str): ``'linear'`` or ``'log'`` (see :mod:`qst`).
-        stochastic (bool): Quantize ``W`` stochastically while
-            ``chainer.config.train`` is ``True``.
-        gradient_bits (int or None): Bit width of :math:`g_W`, 2..32
-            (``None`` or 32: not quantized).
-        error_bits (int or None): Bit width of :math:`g_x`, 2..32.
+        quantization (qst.Quantization): Its ``weight_bits``,
+            ``quantizer``, ``stochastic_weights`` (while
+            ``chainer.config.train`` is ``True``), ``gradient_bits`` and
+            ``error_bits`` apply (default: sign, gradients not quantized).
 
     Returns:
         ~chainer.Variable: Output of shape :math:`(s_B, M)`.
     """
+    quantization = qst.Quantization.checked(quantization)
     if n_batch_axes <= 0:
         raise ValueError('n_batch_axes should be greater than 0.')
     if n_batch_axes > 1:
@@ -157,9 +147,8 @@ def quantized_linear(x, W, b=None, bits=1, n_batch_axes=1,
     elif x.ndim > 2:
         x = x.reshape(x.shape[0], -1)
     args = (x, W) if b is None else (x, W, b)
-    stochastic = stochastic and chainer.config.train
-    y, = QuantizedLinearFunction(
-        bits, quantizer, stochastic, gradient_bits, error_bits).apply(args)
+    stochastic = quantization.stochastic_weights and chainer.config.train
+    y, = QuantizedLinearFunction(quantization, stochastic).apply(args)
     if n_batch_axes > 1:
         y = y.reshape(batch_shape + (-1,))
     return y

@@ -4,10 +4,10 @@ import chainer.links
 from chainer import utils
 
 import function_quantized_linear
-import qst
+from qnn.links.quantized_weight import QuantizedWeight
 
 
-class QuantizedLinear(chainer.links.Linear):
+class QuantizedLinear(QuantizedWeight, chainer.links.Linear):
 
     """Linear layer whose weight is quantized in the forward pass.
 
@@ -28,23 +28,15 @@ class QuantizedLinear(chainer.links.Linear):
         nobias (bool): If ``True``, no bias.
         initialW: Initializer of ``W`` (default: :math:`N(0, 1/\\text{in})`).
         initial_bias: Initializer of ``b`` (default: zero).
-        bits (int): Bit width of the quantized weight, 1..32 (see
-            :mod:`qst`; 32: clip to [-1, 1] only).
-        quantizer (str): ``'linear'`` or ``'log'``.
-        stochastic (bool): Quantize ``W`` stochastically in training.
-        gradient_bits (int or None): Bit width of the gradient of ``W``
-            (``None`` or 32: not quantized).
-        error_bits (int or None): Bit width of the error propagated to the
-            input (``None`` or 32: not quantized).
+        quantization (qst.Quantization): How ``W`` and the gradients are
+            quantized (its ``weight_bits``, ``quantizer``,
+            ``stochastic_weights``, ``gradient_bits``, ``error_bits``;
+            default: sign).
     """
 
     def __init__(self, in_size, out_size=None, nobias=False,
-                 initialW=None, initial_bias=None, bits=1,
-                 quantizer='linear', stochastic=False,
-                 gradient_bits=None, error_bits=None):
-        # checked here, so that a bad option fails when the link is made
-        self.options = qst.check_options(
-            bits, quantizer, stochastic, gradient_bits, error_bits)
+                 initialW=None, initial_bias=None, quantization=None):
+        self._set_quantization(quantization)
         super(QuantizedLinear, self).__init__(
             in_size, out_size, nobias, initialW, initial_bias)
 
@@ -54,11 +46,4 @@ class QuantizedLinear(chainer.links.Linear):
             self._initialize_params(
                 utils.size_of_shape(x.shape[n_batch_axes:]))
         return function_quantized_linear.quantized_linear(
-            x, self.W, self.b, n_batch_axes=n_batch_axes, **self.options)
-
-    def quantized_params(self):
-        """Yields the real-valued parameters that forward quantizes (``W``).
-
-        :class:`weight_clip.WeightClip` clips exactly these.
-        """
-        yield self.W
+            x, self.W, self.b, n_batch_axes, self.quantization)

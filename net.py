@@ -8,6 +8,7 @@ import chainer.links as L
 from chainer.utils import conv
 
 from link_quantized_linear import QuantizedLinear
+from qnn.functions.batch_normalization_sign import DEFAULT_EPS
 from qnn.functions.batch_normalization_sign import batch_normalization_sign
 from qnn.functions.max_pooling_2x2 import max_pooling_2x2
 from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
@@ -30,10 +31,10 @@ def normalized_activation(network, bn, h):
     (:func:`qnn.functions.batch_normalization_sign.batch_normalization_sign`;
     the link's ``forward`` is not called then: it reads its ``gamma``,
     ``beta``, ``eps``, ``decay``, ``avg_mean`` and ``avg_var``)."""
+    q = network.quantization
     if (chainer.config.train and type(bn) is L.BatchNormalization
-            and bn.axis is None and network.activation_bits == 1
-            and network.quantizer == 'linear'
-            and not network.stochastic_activations
+            and bn.axis is None and q.activation_bits == 1
+            and q.quantizer == 'linear' and not q.stochastic_activations
             and isinstance(chainer.as_array(h), numpy.ndarray)
             and chainer.as_array(h).flags.c_contiguous
             and h.dtype == bn.gamma.dtype):
@@ -52,7 +53,22 @@ def weight_initializer(name):
     return chainer.initializers.Uniform(1.0) if name == 'uniform' else None
 
 
-class MnistMLP(chainer.Chain):
+class QuantizedNetwork(chainer.Chain):
+
+    """What both networks share: their :class:`qst.Quantization`
+    (``quantization``) and the quantizer of their hidden activations."""
+
+    def __init__(self, quantization=None):
+        super(QuantizedNetwork, self).__init__()
+        self.quantization = qst.Quantization.checked(quantization)
+
+    def _activation(self, h):
+        q = self.quantization
+        return qst.qst(h, q.activation_bits, q.quantizer,
+                       q.stochastic_activations)
+
+
+class MnistMLP(QuantizedNetwork):
 
     """Binarized MLP with batch normalization.
 
@@ -91,22 +107,15 @@ class MnistMLP(chainer.Chain):
         n_in (int or None): Input size (``None``: infer on first call).
         n_units (int): Units of each of the two hidden layers.
         n_out (int): Number of classes; the output are logits.
-        weight_bits (int): Bit width of the weights (32: full precision).
-        activation_bits (int): Bit width of the hidden activations.
-        quantizer (str): ``'linear'`` or ``'log'``, for both.
-        stochastic_activations (bool): Quantize the hidden activations
-            stochastically in training (:func:`qst.qst` with
-            ``stochastic=True``; the stochastic binarization of the paper's
-            Torch7 MNIST recipe).
-        stochastic_weights (bool): Quantize the weights stochastically in
-            training (``QuantizedLinear(stochastic=True)``). A weight
-            :math:`w` binarizes to +1 with probability :math:`(w + 1) / 2`,
-            nearly 1/2 for the small initial weights, so this trains only
-            with large steps (e.g. Glorot step sizes).
-        gradient_bits (int or None): Bit width of the weight gradients
-            (``None``: not quantized).
-        error_bits (int or None): Bit width of the errors propagated
-            between layers (``None``: not quantized).
+        quantization (qst.Quantization): The bits of the weights and the
+            hidden activations, the quantizer, stochastic rounding (of the
+            activations: :func:`qst.qst` with ``stochastic=True``, the
+            stochastic binarization of the paper's Torch7 MNIST recipe; of
+            the weights: a weight :math:`w` binarizes to +1 with probability
+            :math:`(w + 1) / 2`, nearly 1/2 for the small initial weights,
+            so it trains only with large steps, e.g. Glorot step sizes), the
+            bits of the weight gradients and of the errors propagated
+            between layers. Default: the binarized network.
         n_layers (int): Number of hidden layers (links ``l1`` ... and
             ``b1`` ..., one more of each for the output).
         input_dropout (float): Dropout ratio of the input, in [0, 1).
@@ -127,18 +136,12 @@ class MnistMLP(chainer.Chain):
             :data:`WEIGHT_INITS` (:func:`weight_initializer`).
     """
 
-    def __init__(self, n_in=784, n_units=1000, n_out=10, weight_bits=1,
-                 activation_bits=1, quantizer='linear',
-                 stochastic_activations=False, stochastic_weights=False,
-                 gradient_bits=None, error_bits=None, n_layers=2,
-                 input_dropout=0.0, hidden_dropout=0.0, bn='standard',
-                 bn_eps=2e-5, bn_decay=0.9, weight_init='lecun-normal'):
-        super(MnistMLP, self).__init__()
+    def __init__(self, n_in=784, n_units=1000, n_out=10, quantization=None,
+                 n_layers=2, input_dropout=0.0, hidden_dropout=0.0,
+                 bn='standard', bn_eps=DEFAULT_EPS, bn_decay=0.9,
+                 weight_init='lecun-normal'):
+        super(MnistMLP, self).__init__(quantization)
         initialW = weight_initializer(weight_init)
-        self.activation_bits = qst.check_bits(activation_bits)
-        self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic_activations = bool(stochastic_activations)
-        self.stochastic_weights = bool(stochastic_weights)
         if int(n_layers) != n_layers or n_layers < 1:
             raise ValueError('n_layers must be a positive integer, got '
                              '{!r}'.format(n_layers))
@@ -162,11 +165,9 @@ class MnistMLP(chainer.Chain):
         self.bn = bn
 
         def linear(n_in, n_out):
-            return QuantizedLinear(
-                n_in, n_out, nobias=True, initialW=initialW,
-                bits=weight_bits,
-                quantizer=quantizer, stochastic=stochastic_weights,
-                gradient_bits=gradient_bits, error_bits=error_bits)
+            return QuantizedLinear(n_in, n_out, nobias=True,
+                                   initialW=initialW,
+                                   quantization=self.quantization)
 
         def normalization(size, hidden):
             # the output's BN stays standard: its logits are not binarized
@@ -184,10 +185,6 @@ class MnistMLP(chainer.Chain):
                 setattr(self, 'l{}'.format(i), linear(sizes[i - 1], sizes[i]))
                 setattr(self, 'b{}'.format(i),
                         normalization(sizes[i], i <= self.n_layers))
-
-    def _activation(self, h):
-        return qst.qst(h, self.activation_bits, self.quantizer,
-                       self.stochastic_activations)
 
     def _dropout(self, h, ratio):
         # F.dropout is the identity outside training; ratio 0 is skipped so
@@ -228,7 +225,7 @@ ARCHITECTURES = {
 }
 
 
-class BinaryConvNet(chainer.Chain):
+class BinaryConvNet(QuantizedNetwork):
 
     """Binarized ConvNet with batch normalization (the paper's CIFAR-10 net).
 
@@ -268,31 +265,20 @@ class BinaryConvNet(chainer.Chain):
         in_shape (tuple or None): Shape of one image, to which a 2-D input
             ``(n, c * h * w)`` (flat MNIST) is reshaped; ``None``: the
             architecture's. A 4-D input is used as it is.
-        weight_bits, activation_bits, quantizer, stochastic_activations,
-        stochastic_weights, gradient_bits, error_bits, weight_init: As in
-        :class:`MnistMLP`.
+        quantization, weight_init: As in :class:`MnistMLP`.
     """
 
-    def __init__(self, n_out=10, arch='small', in_shape=None, weight_bits=1,
-                 activation_bits=1, quantizer='linear',
-                 stochastic_activations=False, stochastic_weights=False,
-                 gradient_bits=None, error_bits=None,
-                 weight_init='lecun-normal'):
-        super(BinaryConvNet, self).__init__()
+    def __init__(self, n_out=10, arch='small', in_shape=None,
+                 quantization=None, weight_init='lecun-normal'):
+        super(BinaryConvNet, self).__init__(quantization)
         if not isinstance(arch, dict):
             if arch not in ARCHITECTURES:
                 raise ValueError('arch={!r}: must be one of {} or a dict'
                                  .format(arch, ', '.join(ARCHITECTURES)))
             arch = ARCHITECTURES[arch]
         self.in_shape = tuple(in_shape or arch['in_shape'])
-        self.activation_bits = qst.check_bits(activation_bits)
-        self.quantizer = qst.check_quantizer(quantizer)
-        self.stochastic_activations = bool(stochastic_activations)
-        self.stochastic_weights = bool(stochastic_weights)
         options = {'nobias': True, 'initialW': weight_initializer(weight_init),
-                   'bits': weight_bits, 'quantizer': quantizer,
-                   'stochastic': self.stochastic_weights,
-                   'gradient_bits': gradient_bits, 'error_bits': error_bits}
+                   'quantization': self.quantization}
         # (convolution or dense layer, its BN, pool after it) in order
         self._blocks = []
         # every input size is known from in_shape, so that the weights exist
@@ -321,10 +307,6 @@ class BinaryConvNet(chainer.Chain):
                 size_in = n
                 setattr(self, 'bn_' + name, L.BatchNormalization(n))
                 self._blocks.append((name, 'bn_' + name, False))
-
-    def _activation(self, h):
-        return qst.qst(h, self.activation_bits, self.quantizer,
-                       self.stochastic_activations)
 
     def forward(self, x):
         if x.ndim == 2:

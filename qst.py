@@ -41,6 +41,7 @@ only while ``chainer.config.train`` is ``True``.
 (:func:`qst`) and weights (:func:`function_quantized_linear.quantized_linear`)
 both call it, and :func:`quantize_gradient` shares its rounding.
 """
+import collections
 import numbers
 
 import numpy
@@ -280,18 +281,69 @@ def ste_mask(x):
     return utils.force_array(xp.abs(x) <= 1, x.dtype)
 
 
-def check_options(bits=1, quantizer='linear', stochastic=False,
-                  gradient_bits=None, error_bits=None):
-    """Returns the quantization options of a layer with a quantized weight
-    (:func:`function_quantized_linear.quantized_linear`,
-    :func:`qnn.functions.quantized_convolution_2d.quantized_convolution_2d`)
-    checked and normalized (``None`` bits become 32), as a dict; raises
-    ``ValueError``/``TypeError`` for a bad one."""
-    return {'bits': check_bits(bits),
-            'quantizer': check_quantizer(quantizer),
-            'stochastic': bool(stochastic),
-            'gradient_bits': check_gradient_bits(gradient_bits),
-            'error_bits': check_gradient_bits(error_bits)}
+class Quantization(collections.namedtuple('Quantization', (
+        'weight_bits', 'activation_bits', 'quantizer', 'stochastic_weights',
+        'stochastic_activations', 'gradient_bits', 'error_bits'))):
+
+    """How a network quantizes: one value, checked once, when it is made,
+    that the networks of :mod:`net`, the quantized links and functions
+    carry.
+
+    Attributes:
+        weight_bits (int): Bit width of the weights, 1..32 (32: clip to
+            [-1, 1] only).
+        activation_bits (int): Bit width of the hidden activations.
+        quantizer (str): ``'linear'`` or ``'log'``, for both.
+        stochastic_weights (bool): Quantize the weights stochastically in
+            training.
+        stochastic_activations (bool): Quantize the hidden activations
+            stochastically in training.
+        gradient_bits (int): Bit width of the weight gradients, 2..32
+            (:func:`quantize_gradient`; 32: not quantized).
+        error_bits (int): Bit width of the errors propagated between
+            layers, 2..32.
+
+    ``None`` bits become 32. The default is the binarized network of the
+    paper: sign weights and activations, full-precision gradients.
+
+    Raises:
+        TypeError, ValueError: A field is not a valid value.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, weight_bits=1, activation_bits=1, quantizer='linear',
+                stochastic_weights=False, stochastic_activations=False,
+                gradient_bits=None, error_bits=None):
+        return super(Quantization, cls).__new__(
+            cls, check_bits(weight_bits), check_bits(activation_bits),
+            check_quantizer(quantizer), bool(stochastic_weights),
+            bool(stochastic_activations), check_gradient_bits(gradient_bits),
+            check_gradient_bits(error_bits))
+
+    @classmethod
+    def _make(cls, iterable):
+        return cls(*iterable)  # through the checks
+
+    def _replace(self, **changes):
+        return type(self)(**dict(self._asdict(), **changes))
+
+    @classmethod
+    def of(cls, options):
+        """The setting of the options ``options`` (train_mnist.py's
+        ``argparse.Namespace``, whose names are the fields')."""
+        return cls(*(getattr(options, name) for name in cls._fields))
+
+    @classmethod
+    def checked(cls, value):
+        """``value`` if it is a :class:`Quantization`, the default for
+        ``None``; raises ``TypeError`` otherwise."""
+        if value is None:
+            return cls()
+        if not isinstance(value, cls):
+            raise TypeError('quantization must be a qst.Quantization, not '
+                            '{!r}'.format(value))
+        return value
 
 
 def quantized_gradient_leaf(g, bits):

@@ -48,27 +48,25 @@ from qnn.training.extensions import snapshots
 from qnn.training.extensions.step_size_schedule import step_size_schedule
 from qnn.training.splits import load_splits
 from qnn.utils import errors
+import qst
 from weight_clip import WeightClip
 
 
 def build_model(args):
     """The classifier that main() trains (bench/speed.py times the same)."""
     info = datasets.get_info(args.dataset)
-    bits = dict(weight_bits=args.weight_bits,
-                activation_bits=args.activation_bits, quantizer=args.quantizer,
-                stochastic_activations=args.stochastic_activations,
-                stochastic_weights=args.stochastic_weights,
-                gradient_bits=args.gradient_bits, error_bits=args.error_bits,
-                weight_init=args.weight_init)
+    quantization = qst.Quantization.of(args)
     if args.arch == 'cnn':
-        predictor = net.BinaryConvNet(info.n_classes, args.cnn_size,
-                                      in_shape=info.shape, **bits)
+        predictor = net.BinaryConvNet(
+            info.n_classes, args.cnn_size, in_shape=info.shape,
+            quantization=quantization, weight_init=args.weight_init)
     else:
         predictor = net.MnistMLP(
-            info.in_size, args.unit, info.n_classes, n_layers=args.layers,
-            input_dropout=args.input_dropout,
+            info.in_size, args.unit, info.n_classes, quantization,
+            n_layers=args.layers, input_dropout=args.input_dropout,
             hidden_dropout=args.hidden_dropout, bn=args.bn,
-            bn_eps=args.bn_eps, bn_decay=args.bn_decay, **bits)
+            bn_eps=args.bn_eps, bn_decay=args.bn_decay,
+            weight_init=args.weight_init)
     return chainer.links.Classifier(predictor,
                                     lossfun=choices.LOSSES[args.loss])
 

@@ -12,6 +12,7 @@ from chainer.utils import type_check
 
 from function_quantized_linear import quantized_linear
 from qnn.functions.quantized_convolution_2d import quantized_convolution_2d
+from qst import Quantization
 from backends import BACKENDS
 from test_function_quantized_linear import check_quantized
 from test_function_quantized_linear import make_weight
@@ -70,8 +71,8 @@ class TestQuantizedConvolution2DForward(testing.FunctionTestCase):
         x, W = inputs[:2]
         b = inputs[2] if len(inputs) == 3 else None
         return quantized_convolution_2d(
-            x, W, b, self.stride, self.pad, bits=self.bits,
-            quantizer=self.quantizer),
+            x, W, b, self.stride, self.pad, quantization=Quantization(
+                weight_bits=self.bits, quantizer=self.quantizer)),
 
     def forward_expected(self, inputs):
         x, W = inputs[:2]
@@ -158,7 +159,8 @@ class TestQuantizedConvolution2DGradients(unittest.TestCase):
         b = numpy.random.uniform(-1, 1, W_SHAPE[0]).astype(self.dtype)
         xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
                       for a in (x, W, b)]
-        y = quantized_convolution_2d(xv, Wv, bv, stride, pad, bits=self.bits)
+        y = quantized_convolution_2d(xv, Wv, bv, stride, pad,
+                                     Quantization(weight_bits=self.bits))
         gy = numpy.random.uniform(-1, 1, y.shape).astype(self.dtype)
         y.grad = backend_config.get_array(gy)
         y.backward()
@@ -180,7 +182,8 @@ class TestQuantizedConvolution2DGradients(unittest.TestCase):
         W = make_weight(W_SHAPE, self.dtype)
         Wv = chainer.Variable(backend_config.get_array(W.copy()))
         x = backend_config.get_array(numpy.ones(X_SHAPE, self.dtype))
-        quantized_convolution_2d(x, Wv, bits=self.bits)
+        quantized_convolution_2d(x, Wv,
+                                 quantization=Quantization(self.bits))
         numpy.testing.assert_array_equal(
             chainer.backend.CpuDevice().send(Wv.array), W)
 
@@ -196,8 +199,8 @@ class TestQuantizedConvolution2DQuantizedGradients(unittest.TestCase):
         W = make_weight((5, 3, 3, 3), self.dtype)
         xv, Wv = [chainer.Variable(backend_config.get_array(a))
                   for a in (x, W)]
-        y = quantized_convolution_2d(xv, Wv, pad=1, gradient_bits=6,
-                                     error_bits=4)
+        y = quantized_convolution_2d(xv, Wv, pad=1, quantization=Quantization(
+            gradient_bits=6, error_bits=4))
         gy = numpy.random.uniform(-1, 1, y.shape).astype(self.dtype)
         y.grad = backend_config.get_array(gy)
         y.backward()
@@ -214,12 +217,15 @@ class TestQuantizedConvolution2DQuantizedGradients(unittest.TestCase):
         x = numpy.eye(20, dtype=self.dtype)[:, :, None, None]
         x, W = backend_config.get_array(x), backend_config.get_array(W)
         cpu = chainer.backend.CpuDevice()
-        deterministic = cpu.send(quantized_convolution_2d(x, W, bits=2).array)
+        two_bits = Quantization(weight_bits=2)
+        stochastic = two_bits._replace(stochastic_weights=True)
+        deterministic = cpu.send(quantized_convolution_2d(
+            x, W, quantization=two_bits).array)
         with chainer.using_config('train', False):
-            y = quantized_convolution_2d(x, W, bits=2, stochastic=True).array
+            y = quantized_convolution_2d(x, W, quantization=stochastic).array
         numpy.testing.assert_array_equal(cpu.send(y), deterministic)
         y = cpu.send(
-            quantized_convolution_2d(x, W, bits=2, stochastic=True).array)
+            quantized_convolution_2d(x, W, quantization=stochastic).array)
         assert (y != deterministic).any()
         assert set(numpy.unique(y)) <= set(
             numpy.array([-1, -1 / 3, 1 / 3, 1], self.dtype))
@@ -237,8 +243,9 @@ class TestSameAsDenseLayer(unittest.TestCase):
         # all gradients must agree, the stochastic gradient rounding
         # included (same draws from the same seed).
         gradient_bits, error_bits = self.gradient_error_bits
-        options = {'bits': self.bits, 'quantizer': self.quantizer,
-                   'gradient_bits': gradient_bits, 'error_bits': error_bits}
+        options = {'quantization': Quantization(
+            weight_bits=self.bits, quantizer=self.quantizer,
+            gradient_bits=gradient_bits, error_bits=error_bits)}
         x = numpy.random.uniform(-1, 1, (8, 20))
         W = make_weight((6, 20), numpy.float64) * 2
         b = numpy.random.uniform(-1, 1, 6)
@@ -293,12 +300,10 @@ class TestQuantizedConvolution2DOptionErrors(unittest.TestCase):
     def test_bad_quantization_options(self):
         x = numpy.zeros(X_SHAPE, 'f')
         W = numpy.zeros(W_SHAPE, 'f')
-        for kwargs in ({'bits': 0}, {'bits': 33}, {'gradient_bits': 1},
-                       {'error_bits': 40}, {'quantizer': 'ternary'}):
-            with pytest.raises(ValueError):
-                quantized_convolution_2d(x, W, **kwargs)
         with pytest.raises(TypeError):
-            quantized_convolution_2d(x, W, bits=1.5)
+            quantized_convolution_2d(x, W, quantization=2)
+        with pytest.raises(TypeError):
+            quantized_convolution_2d(x, W, bits=2)
 
     def test_unknown_keyword(self):
         with pytest.raises(TypeError):

@@ -9,6 +9,7 @@ from chainer import testing
 from chainer.utils import type_check
 
 from function_quantized_linear import quantized_linear
+from qst import Quantization
 from backends import BACKENDS, seed_generators
 from test_qst import quantize_reference
 
@@ -55,8 +56,8 @@ class TestQuantizedLinearForward(testing.FunctionTestCase):
         return x, W, numpy.random.uniform(-1, 1, 3).astype(self.dtype)
 
     def forward(self, inputs, device):
-        return quantized_linear(*inputs, bits=self.bits,
-                                quantizer=self.quantizer),
+        return quantized_linear(*inputs, quantization=Quantization(
+            weight_bits=self.bits, quantizer=self.quantizer)),
 
     def forward_expected(self, inputs):
         x, W = inputs[:2]
@@ -140,8 +141,8 @@ class TestQuantizedLinearGradients(unittest.TestCase):
                 seed_generators(7)
                 xv, Wv, bv = [chainer.Variable(backend_config.get_array(a))
                               for a in (x, W, b)]
-                y = quantized_linear(xv, Wv, bv, error_bits=error_bits,
-                                     gradient_bits=gradient_bits)
+                y = quantized_linear(xv, Wv, bv, quantization=Quantization(
+                    error_bits=error_bits, gradient_bits=gradient_bits))
                 y.grad = backend_config.get_array(gy)
                 y.backward(enable_double_backprop=double)
                 grads.append([chainer.backend.CpuDevice().send(v.grad)
@@ -186,7 +187,8 @@ class TestQuantizedGradients(unittest.TestCase):
         gy = numpy.random.uniform(-1, 1, (8, 6)).astype(self.dtype)
         xv, Wv = [chainer.Variable(backend_config.get_array(a))
                   for a in (x, W)]
-        y = quantized_linear(xv, Wv, gradient_bits=6, error_bits=4)
+        y = quantized_linear(xv, Wv, quantization=Quantization(
+            gradient_bits=6, error_bits=4))
         y.grad = backend_config.get_array(gy)
         y.backward()
         cpu = chainer.backend.CpuDevice()
@@ -197,13 +199,15 @@ class TestQuantizedGradients(unittest.TestCase):
     def test_stochastic_weight_only_in_training(self, backend_config):
         x = backend_config.get_array(numpy.eye(20, dtype=self.dtype))
         W = backend_config.get_array(make_weight((6, 20), self.dtype))
-        deterministic = quantized_linear(x, W, bits=2).array
+        two_bits = Quantization(weight_bits=2)
+        stochastic = two_bits._replace(stochastic_weights=True)
+        deterministic = quantized_linear(x, W, quantization=two_bits).array
         with chainer.using_config('train', False):
-            y = quantized_linear(x, W, bits=2, stochastic=True).array
+            y = quantized_linear(x, W, quantization=stochastic).array
         cpu = chainer.backend.CpuDevice()
         numpy.testing.assert_array_equal(cpu.send(y),
                                          cpu.send(deterministic))
-        y = quantized_linear(x, W, bits=2, stochastic=True).array
+        y = quantized_linear(x, W, quantization=stochastic).array
         # x = I: y is q(W)^T, on the 2-bit grid but not the rounded W
         assert (cpu.send(y) != cpu.send(deterministic)).any()
         assert set(numpy.unique(cpu.send(y))) <= set(

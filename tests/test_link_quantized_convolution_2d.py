@@ -12,6 +12,7 @@ from chainer import testing
 
 from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 from weight_clip import WeightClip
+from qst import Quantization
 from backends import BACKENDS
 from test_function_quantized_linear import sign
 from test_qst import quantize_reference
@@ -76,7 +77,8 @@ class TestQuantizedConvolution2DDtypes(unittest.TestCase):
 
     def test_dtype(self):
         with chainer.using_config('dtype', self.dtype):
-            link = QuantizedConvolution2D(OUT_CHANNELS, KSIZE, bits=2)
+            link = QuantizedConvolution2D(OUT_CHANNELS, KSIZE,
+                                          quantization=Quantization(2))
             x = numpy.random.uniform(-1, 1, X_SHAPE).astype(self.dtype)
             y = link(x)
         assert link.W.dtype == self.dtype
@@ -98,13 +100,14 @@ class TestQuantizedConvolution2DLink(unittest.TestCase):
 
     def test_two_argument_form(self):
         # QuantizedConvolution2D(out_channels, ksize), like Convolution2D
-        link = QuantizedConvolution2D(OUT_CHANNELS, KSIZE, bits=2)
+        link = QuantizedConvolution2D(OUT_CHANNELS, KSIZE,
+                                      quantization=Quantization(2))
         assert link.W.array is None
         y = link(numpy.zeros(X_SHAPE, 'f'))
         assert link.W.shape == (OUT_CHANNELS, X_SHAPE[1], KSIZE, KSIZE)
         assert y.shape == (X_SHAPE[0], OUT_CHANNELS, X_SHAPE[2] - KSIZE + 1,
                            X_SHAPE[3] - KSIZE + 1)
-        assert link.options['bits'] == 2
+        assert link.quantization.weight_bits == 2
 
     def test_is_a_convolution_with_same_params(self):
         link = QuantizedConvolution2D(3, 4, 3)
@@ -118,8 +121,9 @@ class TestQuantizedConvolution2DLink(unittest.TestCase):
         W = numpy.linspace(-1, 1, 4 * 3 * 2 * 2, dtype='f').reshape(4, 3, 2, 2)
         x = numpy.random.uniform(-1, 1, X_SHAPE).astype('f')
         for quantizer in ('linear', 'log'):
-            link = QuantizedConvolution2D(3, 4, 2, initialW=W, bits=3,
-                                          quantizer=quantizer, dilate=2)
+            link = QuantizedConvolution2D(
+                3, 4, 2, initialW=W, quantization=Quantization(
+                    weight_bits=3, quantizer=quantizer), dilate=2)
             expected = F.convolution_2d(
                 x, quantize_reference(W, 3, quantizer), link.b.array,
                 dilate=2).array
@@ -144,17 +148,17 @@ class TestQuantizedConvolution2DLink(unittest.TestCase):
         std = link.W.array.std()
         assert abs(std - fan_in ** -0.5) < 0.05 * fan_in ** -0.5
 
-    def test_bits_validated(self):
-        for kwargs in ({'bits': 0}, {'bits': 33}, {'gradient_bits': 1},
-                       {'error_bits': 40}, {'quantizer': 'ternary'}):
-            with pytest.raises(ValueError):
-                QuantizedConvolution2D(3, 4, 3, **kwargs)
+    def test_quantization_checked_when_made(self):
         with pytest.raises(TypeError):
-            QuantizedConvolution2D(3, 4, 3, bits=2.0)
+            QuantizedConvolution2D(3, 4, 3, quantization={'weight_bits': 2})
+        with pytest.raises(TypeError):
+            QuantizedConvolution2D(3, 4, 3, bits=2)
+        assert QuantizedConvolution2D(3, 4, 3).quantization == Quantization()
 
     def test_stochastic_only_in_training(self):
-        link = QuantizedConvolution2D(20, 6, 1, nobias=True, bits=2,
-                                      stochastic=True)
+        link = QuantizedConvolution2D(20, 6, 1, nobias=True,
+                                      quantization=Quantization(
+                                          2, stochastic_weights=True))
         x = numpy.eye(20, dtype='f')[:, :, None, None]
         deterministic = quantize_reference(link.W.array, 2, 'linear')
         with chainer.using_config('train', False):

@@ -9,6 +9,7 @@ import chainer.links as L
 from chainer import testing
 
 from link_quantized_linear import QuantizedLinear
+from qst import Quantization
 from backends import BACKENDS
 
 
@@ -87,11 +88,13 @@ class TestQuantizedLinearLink(unittest.TestCase):
         std = link.W.array.std()
         assert abs(std - (1 / 2000) ** 0.5) < 0.05 * (1 / 2000) ** 0.5
 
-    def test_bits_validated(self):
-        for kwargs in ({'bits': 0}, {'bits': 33}, {'gradient_bits': 1},
-                       {'error_bits': 40}, {'quantizer': 'ternary'}):
-            with pytest.raises(ValueError):
-                QuantizedLinear(5, 3, **kwargs)
+    def test_quantization_checked_when_made(self):
+        with pytest.raises(TypeError):
+            QuantizedLinear(5, 3, quantization=(2, 2))
+        with pytest.raises(TypeError):
+            QuantizedLinear(5, 3, bits=2)
+        link = QuantizedLinear(5, 3, quantization=Quantization(3))
+        assert link.quantization.weight_bits == 3
 
     def test_serialization_round_trip(self):
         import io

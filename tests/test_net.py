@@ -281,28 +281,25 @@ class TestBinaryConvNetStructure(unittest.TestCase):
             self.check_layers(model, arch, (2, 3, 32, 32), 10)
 
     def test_options_reach_every_layer(self):
-        model = net.BinaryConvNet(3, TINY, weight_bits=2, activation_bits=3,
-                                  quantizer='log', stochastic_weights=True,
-                                  gradient_bits=6, error_bits=8)
+        quantization = qst.Quantization(
+            weight_bits=2, activation_bits=3, quantizer='log',
+            stochastic_weights=True, gradient_bits=6, error_bits=8)
+        model = net.BinaryConvNet(3, TINY, quantization=quantization)
         layers = [link for link in model.links()
                   if hasattr(link, 'quantized_params')]
         assert len(layers) == sum(len(stage) for stage in TINY['conv']) + len(
             TINY['fc']) + 1
         for link in layers:
-            assert link.options == {
-                'bits': 2, 'quantizer': 'log', 'stochastic': True,
-                'gradient_bits': 6, 'error_bits': 8}
-        assert (model.activation_bits, model.quantizer,
-                model.stochastic_activations,
-                model.stochastic_weights) == (3, 'log', False, True)
+            assert link.quantization is quantization
+        assert model.quantization is quantization
 
     def test_bad_arguments(self):
         with pytest.raises(ValueError):
             net.BinaryConvNet(arch='huge')
-        with pytest.raises(ValueError):
-            net.BinaryConvNet(activation_bits=0)
-        with pytest.raises(ValueError):
-            net.BinaryConvNet(weight_bits=33)
+        with pytest.raises(TypeError):
+            net.BinaryConvNet(quantization={'activation_bits': 0})
+        with pytest.raises(TypeError):
+            net.MnistMLP(weight_bits=2)
 
     def test_classifier_trains(self):
         # a tiny separable problem: the loss must fall with STE training
@@ -331,14 +328,15 @@ class TodaysMLP(chainer.Chain):
         super(TodaysMLP, self).__init__()
         self.stochastic = stochastic
         with self.init_scope():
+            weights = qst.Quantization(stochastic_weights=stochastic)
             self.l1 = QuantizedLinear(n_in, n_units, nobias=True,
-                                      stochastic=stochastic)
+                                      quantization=weights)
             self.b1 = L.BatchNormalization(n_units)
             self.l2 = QuantizedLinear(n_units, n_units, nobias=True,
-                                      stochastic=stochastic)
+                                      quantization=weights)
             self.b2 = L.BatchNormalization(n_units)
             self.l3 = QuantizedLinear(n_units, n_out, nobias=True,
-                                      stochastic=stochastic)
+                                      quantization=weights)
             self.b3 = L.BatchNormalization(n_out)
 
     def forward(self, x):
@@ -367,13 +365,12 @@ class TestRecipeOptions(unittest.TestCase):
             numpy.random.seed(3)
             today = TodaysMLP(30, 20, 5, stochastic)
             numpy.random.seed(3)
-            model = net.MnistMLP(30, 20, 5,
-                                 stochastic_activations=stochastic,
-                                 stochastic_weights=stochastic)
+            both = qst.Quantization(stochastic_activations=stochastic,
+                                    stochastic_weights=stochastic)
+            model = net.MnistMLP(30, 20, 5, both)
             numpy.random.seed(3)
             explicit = net.MnistMLP(
-                30, 20, 5, stochastic_activations=stochastic,
-                stochastic_weights=stochastic, n_layers=2,
+                30, 20, 5, quantization=both, n_layers=2,
                 input_dropout=0.0, hidden_dropout=0.0, bn='standard',
                 bn_eps=2e-5, bn_decay=0.9)
             expected = run(today, self.x)
@@ -494,8 +491,8 @@ def quantizations(monkeypatch, model, x):
     (lambda **kw: net.BinaryConvNet(3, TINY, **kw), TINY_X_SHAPE)])
 def test_stochastic_activations_and_weights_are_separate(
         monkeypatch, make, shape, train, activations, weights):
-    model = make(stochastic_activations=activations,
-                 stochastic_weights=weights)
+    model = make(quantization=qst.Quantization(
+        stochastic_activations=activations, stochastic_weights=weights))
     x = numpy.random.RandomState(5).uniform(0, 1, shape).astype('f')
     with chainer.using_config('train', train):
         calls = quantizations(monkeypatch, model, x)

@@ -246,4 +246,47 @@ class TestBits(unittest.TestCase):
             qst.qst(numpy.zeros(3, 'f'), quantizer='ternary')
 
 
+class TestQuantization(unittest.TestCase):
+
+    def test_default_is_the_binarized_network(self):
+        q = qst.Quantization()
+        assert q == (1, 1, 'linear', False, False, 32, 32)
+        assert qst.Quantization.checked(None) == q
+
+    def test_none_bits_are_full_precision(self):
+        q = qst.Quantization(weight_bits=None, error_bits=None)
+        assert (q.weight_bits, q.error_bits) == (32, 32)
+
+    def test_every_field_checked_when_made(self):
+        for kwargs in ({'weight_bits': 0}, {'activation_bits': 33},
+                       {'gradient_bits': 1}, {'error_bits': 40},
+                       {'quantizer': 'ternary'}):
+            with pytest.raises(ValueError):
+                qst.Quantization(**kwargs)
+        for bits in (2.0, '2', True):
+            with pytest.raises(TypeError):
+                qst.Quantization(weight_bits=bits)
+
+    def test_replace_and_make_are_checked_too(self):
+        q = qst.Quantization(weight_bits=2)
+        assert q._replace(activation_bits=3).activation_bits == 3
+        with pytest.raises(ValueError):
+            q._replace(activation_bits=0)
+        with pytest.raises(ValueError):
+            qst.Quantization._make((1, 0, 'linear', False, False, 32, 32))
+
+    def test_of_options(self):
+        import argparse
+        options = argparse.Namespace(
+            weight_bits=2, activation_bits=3, quantizer='log',
+            stochastic_weights=True, stochastic_activations=False,
+            gradient_bits=6, error_bits=8, unit=100)
+        assert qst.Quantization.of(options) == (2, 3, 'log', True, False, 6,
+                                                8)
+
+    def test_checked_refuses_other_values(self):
+        with pytest.raises(TypeError):
+            qst.Quantization.checked({'weight_bits': 2})
+
+
 testing.run_module(__name__, __file__)

@@ -83,13 +83,13 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
     Chainer's.
     """
 
-    def __init__(self, stride=1, pad=0, cover_all=False, bits=1,
-                 quantizer='linear', stochastic=False, gradient_bits=None,
-                 error_bits=None, **kwargs):
+    def __init__(self, stride=1, pad=0, cover_all=False, quantization=None,
+                 stochastic=False, **kwargs):
         super(QuantizedConvolution2DFunction, self).__init__(
             stride, pad, cover_all, **kwargs)
-        self.__dict__.update(qst.check_options(
-            bits, quantizer, stochastic, gradient_bits, error_bits))
+        self.quantization = qst.Quantization.checked(quantization)
+        # stochastic rounding of W in this call (training only)
+        self.stochastic = bool(stochastic)
 
     def check_type_forward(self, in_types):
         n_in = in_types.size()
@@ -111,8 +111,9 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
     def forward(self, inputs):
         x, W = inputs[:2]
         # q(W) is computed once and kept for backward.
-        self.W_quantized = qst.quantize(
-            W, self.bits, self.quantizer, self.stochastic)
+        q = self.quantization
+        self.W_quantized = qst.quantize(W, q.weight_bits, q.quantizer,
+                                        self.stochastic)
         self.col = None
         if isinstance(x, numpy.ndarray) and self.groups == 1:
             return self._forward_patches(x, inputs[2:])
@@ -134,7 +135,8 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
             self.cover_all)
         # patches of +-1 and the padding's zeros: exact integers by XNOR
         # and popcount
-        y = binary_matmul.dot(self.col, _channels_last(Wq), self.bits == 1)
+        y = binary_matmul.dot(self.col, _channels_last(Wq),
+                              self.quantization.weight_bits == 1)
         if b:
             y += b[0]
         return y.reshape((len(x),) + self.out_size + (-1,)).transpose(
@@ -153,14 +155,15 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
                         Wq.shape[2], Wq.shape[3], self.sy, self.sx, self.ph,
                         self.pw, self.dy, self.dx, self.out_size)
             ret.append(qst.quantized_gradient_leaf(
-                chainer.Variable(gx, requires_grad=False), self.error_bits))
+                chainer.Variable(gx, requires_grad=False),
+                self.quantization.error_bits))
         if 1 in indexes:
             gW = gy.T.dot(self.col).reshape(
                 (len(Wq),) + Wq.shape[2:] + Wq.shape[1:2])
             gW = numpy.ascontiguousarray(gW.transpose(0, 3, 1, 2))
             ret.append(qst.quantized_gradient_leaf(
                 chainer.Variable(gW, requires_grad=False),
-                self.gradient_bits))
+                self.quantization.gradient_bits))
         if 2 in indexes:
             ret.append(chainer.Variable(gb, requires_grad=False))
         # freed as soon as used; a second backward (a retained graph) takes
@@ -184,7 +187,8 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
                 gy, Wq, stride=(self.sy, self.sx), pad=(self.ph, self.pw),
                 outsize=x.shape[2:], dilate=(self.dy, self.dx),
                 groups=self.groups)
-            ret.append(qst.quantized_gradient_leaf(gx, self.error_bits))
+            ret.append(qst.quantized_gradient_leaf(
+                gx, self.quantization.error_bits))
         rest = [i for i in indexes if i != 0]
         if rest:
             # Chainer's g_W (from x and g_y, W's shape only) is the gradient
@@ -194,46 +198,34 @@ class QuantizedConvolution2DFunction(convolution_2d.Convolution2DFunction):
                 rest, grad_outputs)
             for i, g in zip(rest, grads):
                 if i == 1:
-                    g = qst.quantized_gradient_leaf(g, self.gradient_bits)
+                    g = qst.quantized_gradient_leaf(
+                        g, self.quantization.gradient_bits)
                 ret.append(g)
         return ret
 
 
-def quantized_convolution_2d(x, W, b=None, stride=1, pad=0, bits=1,
-                             quantizer='linear', stochastic=False,
-                             gradient_bits=None, error_bits=None, **kwargs):
-    """quantized_convolution_2d(x, W, b=None, stride=1, pad=0, bits=1, \
-quantizer='linear', stochastic=False, gradient_bits=None, error_bits=None, \
-*, cover_all=False, dilate=1, groups=1)
+def quantized_convolution_2d(x, W, b=None, stride=1, pad=0,
+                             quantization=None, **kwargs):
+    """quantized_convolution_2d(x, W, b=None, stride=1, pad=0, \
+quantization=None, *, cover_all=False, dilate=1, groups=1)
 
     Two-dimensional convolution with a quantized filter.
 
     .. math::
 
-        y = q(W) \\star x + b
+        y = q(W) \\star x + b, \\qquad
+        g_x = \\frac{\\partial L}{\\partial x}\\Big|_{q(W)}, \\qquad
+        g_W = \\frac{\\partial L}{\\partial q(W)}
 
     where :math:`\\star` is the convolution (correlation) of
     :func:`chainer.functions.convolution_2d` and :math:`q` is
-    :func:`qst.quantize` (``bits=1``: sign with :math:`\\mathrm{sign}(0) =
-    +1`), computed once per call. The gradients are those of Chainer's
-    convolution with :math:`q(W)` as its filter,
-
-    .. math::
-
-        g_x = \\frac{\\partial L}{\\partial x}\\Big|_{q(W)}, \\qquad
-        g_W = \\frac{\\partial L}{\\partial q(W)}, \\qquad
-        g_b = \\textstyle\\sum_{n, i, j} g_{y, n, :, i, j},
-
-    that is, the gradient with respect to :math:`q(W)` is handed straight
-    through to the real-valued :math:`W`, with no hard-tanh mask, exactly as
-    in :func:`function_quantized_linear.quantized_linear` (the paper clips
-    :math:`W` to [-1, 1] after each update, see
-    :class:`weight_clip.WeightClip`). :math:`q(W)` is a constant of the
+    :func:`qst.quantize` of ``quantization.weight_bits`` bits (1: sign with
+    :math:`\\mathrm{sign}(0) = +1`), computed once per call; the gradients
+    are those of Chainer's convolution with :math:`q(W)` as its filter,
+    handed straight through to the real-valued :math:`W` as in
+    :func:`function_quantized_linear.quantized_linear`, with the same
+    ``gradient_bits`` and ``error_bits``. :math:`q(W)` is a constant of the
     graph built by backward.
-
-    With ``gradient_bits`` (``error_bits``) below 32, :math:`g_W`
-    (:math:`g_x`) is quantized by :func:`qst.quantize_gradient`, as in the
-    dense layer; such a quantized gradient is not differentiated further.
 
     Args:
         x (:class:`~chainer.Variable` or :ref:`ndarray`): Input of shape
@@ -245,13 +237,8 @@ quantizer='linear', stochastic=False, gradient_bits=None, error_bits=None, \
             :math:`(c_O,)`, or ``None``. Not quantized.
         stride (int or pair of ints): Stride of filter applications.
         pad (int or pair of ints): Spatial padding width.
-        bits (int): Bit width of the quantized filter (32: clip only).
-        quantizer (str): ``'linear'`` or ``'log'`` (see :mod:`qst`).
-        stochastic (bool): Quantize ``W`` stochastically while
-            ``chainer.config.train`` is ``True``.
-        gradient_bits (int or None): Bit width of :math:`g_W`, 2..32
-            (``None`` or 32: not quantized).
-        error_bits (int or None): Bit width of :math:`g_x`, 2..32.
+        quantization (qst.Quantization): As in
+            :func:`function_quantized_linear.quantized_linear`.
         cover_all (bool): As in :func:`chainer.functions.convolution_2d`.
         dilate (int or pair of ints): Dilation factor of filter applications.
         groups (int): Number of groups of channels.
@@ -259,13 +246,13 @@ quantizer='linear', stochastic=False, gradient_bits=None, error_bits=None, \
     Returns:
         ~chainer.Variable: Output of shape :math:`(n, c_O, h_O, w_O)`.
     """
+    quantization = qst.Quantization.checked(quantization)
     cover_all, dilate, groups, cudnn_fast = argument.parse_kwargs(
         kwargs, ('cover_all', False), ('dilate', 1), ('groups', 1),
         ('cudnn_fast', False))
     args = (x, W) if b is None else (x, W, b)
-    stochastic = stochastic and chainer.config.train
+    stochastic = quantization.stochastic_weights and chainer.config.train
     y, = QuantizedConvolution2DFunction(
-        stride, pad, cover_all, bits, quantizer, stochastic, gradient_bits,
-        error_bits, dilate=dilate, groups=groups,
-        cudnn_fast=cudnn_fast).apply(args)
+        stride, pad, cover_all, quantization, stochastic, dilate=dilate,
+        groups=groups, cudnn_fast=cudnn_fast).apply(args)
     return y

@@ -5,14 +5,14 @@ import chainer.links
 from chainer import memory_layouts
 
 from qnn.functions.quantized_convolution_2d import quantized_convolution_2d
-import qst
+from qnn.links.quantized_weight import QuantizedWeight
 
 
-class QuantizedConvolution2D(chainer.links.Convolution2D):
+class QuantizedConvolution2D(QuantizedWeight, chainer.links.Convolution2D):
 
     """__init__(self, in_channels, out_channels, ksize=None, stride=1, pad=0, \
-nobias=False, initialW=None, initial_bias=None, bits=1, quantizer='linear', \
-stochastic=False, gradient_bits=None, error_bits=None, *, dilate=1, groups=1)
+nobias=False, initialW=None, initial_bias=None, quantization=None, *, \
+dilate=1, groups=1)
 
     Convolutional layer whose filter is quantized in the forward pass.
 
@@ -40,25 +40,16 @@ stochastic=False, gradient_bits=None, error_bits=None, *, dilate=1, groups=1)
         initialW: Initializer of ``W`` (default: :math:`N(0, 1/\\text{fan
             in})`).
         initial_bias: Initializer of ``b`` (default: zero).
-        bits (int): Bit width of the quantized filter, 1..32 (see
-            :mod:`qst`; 32: clip to [-1, 1] only).
-        quantizer (str): ``'linear'`` or ``'log'``.
-        stochastic (bool): Quantize ``W`` stochastically in training.
-        gradient_bits (int or None): Bit width of the gradient of ``W``
-            (``None`` or 32: not quantized).
-        error_bits (int or None): Bit width of the error propagated to the
-            input (``None`` or 32: not quantized).
+        quantization (qst.Quantization): How ``W`` and the gradients are
+            quantized, as in :class:`link_quantized_linear.QuantizedLinear`.
         dilate (int or pair of ints): Dilation factor of filter applications.
         groups (int): Number of groups of channels.
     """
 
     def __init__(self, in_channels, out_channels, ksize=None, stride=1, pad=0,
-                 nobias=False, initialW=None, initial_bias=None, bits=1,
-                 quantizer='linear', stochastic=False, gradient_bits=None,
-                 error_bits=None, **kwargs):
-        # checked here, so that a bad option fails when the link is made
-        self.options = qst.check_options(
-            bits, quantizer, stochastic, gradient_bits, error_bits)
+                 nobias=False, initialW=None, initial_bias=None,
+                 quantization=None, **kwargs):
+        self._set_quantization(quantization)
         super(QuantizedConvolution2D, self).__init__(
             in_channels, out_channels, ksize, stride, pad, nobias, initialW,
             initial_bias, **kwargs)
@@ -73,12 +64,6 @@ stochastic=False, gradient_bits=None, error_bits=None, *, dilate=1, groups=1)
                 x, assumed_layout=self.x_layout)
             self._initialize_params(c)
         return quantized_convolution_2d(
-            x, self.W, self.b, self.stride, self.pad, dilate=self.dilate,
-            groups=self.groups, cudnn_fast=self.cudnn_fast, **self.options)
-
-    def quantized_params(self):
-        """Yields the real-valued parameters that forward quantizes (``W``).
-
-        :class:`weight_clip.WeightClip` clips exactly these.
-        """
-        yield self.W
+            x, self.W, self.b, self.stride, self.pad,
+            quantization=self.quantization, dilate=self.dilate,
+            groups=self.groups, cudnn_fast=self.cudnn_fast)

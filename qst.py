@@ -143,7 +143,7 @@ def _sign(x):
     xp = backend.get_array_module(x)
     y = xp.empty_like(x)
     if cpu_kernels.usable(x, y):
-        cpu_kernels.sign(x, y)  # one pass; the same values
+        numba_sign(x, y)  # one pass; the same values
         return y
 
     def sign(x, y):
@@ -391,7 +391,7 @@ class QuantizeSTE(function_node.FunctionNode):
             # first-order backward on the CPU: the product on the arrays,
             # without the Python work of a multiplication node
             if cpu_kernels.usable(x.array, gy.array):
-                gx = cpu_kernels.ste(x.array, gy.array)  # one pass
+                gx = numba_ste(x.array, gy.array)  # one pass
             else:
                 gx = utils.force_array(gy.array * ste_mask(x.array))
             return chainer.Variable(gx, requires_grad=False),
@@ -422,3 +422,51 @@ def qst(x, bits=1, quantizer='linear', stochastic=False):
     stochastic = stochastic and chainer.config.train
     y, = QuantizeSTE(bits, quantizer, stochastic).apply((x,))
     return y
+
+
+# --- numba ------------------------------------------------------------------
+
+def _qst_kernels(numba):
+    """``'sign'`` and ``'ste'``, the loops of :func:`numba_sign` and
+    :func:`numba_ste`."""
+    # one core: sign, vectorized there too, is memory-bound and did no
+    # better on two
+    def sign_loop(x, y, n):
+        for i in range(n):
+            xi = x[i]
+            if xi >= 0:
+                y[i] = 1.0
+            elif xi < 0:
+                y[i] = -1.0
+            else:
+                y[i] = xi  # NaN
+
+    def ste_loop(x, gy, gx, n):
+        for i in range(n):
+            gx[i] = gy[i] if abs(x[i]) <= 1 else gy[i] * 0
+
+    return {
+        'sign': numba.njit(cache=True)(sign_loop),
+        'ste': numba.njit(cache=True)(ste_loop),
+    }
+
+
+_kernels = cpu_kernels.LazyKernels(_qst_kernels)
+
+
+def numba_sign(x, y):
+    """``y[...] = sign(x)`` with sign(0) = +1 and NaN kept, for C-contiguous
+    ``x`` and ``y`` of one float dtype."""
+    n = x.size
+    _kernels['sign'](x.reshape(-1), y.reshape(-1), n)
+
+
+def numba_ste(x, gy):
+    """The straight-through gradient :math:`g_y \\cdot 1_{|x| \\le 1}` (as
+    :func:`qst.ste_mask` times ``gy``: 0 times ``gy`` outside, so NaN and
+    the sign of zero are those of the product), for C-contiguous ``x`` and
+    ``gy`` of one float dtype."""
+    gx = numpy.empty_like(gy)
+    _kernels['ste'](x.reshape(-1), gy.reshape(-1), gx.reshape(-1),
+                    x.size)
+    return gx

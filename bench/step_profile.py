@@ -35,19 +35,17 @@ GROUPS = [
         "<method 'dot' of 'numpy.ndarray' objects>", '_matmul',
         '_backward_arrays')),
     ('optimizer update (Adam or AdaMax, clip)', lambda f, n: (
-        f.endswith('qnn/backends/cpu_kernels.py') and 'adam' in n) or (
-        f.endswith('qnn/optimizers/inplace_adam.py') and n == '_update') or (
-        f.endswith('qnn/optimizers/shift_adamax.py') and n == 'update_core')),
+        f.endswith('qnn/optimizers/inplace_adam.py') and n in (
+            '_update', 'numba_adam')) or (
+        f.endswith('qnn/optimizers/shift_adamax.py') and n in (
+            'update_core', 'numba_shift_adamax'))),
     ('convolution patches (im2col, col2im)', lambda f, n: (
-        f.endswith('qnn/backends/cpu_kernels.py') and 'col' in n) or (
-        n in ('im2col_cpu', 'col2im_cpu'))),
+        f.endswith('qnn/functions/quantized_convolution_2d.py') and 'col' in n)
+        or (n in ('im2col_cpu', 'col2im_cpu'))),
     ('max pooling', lambda f, n: 'pool' in n or 'max_pooling' in f),
-    ('sign (weights and activations)', lambda f, n: (
-        f.endswith('qnn/backends/cpu_kernels.py') and 'sign' in n
-        and not n.startswith('bn_')) or (
-        f.endswith('qst.py') and n == 'sign')),
-    ('batch normalization', lambda f, n: 'batch_normalization' in f or (
-        f.endswith('qnn/backends/cpu_kernels.py') and n.startswith('bn_'))),
+    ('sign (weights and activations)', lambda f, n: f.endswith('qst.py') and
+        n in ('_sign', 'numba_sign')),
+    ('batch normalization', lambda f, n: 'batch_normalization' in f),
     ('minibatch (iterator, converter)', lambda f, n: 'iterator' in f or
         f.endswith('convert.py') or f.endswith('tuple_dataset.py')),
     ('threads waiting', lambda f, n: n == "<method 'acquire' of "

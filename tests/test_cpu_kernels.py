@@ -8,6 +8,9 @@ import chainer
 
 from link_quantized_linear import QuantizedLinear
 from qnn.backends import cpu_kernels
+from qnn.functions import batch_normalization_sign
+from qnn.optimizers import inplace_adam
+from qnn.optimizers import shift_adamax
 from qnn.optimizers.inplace_adam import InplaceAdam
 from qnn.optimizers.inplace_adam import InplaceAdamRule
 from qnn.optimizers.shift_adamax import ShiftAdaMax
@@ -67,7 +70,7 @@ def test_adam_equals_reference(n, dtype, hyper, clip):
     got = [a.copy() for a in expected]
     reference_adam(*expected, *hyper, clip)
     c1, c2, alpha_t, eps, eta, wd = hyper
-    cpu_kernels.adam(*got, c1=c1, c2=c2, alpha_t=alpha_t, eps=eps, eta=eta,
+    inplace_adam.numba_adam(*got, c1=c1, c2=c2, alpha_t=alpha_t, eps=eps, eta=eta,
                      weight_decay_rate=wd, clip=clip)
     for name, a, b in zip(('param', 'grad', 'm', 'v'), got, expected):
         numpy.testing.assert_array_equal(a, b, name)
@@ -84,7 +87,7 @@ def test_sign_equals_reference(n, dtype):
     x = numpy.random.default_rng(1).normal(0, 1, n).astype(dtype)
     x[:4] = [0.0, -0.0, numpy.nan, numpy.inf]
     y = numpy.full_like(x, 7)
-    cpu_kernels.sign(x, y)
+    qst.numba_sign(x, y)
     expected = numpy.sign(x)
     expected += expected == 0
     numpy.testing.assert_array_equal(y, expected)
@@ -101,7 +104,7 @@ def test_bn_statistics_equal_numpy(shape, dtype):
     if shape[1] > 2:
         x[-1, 1] = numpy.nan
         x[0, 2] = numpy.inf
-    mean, var = cpu_kernels.bn_statistics(x)
+    mean, var = batch_normalization_sign.numba_bn_statistics(x)
     with numpy.errstate(invalid='ignore'):  # inf - inf
         expected = (x.mean(axis=(0,), dtype=dtype),
                     x.var(axis=(0,), dtype=dtype))
@@ -115,8 +118,8 @@ def test_qst_sign_uses_kernel_and_matches_numpy_path(monkeypatch):
     x = numpy.random.default_rng(2).normal(0, 1, (300, 200)).astype('f')
     x[0, :2] = [0.0, numpy.nan]
     calls = []
-    kernel = cpu_kernels.sign
-    monkeypatch.setattr(cpu_kernels, 'sign',
+    kernel = qst.numba_sign
+    monkeypatch.setattr(qst, 'numba_sign',
                         lambda x, y: calls.append(1) or kernel(x, y))
     got = qst.quantize(x, 1)
     assert calls == [1]
@@ -223,7 +226,7 @@ def test_ste_equals_reference(n, dtype):
     gy = rng.normal(0, 1, n).astype(dtype)
     x[:6] = [1.0, -1.0, numpy.nan, 0.0, 3.0, -3.0]
     gy[4:8] = [numpy.nan, -0.5, numpy.inf, -0.0]
-    got = cpu_kernels.ste(x, gy)
+    got = qst.numba_ste(x, gy)
     with numpy.errstate(invalid='ignore'):  # inf * 0 is NaN, on purpose
         expected = gy * qst.ste_mask(x)
     assert got.dtype == dtype
@@ -283,8 +286,8 @@ def test_shift_adamax_kernel_equals_numpy_path(n, dtype, kwargs,
 
 def test_shift_adamax_uses_kernel(monkeypatch):
     calls = []
-    kernel = cpu_kernels.shift_adamax
-    monkeypatch.setattr(cpu_kernels, 'shift_adamax',
+    kernel = shift_adamax.numba_shift_adamax
+    monkeypatch.setattr(shift_adamax, 'numba_shift_adamax',
                         lambda *a: calls.append(1) or kernel(*a))
     model = shift_adamax_model(100, numpy.float32)
     optimizer = ShiftAdaMax()

@@ -27,7 +27,7 @@ from chainer import utils
 def sqrt_half(dtype):
     """The least value of ``dtype`` at or above sqrt(1/2): AP2 rounds a
     mantissa below it down (shared with
-    :func:`qnn.backends.cpu_kernels.shift_adamax`)."""
+    :func:`qnn.optimizers.shift_adamax.numba_shift_adamax`)."""
     # log2(m) >= 1/2 for a mantissa m in [1/2, 1) iff m >= sqrt(1/2); no
     # float is sqrt(1/2), so m < sqrt(1/2) iff m < the least float of the
     # dtype above it (sqrt(1/2) rounded to nearest may be below it: float16)
@@ -58,3 +58,62 @@ def ap2(x):
     y = xp.ldexp(xp.copysign(one, x), exponent)
     y = xp.where(x == 0, xp.zeros_like(x), y)
     return utils.force_array(y, x.dtype)
+
+
+# --- numba ------------------------------------------------------------------
+
+def numba_ap2(numba):
+    """``ap2_of(x, like, ...)``: AP2 of a float in the loops, inlined."""
+    to_bits, from_bits = _bit_casts(numba)
+
+    @numba.njit(inline='always')
+    def ap2_of(x, like, sqrt_half, exponent_mask, fraction_mask,
+               exponent_one, sqrt_half_fraction):
+        # AP2(x) as ap2.ap2 computes it. For a normal float (1 + f) 2^e it
+        # is 2^e, or 2^(e+1) when 1 + f >= 2 sqrt(1/2): the exponent bits,
+        # plus one when the fraction bits reach those of sqrt(1/2) (integer
+        # operations, vectorized; frexp and ldexp are calls into libm, 4x
+        # slower). Zero, subnormals, inf and NaN take frexp's way.
+        b = to_bits(x)
+        exponent = b & exponent_mask
+        if exponent != 0 and exponent != exponent_mask:
+            r = (b & ~(exponent_mask | fraction_mask)) | exponent
+            if b & fraction_mask >= sqrt_half_fraction:
+                r += exponent_one
+            return from_bits(r, x)
+        mantissa, e = math.frexp(x)
+        if abs(mantissa) < sqrt_half:
+            e -= 1
+        if x == 0:
+            return like.dtype.type(0.0)
+        return like.dtype.type(math.ldexp(math.copysign(1.0, x), e))
+
+    return ap2_of
+
+
+def _bit_casts(numba):
+    """The intrinsics ``to_bits(x)`` and ``from_bits(b, like)``: a float's
+    bits as an unsigned integer, and back."""
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def to_bits(typingctx, x):
+        # the bits of a float as the unsigned integer of its width
+        uint = numba.types.uint32 if x.bitwidth == 32 else numba.types.uint64
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(uint))
+        return uint(x), codegen
+
+    @intrinsic
+    def from_bits(typingctx, b, like):
+        # the float of like's type with the low bits of the integer b
+        # (numba widens integer arithmetic to 64 bits)
+        def codegen(context, builder, signature, args):
+            low = builder.trunc(args[0], context.get_value_type(
+                numba.types.Integer.from_bitwidth(like.bitwidth, False))) \
+                if b.bitwidth > like.bitwidth else args[0]
+            return builder.bitcast(low, context.get_value_type(like))
+        return like(b, like), codegen
+
+    return to_bits, from_bits

@@ -5,11 +5,11 @@ as one node (training on the CPU).
 of both networks, is two FunctionNodes and about fifteen NumPy passes over
 the activations. Here it is one node: the statistics and the sums of
 backward are those of Chainer's batch normalization (its very NumPy calls,
-or, for the statistics of a dense layer, :func:`cpu_kernels.bn_statistics`,
+or, for the statistics of a dense layer, :func:`numba_bn_statistics`,
 one numba pass each in NumPy's order), and the elementwise work is three
 numba passes (normalize and sign; mask and :math:`g_m \\hat{x}`;
-:math:`g_x`: :func:`cpu_kernels.bn_sign`, :func:`cpu_kernels.bn_sign_masked`,
-:func:`cpu_kernels.bn_sign_grad`), with the NumPy code below, Chainer's
+:math:`g_x`: :func:`numba_bn_sign`, :func:`numba_bn_sign_masked`,
+:func:`numba_bn_sign_grad`), with the NumPy code below, Chainer's
 arithmetic, as their reference. Values and gradients are those of the
 two nodes, bit for bit.
 """
@@ -46,9 +46,9 @@ def _normalized(x, mean, inv_std, gamma, beta):
 def statistics(x, axis):
     """Chainer's batch statistics (GeneralBatchNormalizationImpl.forward),
     the mean and variance over ``axis``; for a C-contiguous dense ``x`` by
-    :func:`cpu_kernels.bn_statistics`, the same values in one pass each."""
+    :func:`numba_bn_statistics`, the same values in one pass each."""
     if x.ndim == 2 and cpu_kernels.usable(x):
-        return cpu_kernels.bn_statistics(x)
+        return numba_bn_statistics(x)
     return (x.mean(axis=axis, dtype=x.dtype),
             x.var(axis=axis, dtype=x.dtype))
 
@@ -56,7 +56,7 @@ def statistics(x, axis):
 def sign_forward(x, mean, inv_std, gamma, beta):
     """sign(BN(x)) (sign(0) = +1, NaN kept) for C-contiguous ``x``."""
     if cpu_kernels.usable(x, mean, inv_std, gamma, beta):
-        return cpu_kernels.bn_sign(x, mean, inv_std, gamma, beta)
+        return numba_bn_sign(x, mean, inv_std, gamma, beta)
     _, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
     q = numpy.sign(y)
     q += q == 0
@@ -71,14 +71,14 @@ def sign_backward(x, gy, mean, inv_std, gamma, beta, axis):
     inv_m = dtype.type(1.0 / (x.size // gamma.size))
     if cpu_kernels.usable(x, gy, mean, inv_std, gamma, beta):
         if x.ndim == 2:
-            gm, ggamma, gbeta = cpu_kernels.bn_sign_masked_sums(
+            gm, ggamma, gbeta = numba_bn_sign_masked_sums(
                 x, gy, mean, inv_std, gamma, beta)
         else:
-            gm, gm_x_hat = cpu_kernels.bn_sign_masked(x, gy, mean, inv_std,
+            gm, gm_x_hat = numba_bn_sign_masked(x, gy, mean, inv_std,
                                                       gamma, beta)
             gbeta = gm.sum(axis=axis, dtype=dtype)
             ggamma = gm_x_hat.sum(axis=axis, dtype=dtype)
-        return cpu_kernels.bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma,
+        return numba_bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma,
                                         gbeta, inv_m), ggamma, gbeta
     x_hat, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
     gm = _as_3d(gy) * (numpy.abs(y) <= 1).astype(dtype)
@@ -163,8 +163,8 @@ def _as_3d(a):
     return numpy.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
 
 
-def batch_normalization_sign(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None,
-                             running_var=None, decay=0.9):
+def batch_normalization_sign(x, gamma, beta, eps=DEFAULT_EPS,
+                             running_mean=None, running_var=None, decay=0.9):
     """The sign of batch normalization with the batch's statistics, with
     the straight-through gradient: on NumPy arrays, the values of
 
@@ -196,3 +196,188 @@ def batch_normalization_sign(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None,
     y, = BatchNormalizationSign(eps, running_mean, running_var,
                                 decay).apply((x, gamma, beta))
     return y
+
+
+# --- numba ------------------------------------------------------------------
+
+def _bn_kernels(numba):
+    kernels = _batch_normalization_kernels(numba)
+    kernels.update(_bn_statistics_kernel(numba))
+    return kernels
+
+
+def _batch_normalization_kernels(numba):
+    """``'bn_sign'``, ``'bn_sign_masked'``, ``'bn_sign_masked_sums'`` and
+    ``'bn_sign_grad'``: the loops of :func:`numba_bn_sign`,
+    :func:`numba_bn_sign_masked`, :func:`numba_bn_sign_masked_sums` and
+    :func:`numba_bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
+    ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
+    mask, in the arrays' dtype and order."""
+    inline = numba.njit(inline='always')
+
+    @inline
+    def normalized(v, mu, r, g, b):
+        t = (v - mu) * r
+        return t, t * g + b
+
+    # the straight-through gradient of the sign of y = BN(v), gy times 0
+    # outside |y| <= 1, and x_hat
+    @inline
+    def masked(v, g, mu, r, gm, b, zero):
+        t, y = normalized(v, mu, r, gm, b)
+        return (g if abs(y) <= 1 else g * zero), t
+
+    # x is (n, c, s), or, for a dense layer, (n, 1, c) with last = True:
+    # the channel of x[i, a, b] is b then, a otherwise, and the inner loop
+    # runs along memory either way (a loop of one element per channel ran
+    # ten times slower)
+    def bn_sign_loop(x, last, mean, inv_std, gamma, beta, one, q):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    _, y = normalized(x[i, a, b], mean[ch], inv_std[ch],
+                                      gamma[ch], beta[ch])
+                    q[i, a, b] = one if y >= 0 else (-one if y < 0 else y)
+
+    # zero: 0 of the dtype (a Python 0 would make the product float64)
+    def bn_masked_loop(x, gy, last, mean, inv_std, gamma, beta, zero, gm,
+                    gm_x_hat):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    g, t = masked(x[i, a, b], gy[i, a, b], mean[ch],
+                                  inv_std[ch], gamma[ch], beta[ch], zero)
+                    gm[i, a, b] = g
+                    gm_x_hat[i, a, b] = g * t
+
+    # the same for a dense (n, c), with NumPy's gm.sum(axis=0) and
+    # (gm * x_hat).sum(axis=0) in the same pass: each channel summed from
+    # 0 in row order, as NumPy does
+    def bn_masked_sums_loop(x, gy, mean, inv_std, gamma, beta, zero, gm,
+                            ggamma, gbeta):
+        n, c = x.shape
+        ggamma[:] = 0
+        gbeta[:] = 0
+        for i in range(n):
+            for j in range(c):
+                g, t = masked(x[i, j], gy[i, j], mean[j], inv_std[j],
+                              gamma[j], beta[j], zero)
+                gm[i, j] = g
+                gbeta[j] += g
+                ggamma[j] += g * t
+
+    def bn_grad_loop(x, gm, last, mean, inv_std, gamma, ggamma, gbeta, inv_m,
+                  gx):
+        n, p, s = x.shape
+        for i in range(n):
+            for a in range(p):
+                for b in range(s):
+                    ch = b if last else a
+                    t = (x[i, a, b] - mean[ch]) * inv_std[ch]
+                    gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
+                        gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
+
+    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
+            'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
+            'bn_sign_masked_sums': numba.njit(cache=True)(
+                bn_masked_sums_loop),
+            'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}
+
+
+def _bn_statistics_kernel(numba):
+    """``'bn_statistics'``: the loop of :func:`numba_bn_statistics`."""
+    # NumPy's x.mean(axis=0) and x.var(axis=0) of a C-contiguous (n, c):
+    # each channel summed from 0 in row order, divided by n (in float64,
+    # rounded to the dtype: the correctly rounded quotient either way),
+    # then the sum of the squares of x - mean, divided by n
+    def bn_statistics_loop(x, mean, var):
+        n, c = x.shape
+        mean[:] = 0
+        for i in range(n):
+            for j in range(c):
+                mean[j] += x[i, j]
+        for j in range(c):
+            mean[j] = mean[j] / n
+        var[:] = 0
+        for i in range(n):
+            for j in range(c):
+                d = x[i, j] - mean[j]
+                var[j] += d * d
+        for j in range(c):
+            var[j] = var[j] / n
+
+    return {'bn_statistics': numba.njit(cache=True)(bn_statistics_loop)}
+
+
+def _rows(x):
+    # (n, c, ...) C-contiguous as the kernels take it: (n, c, s), or
+    # (n, 1, c) and last = True when there is no axis after c
+    n, c = x.shape[:2]
+    return (x.reshape(n, 1, c), True) if x.ndim == 2 else (
+        x.reshape(n, c, -1), False)
+
+
+_kernels = cpu_kernels.LazyKernels(_bn_kernels)
+
+
+def numba_bn_statistics(x):
+    """``(x.mean(axis=0), x.var(axis=0))`` of a C-contiguous ``(n, c)``
+    ``x``, in its dtype, bit for bit NumPy's; one pass each, without
+    NumPy's temporaries."""
+    mean = numpy.empty(x.shape[1], x.dtype)
+    var = numpy.empty_like(mean)
+    _kernels['bn_statistics'](x, mean, var)
+    return mean, var
+
+
+def numba_bn_sign(x, mean, inv_std, gamma, beta):
+    """:math:`\\mathrm{sign}(\\gamma (x - \\mu) r + \\beta)`, channel by
+    channel (axis 1) of the C-contiguous ``x`` (the per-channel arrays of
+    its dtype), with sign(0) = +1 and NaN kept; one pass."""
+    q = numpy.empty_like(x)
+    _kernels['bn_sign'](*_rows(x), mean, inv_std, gamma, beta,
+                        x.dtype.type(1), _rows(q)[0])
+    return q
+
+
+def numba_bn_sign_masked(x, gy, mean, inv_std, gamma, beta):
+    """The straight-through gradient of the sign of
+    :math:`y = \\gamma \\hat{x} + \\beta`, :math:`g_m = g_y 1_{|y| \\le 1}`
+    (``gy`` times 0 outside), and :math:`g_m \\hat{x}`; one pass."""
+    gm = numpy.empty_like(gy)
+    gm_x_hat = numpy.empty_like(gy)
+    rows, last = _rows(x)
+    _kernels['bn_sign_masked'](
+        rows, _rows(gy)[0], last, mean, inv_std, gamma, beta,
+        x.dtype.type(0), _rows(gm)[0], _rows(gm_x_hat)[0])
+    return gm, gm_x_hat
+
+
+def numba_bn_sign_masked_sums(x, gy, mean, inv_std, gamma, beta):
+    """For a C-contiguous dense ``(n, c)`` ``x``: :math:`g_m` of
+    :func:`numba_bn_sign_masked` and its sums over the batch,
+    :math:`g_\\gamma = \\sum g_m \\hat{x}` and :math:`g_\\beta = \\sum g_m`,
+    bit for bit NumPy's ``sum(axis=0)`` of them; one pass."""
+    gm = numpy.empty_like(gy)
+    ggamma = numpy.empty_like(mean)
+    gbeta = numpy.empty_like(mean)
+    _kernels['bn_sign_masked_sums'](
+        x, gy, mean, inv_std, gamma, beta, x.dtype.type(0), gm, ggamma,
+        gbeta)
+    return gm, ggamma, gbeta
+
+
+def numba_bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma, gbeta, inv_m):
+    """Chainer's :math:`g_x` of batch normalization with the batch's
+    statistics, :math:`\\gamma r (g_m - (\\hat{x} g_\\gamma + g_\\beta)
+    / m)`; one pass."""
+    gx = numpy.empty_like(gm)
+    rows, last = _rows(x)
+    _kernels['bn_sign_grad'](rows, _rows(gm)[0], last, mean, inv_std,
+                             gamma, ggamma, gbeta, inv_m,
+                             _rows(gx)[0])
+    return gx

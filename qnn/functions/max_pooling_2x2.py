@@ -6,9 +6,11 @@ through col2im: about a fifth of a training step of the binarized ConvNet
 on the CPU. With a 2x2 window and stride 2 the four elements of each
 window are four strided views of the input: the maximum is three
 elementwise maxima, and which element gave it three comparisons. On the
-CPU one numba pass does the same (:func:`cpu_kernels.max_pool_2x2` and
-:func:`cpu_kernels.max_pool_2x2_grad`, tested against this NumPy code).
+CPU one numba pass does the same (:func:`numba_max_pool_2x2` and
+:func:`numba_max_pool_2x2_grad`, tested against this NumPy code).
 """
+import numpy
+
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from chainer import backend
 from chainer import function_node
@@ -46,7 +48,7 @@ class MaxPooling2x2(function_node.FunctionNode):
         x, = inputs
         self._in_shape = x.shape
         if cpu_kernels.usable(x, strided=True):
-            y, self.index = cpu_kernels.max_pool_2x2(x)
+            y, self.index = numba_max_pool_2x2(x)
             return y,
         xp = backend.get_array_module(x)
         padded = _padded(x, -float('inf'))
@@ -83,7 +85,7 @@ class MaxPooling2x2Grad(function_node.FunctionNode):
         if cpu_kernels.usable(gy, strided=True):
             # channels last, the layout of a convolution's output: its
             # backward takes the gradient without a copy
-            return cpu_kernels.max_pool_2x2_grad(gy, self.index,
+            return numba_max_pool_2x2_grad(gy, self.index,
                                                  self._in_shape),
         xp = backend.get_array_module(gy)
         n, c, h, w = self._in_shape
@@ -144,3 +146,96 @@ def max_pooling_2x2(x):
     y, = MaxPooling2x2().apply((x,))
     return y
 
+
+# --- numba ------------------------------------------------------------------
+
+def _pooling_kernels(numba):
+    """``'max_pool_2x2'`` and ``'max_pool_2x2_grad'``, the loops of
+    :func:`numba_max_pool_2x2` and :func:`numba_max_pool_2x2_grad`, on arrays
+    viewed channels last, ``(n, h, w, c)``: the inner loop runs over the
+    channels of one window, contiguous in a convolution's output."""
+    def corners(h, w, oy, ox):
+        # the rows and columns of a window; at an odd edge the one there
+        # is, twice: a repeated element changes neither the maximum nor
+        # the first element equal to it
+        y0, x0 = 2 * oy, 2 * ox
+        return y0, min(y0 + 1, h - 1), x0, min(x0 + 1, w - 1)
+
+    corners = numba.njit(inline='always')(corners)
+
+    def pool_loop(x, y, index):
+        n, h, w, c = x.shape
+        _, oh, ow, _ = y.shape
+        for i in range(n):
+            for oy in range(oh):
+                for ox in range(ow):
+                    y0, y1, x0, x1 = corners(h, w, oy, ox)
+                    a, b = x[i, y0, x0], x[i, y0, x1]
+                    d, e = x[i, y1, x0], x[i, y1, x1]
+                    out, at = y[i, oy, ox], index[i, oy, ox]
+                    for j in range(c):
+                        # numpy.maximum of the four (NaN wins), then the
+                        # first element equal to it (none: the last)
+                        m = a[j]
+                        for v in (b[j], d[j], e[j]):
+                            if not m >= v and m == m:
+                                m = v
+                        k = 3
+                        if d[j] == m:
+                            k = 2
+                        if b[j] == m:
+                            k = 1
+                        if a[j] == m:
+                            k = 0
+                        out[j] = m
+                        at[j] = k
+
+    def pool_grad_loop(gy, index, gx):
+        # each element of gx once: its window's gradient where the window
+        # chose it, else 0
+        n, h, w, c = gx.shape
+        for i in range(n):
+            for yy in range(h):
+                for xx in range(w):
+                    k = (yy % 2) * 2 + xx % 2
+                    g = gy[i, yy // 2, xx // 2]
+                    at = index[i, yy // 2, xx // 2]
+                    out = gx[i, yy, xx]
+                    for j in range(c):
+                        out[j] = g[j] if at[j] == k else 0
+
+    return {'max_pool_2x2': numba.njit(cache=True)(pool_loop),
+            'max_pool_2x2_grad': numba.njit(cache=True)(pool_grad_loop)}
+
+
+_kernels = cpu_kernels.LazyKernels(_pooling_kernels)
+
+
+def numba_max_pool_2x2(x):
+    """2x2 max pooling with stride 2 of the 4-D array ``x`` (any strides;
+    fastest channels last, as a convolution's output is): returns the
+    maximum of each window, NaN winning as in ``numpy.maximum``,
+    C-contiguous ``(n, c, ceil(h / 2), ceil(w / 2))``, and the first window
+    element (row-major) equal to it, 3 when none is (int8, of that shape,
+    channels last)."""
+    n, c, h, w = x.shape
+    shape = (n, (h + 1) // 2, (w + 1) // 2, c)
+    y = numpy.empty(shape, x.dtype)
+    index = numpy.empty(shape, 'b')
+    _kernels['max_pool_2x2'](x.transpose(0, 2, 3, 1), y, index)
+    # written channels last (contiguous runs), then made C-contiguous
+    return (numpy.ascontiguousarray(y.transpose(0, 3, 1, 2)),
+            index.transpose(0, 3, 1, 2))
+
+
+def numba_max_pool_2x2_grad(gy, index, shape):
+    """The gradient of :func:`numba_max_pool_2x2` for an input of ``shape``:
+    each window's element ``index`` gets ``gy``, the window's other
+    elements 0; returned channels last (a view ``(n, c, h, w)`` of
+    ``(n, h, w, c)``)."""
+    n, c, h, w = shape
+    gx = numpy.empty((n, h, w, c), gy.dtype)
+    _kernels['max_pool_2x2_grad'](
+        numpy.ascontiguousarray(gy.transpose(0, 2, 3, 1)),
+        index.transpose(0, 2, 3, 1), gx)
+    return gx.transpose(0, 3, 1, 2)

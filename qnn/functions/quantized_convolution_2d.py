@@ -18,15 +18,15 @@ def im2col(x, kh, kw, sy, sx, ph, pw, dy=1, dx=1, cover_all=False):
     ``n * oh * ow`` rows ``(i, oy, ox)`` and ``kh * kw * c`` columns
     ``(ky, kx, c)``, the layout in which one matrix product with the filter
     transposed to ``(c_O, kh, kw, c)`` is the convolution; returns it and
-    ``(oh, ow)``. One numba pass (:func:`cpu_kernels.im2col`) where the
+    ``(oh, ow)``. One numba pass (:func:`numba_im2col`) where the
     kernels take ``x``, else NumPy (the reference; the same values)."""
     n, c, h, w = x.shape
     oh = conv.get_conv_outsize(h, kh, sy, ph, cover_all, dy)
     ow = conv.get_conv_outsize(w, kw, sx, pw, cover_all, dx)
     args = kh, kw, sy, sx, ph, pw, dy, dx, oh, ow
     if cpu_kernels.usable(x, strided=True):
-        return cpu_kernels.im2col(x, *args), (oh, ow)
-    hp, wp = cpu_kernels.padded_size(x.shape, *args)
+        return numba_im2col(x, *args), (oh, ow)
+    hp, wp = padded_size(x.shape, *args)
     padded = numpy.zeros((n, hp, wp, c), dtype=x.dtype)
     padded[:, ph:ph + h, pw:pw + w] = x.transpose(0, 2, 3, 1)
     s = padded.strides
@@ -41,14 +41,14 @@ def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, out_size):
     """The adjoint of :func:`im2col`: the C-contiguous array of ``shape``
     whose every element sums from 0, in the order ``(ky, kx)`` of
     Chainer's ``col2im_cpu``, the entries of ``col`` it was copied to. One
-    numba pass (:func:`cpu_kernels.col2im`) where the kernels take ``col``,
+    numba pass (:func:`numba_col2im`) where the kernels take ``col``,
     else NumPy (the reference; the same sums in the same order)."""
     n, c, h, w = shape
     oh, ow = out_size
     args = kh, kw, sy, sx, ph, pw, dy, dx, oh, ow
     if cpu_kernels.usable(col):
-        return cpu_kernels.col2im(col, shape, *args)
-    hp, wp = cpu_kernels.padded_size(shape, *args)
+        return numba_col2im(col, shape, *args)
+    hp, wp = padded_size(shape, *args)
     padded = numpy.zeros((n, hp, wp, c), dtype=col.dtype)
     col = col.reshape(n, oh, ow, kh, kw, c)
     for ky in range(kh):
@@ -256,3 +256,105 @@ quantization=None, *, cover_all=False, dilate=1, groups=1)
         stride, pad, cover_all, quantization, stochastic, dilate=dilate,
         groups=groups, cudnn_fast=cudnn_fast).apply(args)
     return y
+
+
+# --- numba ------------------------------------------------------------------
+
+def _convolution_kernels(numba):
+    """``'im2col'`` and ``'col2im'``, the loops of :func:`numba_im2col` and
+    :func:`numba_col2im`."""
+    # Both work on one image at a time through a zero-padded copy of it
+    # with the channels last, where every (ky, kx) of a patch is a run of
+    # c values (kw * c when dx = 1). Flat arrays with unsigned indices:
+    # numba then drops its check for negative indices and vectorizes the
+    # runs (ten times faster than indexing the 4-D arrays).
+    index = numba.uint64
+
+    def im2col_loop(x, col, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        n, c, h, w = x.shape
+        _, oh, ow, k = col.shape
+        out = col.reshape(-1)
+        padded = numpy.zeros(hp * wp * c, x.dtype)
+        runs, run = (1, kw * c) if dx == 1 else (kw, c)
+        for i in range(n):
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        padded[index(((y + ph) * wp + xx + pw) * c + ci)] = \
+                            x[i, ci, y, xx]
+            for oy in range(oh):
+                for ox in range(ow):
+                    target = index(((i * oh + oy) * ow + ox) * k)
+                    for ky in range(kh):
+                        for r in range(runs):
+                            source = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + r * dx) * c)
+                            for j in range(index(run)):
+                                out[target + j] = padded[source + j]
+                            target += index(run)
+
+    def col2im_loop(col, gx, kh, kw, sy, sx, ph, pw, dy, dx, hp, wp):
+        # each element of gx sums its terms from 0 in the order (ky, kx),
+        # that of Chainer's col2im_cpu (one slice add per (ky, kx))
+        n, c, h, w = gx.shape
+        _, oh, ow, k = col.shape
+        flat = col.reshape(-1)
+        padded = numpy.empty(hp * wp * c, col.dtype)
+        for i in range(n):
+            padded[:] = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    for oy in range(oh):
+                        for ox in range(ow):
+                            source = index(((i * oh + oy) * ow + ox) * k +
+                                           (ky * kw + kx) * c)
+                            target = index(((oy * sy + ky * dy) * wp +
+                                            ox * sx + kx * dx) * c)
+                            for j in range(index(c)):
+                                padded[target + j] += flat[source + j]
+            for ci in range(c):
+                for y in range(h):
+                    for xx in range(w):
+                        gx[i, ci, y, xx] = padded[
+                            index(((y + ph) * wp + xx + pw) * c + ci)]
+
+    return {'im2col': numba.njit(cache=True)(im2col_loop),
+            'col2im': numba.njit(cache=True)(col2im_loop)}
+
+
+_kernels = cpu_kernels.LazyKernels(_convolution_kernels)
+
+
+def numba_im2col(x, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The patches of a convolution as one matrix, in one pass: row
+    ``(i, oy, ox)``, column ``(ky, kx, c)``, the element
+    ``x[i, c, oy * sy + ky * dy - ph, ox * sx + kx * dx - pw]`` (0 outside
+    ``x``). ``x`` is a 4-D float array of any strides; the result is
+    ``(n * oh * ow, kh * kw * c)``, C-contiguous."""
+    n, c = x.shape[:2]
+    col = numpy.empty((n, oh, ow, kh * kw * c), dtype=x.dtype)
+    _kernels['im2col'](x, col, kh, kw, sy, sx, ph, pw, dy, dx,
+                       *padded_size(x.shape, kh, kw, sy, sx, ph, pw, dy, dx,
+                                    oh, ow))
+    return col.reshape(n * oh * ow, -1)
+
+
+def padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The rows and columns of the zero-padded image that :func:`numba_im2col`
+    and :func:`numba_col2im` work through: the image of ``shape`` after the
+    padding, and all that the ``oh * ow`` patches reach."""
+    h, w = shape[2:]
+    return (max(h + ph, (oh - 1) * sy + (kh - 1) * dy + 1),
+            max(w + pw, (ow - 1) * sx + (kw - 1) * dx + 1))
+
+
+def numba_col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow):
+    """The adjoint of :func:`numba_im2col`: each element of an array of
+    ``shape`` ``(n, c, h, w)`` summed from 0 over the entries of ``col``
+    it was copied to, in the order (ky, kx) of Chainer's ``col2im_cpu``.
+    ``col`` is C-contiguous; the result is C-contiguous."""
+    gx = numpy.empty(shape, dtype=col.dtype)
+    _kernels['col2im'](
+        col.reshape(shape[0], oh, ow, -1), gx, kh, kw, sy, sx, ph, pw, dy,
+        dx, *padded_size(shape, kh, kw, sy, sx, ph, pw, dy, dx, oh, ow))
+    return gx

@@ -192,8 +192,9 @@ class FixedShiftBatchNormalization(function_node.FunctionNode):
                 chainer.Variable(gbeta), None, None)
 
 
-def shift_batch_normalization(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None,
-                              running_var=None, decay=0.9):
+def shift_batch_normalization(x, gamma, beta, eps=DEFAULT_EPS,
+                              running_mean=None, running_var=None,
+                              decay=0.9):
     """Shift-based batch normalization over the batch (training).
 
     Args:
@@ -213,7 +214,8 @@ def shift_batch_normalization(x, gamma, beta, eps=DEFAULT_EPS, running_mean=None
                                    decay).apply((x, gamma, beta))[0]
 
 
-def fixed_shift_batch_normalization(x, gamma, beta, mean, var, eps=DEFAULT_EPS):
+def fixed_shift_batch_normalization(x, gamma, beta, mean, var,
+                                    eps=DEFAULT_EPS):
     """Shift-based batch normalization with given statistics (evaluation).
 
     Args:

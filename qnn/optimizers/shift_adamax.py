@@ -10,6 +10,7 @@ from chainer import optimizer
 
 from qnn.backends import cpu_kernels
 from qnn.functions.ap2 import ap2
+from qnn.functions.ap2 import numba_ap2
 from qnn.functions.ap2 import sqrt_half
 
 _default_hyperparam = optimizer.Hyperparameter()
@@ -106,7 +107,7 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
         m, u = self.state['m'], self.state['u']
         if cpu_kernels.usable(param.array, grad, m, u):
             # the same operations in one pass (bit for bit)
-            cpu_kernels.shift_adamax(param.array, grad, m, u, hp.beta1,
+            numba_shift_adamax(param.array, grad, m, u, hp.beta1,
                                      hp.beta2, hp.eps, self.step_size,
                                      hp.round_norm, sqrt_half(param.dtype))
             return
@@ -169,3 +170,88 @@ class ShiftAdaMax(optimizer.GradientMethod):
 
     def create_update_rule(self):
         return ShiftAdaMaxRule(self.hyperparam)
+
+
+# --- numba ------------------------------------------------------------------
+
+def _shift_adamax_kernels(numba):
+    """``'shift_adamax'`` (parallel) and ``'shift_adamax_small'``: the loop
+    of :func:`numba_shift_adamax`."""
+    ap2_of = numba_ap2(numba)
+
+    def shift_adamax_loop(param, grad, m, u, c1, beta2, eps, step,
+                          round_norm, sqrt_half, exponent_mask,
+                          fraction_mask, exponent_one, sqrt_half_fraction,
+                          n):
+        for i in numba.prange(n):
+            g = grad[i]
+            mi = m[i] + c1 * (g - m[i])
+            m[i] = mi
+            # numpy.maximum: NaN from either side wins
+            bu = beta2 * u[i]
+            ag = abs(g)
+            if bu != bu or ag <= bu:
+                ui = bu
+            else:
+                ui = ag  # larger, or NaN
+            if round_norm:
+                ui = ap2_of(ui, param, sqrt_half, exponent_mask,
+                            fraction_mask, exponent_one, sqrt_half_fraction)
+            u[i] = ui
+            divisor = ap2_of(ui + eps, param, sqrt_half, exponent_mask,
+                             fraction_mask, exponent_one, sqrt_half_fraction)
+            param[i] -= step * mi / divisor
+
+    # the two versions as Adam's (see _adam_kernels)
+    shift_adamax_small = cpu_kernels.renamed(shift_adamax_loop,
+                                             'shift_adamax_small')
+    # error_model='numpy': m / 0 (eps = 0) gives inf or NaN, as in NumPy,
+    # instead of raising ZeroDivisionError
+    return {
+        'shift_adamax': numba.njit(parallel=True, cache=True,
+                                   error_model='numpy')(shift_adamax_loop),
+        'shift_adamax_small': numba.njit(cache=True, error_model='numpy')(
+            shift_adamax_small),
+    }
+
+
+_kernels = cpu_kernels.LazyKernels(_shift_adamax_kernels)
+
+
+def numba_shift_adamax(param, grad, m, u, beta1, beta2, eps, step, round_norm,
+                 sqrt_half):
+    """One shift-based AdaMax step
+    (:class:`qnn.optimizers.shift_adamax.ShiftAdaMaxRule`) on C-contiguous
+    arrays of one float dtype, in place:
+
+    .. math::
+
+        m \\mathrel{+}= (1 - \\beta_1)(g - m), \\qquad
+        u \\leftarrow \\max(\\beta_2 u, |g|), \\qquad
+        \\theta \\mathrel{-}= \\frac{s \\, m}{\\mathrm{AP2}(u + \\epsilon)}
+
+    with ``step`` :math:`s` a power of two and every constant rounded to
+    the arrays' dtype first, as NumPy does with a Python scalar. With
+    ``round_norm`` :math:`u` is stored rounded,
+    :math:`u \\leftarrow \\mathrm{AP2}(\\max(\\beta_2 u, |g|))`.
+    ``sqrt_half`` is :func:`qnn.functions.ap2.sqrt_half` of the dtype, the
+    mantissa below which AP2 rounds down.
+    """
+    dtype = param.dtype.type
+    n = param.size
+    # the IEEE 754 fields of the dtype, for AP2 on the bits
+    uint = numpy.dtype('u{}'.format(param.itemsize)).type
+    fraction_bits = numpy.finfo(param.dtype).nmant
+    exponent_one = uint(1) << uint(fraction_bits)
+    fraction_mask = exponent_one - uint(1)
+    exponent_mask = ((uint(1) << uint(8 * param.itemsize - 1)) - uint(1)) \
+        & ~fraction_mask
+    threshold = numpy.asarray(sqrt_half, param.dtype)
+    kernel = 'shift_adamax' if n >= cpu_kernels.PARALLEL_MIN \
+        else 'shift_adamax_small'
+    _kernels[kernel](
+        param.reshape(-1), grad.reshape(-1), m.reshape(-1), u.reshape(-1),
+        dtype(1.0 - beta1), dtype(beta2), dtype(eps), dtype(step),
+        bool(round_norm), threshold[()], exponent_mask,
+        fraction_mask, exponent_one,
+        threshold.view(uint)[()] & fraction_mask, n)

@@ -30,6 +30,7 @@ inference_threads.configure()  # before NumPy and numba start
 import numpy  # NOQA: E402
 
 from qnn import datasets
+from qnn.backends import devices
 from qnn.packed import format as packed_format
 from qnn.packed import forward as packed_forward
 from qnn.packed import summary as packed_summary
@@ -70,19 +71,11 @@ def parse_args(argv=None):
 
 def backend_of(spec, kernel, parser):
     """``(backend, gpu id or None)`` of a ``--device`` spec."""
-    spec = spec.strip()
-    if spec in ('-1', '@numpy', 'cpu'):
-        return kernel, None
-    text = spec[len('@cupy:'):] if spec.startswith('@cupy:') else spec
     try:
-        gpu = int(text)
-    except ValueError:
-        parser.error('--device {!r}: use -1 (CPU) or a GPU number'.format(
-            spec))
-    if gpu < 0:
-        parser.error('--device {!r}: use -1 (CPU) or a GPU number'.format(
-            spec))
-    return 'cupy', gpu
+        gpu = devices.cuda_device_of(spec)
+    except ValueError as e:
+        parser.error(e)
+    return (kernel, None) if gpu is None else ('cupy', gpu)
 
 
 def load_test(network, args):

@@ -5,20 +5,38 @@
 message says which piece is missing (CuPy, the CUDA libraries, a GPU,
 ChainerX) and how to get it.
 """
-from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
-import chainer
-
 from qnn.utils.errors import fail
+
+CPU_SPECS = ('-1', '@numpy', 'cpu')
+
+
+def cuda_device_of(spec):
+    """The GPU number a ``--device`` specifier names (``N``, ``@cupy:N``),
+    ``None`` for the CPU (``-1``, ``@numpy``); raises ``ValueError`` for
+    anything else (ChainerX's ``native:0``, ``cuda:0`` included). Needs
+    no Chainer: inference.py runs without it."""
+    spec = spec.strip()
+    if spec in CPU_SPECS:
+        return None
+    text = spec[len('@cupy:'):] if spec.startswith('@cupy:') else spec
+    if not text.isdigit():
+        raise ValueError('--device {!r}: use -1 (CPU) or a GPU number'.format(
+            spec))
+    return int(text)
 
 
 def wants_cuda(spec):
-    return spec.lstrip('-').isdigit() and int(spec) >= 0 or spec.startswith(
-        ('@cupy', 'cuda'))
+    try:
+        return cuda_device_of(spec) is not None
+    except ValueError:
+        return spec.startswith(('@cupy', 'cuda'))
 
 
 def get_device(spec):
     """Returns the Chainer device for ``spec``, or fails with one line
     saying what is missing."""
+    from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+    import chainer
     try:
         device = chainer.get_device(
             int(spec) if spec.lstrip('-').isdigit() else spec)
@@ -46,6 +64,7 @@ def get_device(spec):
 
 def cuda_problem():
     """Says why Chainer could not load CuPy and what to install."""
+    import chainer
     error = getattr(chainer.backends.cuda, '_resolution_error', None)
     if error is None or isinstance(error, ImportError) and \
             getattr(error, 'name', None) == 'cupy':

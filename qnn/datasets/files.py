@@ -10,6 +10,7 @@ line. They also turn ``uint8`` pixels into the same float datasets, by
 import gzip
 import zlib
 
+from qnn.utils.pixels import PIXEL_MAX
 
 
 class DatasetError(Exception):
@@ -69,7 +70,7 @@ def to_dataset(images, labels, shape, withlabel, ndim, scale, dtype,
     elif ndim != 1:
         raise ValueError('invalid ndim for {} dataset: {}'.format(name, ndim))
     images = images.astype(dtype)
-    images *= scale / 255.
+    images *= scale / PIXEL_MAX
     if withlabel:
         # imported here: reading the files needs NumPy alone (inference.py)
         from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)

@@ -11,6 +11,8 @@ every value and where it comes from.
 """
 import copy
 
+from qnn.functions.batch_normalization_sign import DEFAULT_EPS
+
 
 class PerDataset(object):
     """A recipe value that depends on ``--dataset``: ``values[name]`` for
@@ -36,7 +38,7 @@ RECIPES = {
         'optimizer': 'adam', 'glorot_step_sizes': False,
         'loss': 'softmax_cross_entropy',
         'input_dropout': 0.0, 'hidden_dropout': 0.0,
-        'bn': 'standard', 'bn_eps': 2e-5, 'bn_decay': 0.9,
+        'bn': 'standard', 'bn_eps': DEFAULT_EPS, 'bn_decay': 0.9,
         'stochastic_activations': False, 'stochastic_weights': False,
         'weight_init': 'lecun-normal', 'input_range': 'unit',
         'adamax_norm': 'decaying', 'validation': 0,

@@ -44,8 +44,10 @@ $(PTH_STAMP): $(STAMP) qnn/backends/chainer_import_hook.py
 	$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "qnn.pth"), "w").write(os.getcwd() + "\nimport importlib.util as u; u.find_spec(\"qnn\") and __import__(\"qnn.backends.chainer_import_hook\")\n")'
 	touch $@
 
+# a second `make train` replaces the run in result/ (train_mnist.py alone
+# refuses a directory that holds another run's files)
 train: setup
-	$(PY) train_mnist.py $(ARGS)
+	$(PY) train_mnist.py --replace-out $(ARGS)
 
 # the tests run real 2-process trainings under mpiexec and check the ONNX
 # export with onnxruntime and qonnx

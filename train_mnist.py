@@ -2,11 +2,14 @@
 """Train a binarized network on MNIST (Hubara et al. 2016) with Chainer.
 
 Mirrors Chainer's examples/mnist/train_mnist.py, read top to bottom:
-arguments, data, model, optimizer, trainer and its extensions, run. The
-network is :class:`net.MnistMLP` or :class:`net.BinaryConvNet`, the
-optimizer Adam with an exponentially decaying step size and
-:class:`weight_clip.WeightClip`; option checks, devices, one-line errors
-and the run's outputs live in the package ``qnn`` (docs/layout.md).
+arguments, data, model, optimizer, trainer, its extensions in Chainer's
+order, run. The network is :class:`net.MnistMLP` or
+:class:`net.BinaryConvNet`, the optimizer Adam with an exponentially
+decaying step size and :class:`weight_clip.WeightClip`; option checks,
+devices, one-line errors and the output directory live in the package
+``qnn`` (docs/layout.md). Under ``mpiexec`` with ``--communicator``, the
+few calls on ``processes`` spread the work over the ranks; for one process
+they return what they are given.
 """
 import os
 import sys
@@ -71,14 +74,12 @@ def build_model(args):
                                     lossfun=choices.LOSSES[args.loss])
 
 
-def build_optimizer(args, model, comm=None):
+def build_optimizer(args, model):
     """Adam (Chainer's arithmetic, updated in place) or shift-based AdaMax,
-    with the weights clipped to [-1, 1] after every update; with a ChainerMN
-    communicator ``comm``, on the gradients averaged over the ranks."""
+    with the weights clipped to [-1, 1] after every update."""
     options = {'round_norm': args.adamax_norm == 'rounded'} \
         if args.optimizer == 'shift_adamax' else {}
-    optimizer = multi_node.data_parallel_optimizer(
-        choices.OPTIMIZERS[args.optimizer](alpha=args.lr, **options), comm)
+    optimizer = choices.OPTIMIZERS[args.optimizer](alpha=args.lr, **options)
     optimizer.setup(model)
     if args.glorot_step_sizes:
         step_sizes.scale_step_sizes(model, optimizer)
@@ -100,81 +101,99 @@ def build_updater(args, train, optimizer, device):
         converter=converter, device=device)
 
 
-def evaluators(args, model, device, validation, test, comm=None):
+def evaluators(args, model, device, validation, test):
     """``(name, Evaluator)``: the test set as ``validation`` (Chainer's
     example), or with ``--validation`` the held-out images as
     ``validation`` and the test set as ``test``."""
     def evaluator(dataset):
         iterator = ArrayIterator(dataset, args.eval_batchsize, repeat=False,
                                  shuffle=False)
-        return multi_node.data_parallel_evaluator(
-            extensions.Evaluator(iterator, model, converter=concat_batch,
-                                 device=device), comm)
+        return extensions.Evaluator(iterator, model, converter=concat_batch,
+                                    device=device)
     if validation is None:
         return [('validation', evaluator(test))]
     return [('validation', evaluator(validation)), ('test', evaluator(test))]
 
 
-def extend_training(trainer, args, model, train, device, record, comm):
-    """The extensions that shape training: the global minibatch's report,
-    the divergence guard, the step-size schedule, BN statistics."""
-    # the loss and accuracy of the global minibatch, before anything reads
-    # them (the divergence guard included)
-    multi_node.extend(trainer, comm, priority=training.PRIORITY_WRITER + 2)
+def extend(trainer, args, model, train, device, evaluations, record, output):
+    """The trainer's extensions: those that shape training, then Chainer's
+    example's, in its order, with the project's beside them. ``output``:
+    ``(snapshot, interrupts)`` on the process that writes, else ``None``.
+    Returns the best-epoch tracker of ``--validation`` (or ``None``)."""
     if args.divergence_check:
         trainer.extend(run_guards.DivergenceGuard())
-    schedule = step_size_schedule(
-        args, run_history.schedule_epochs(args, record))
+    schedule = step_size_schedule(args, run_history.schedule_epochs(
+        args, record))
     if schedule is not None:
         trainer.extend(schedule[0], trigger=schedule[1])
     # the step size of each epoch goes into the log (not the printed table)
     trainer.extend(extensions.observe_value(
         'alpha', lambda trainer: trainer.updater.get_optimizer('main').alpha))
-    if args.bn_population:
-        # exact BN statistics for the evaluators (and the snapshot)
+    if args.bn_population:  # exact BN statistics for the evaluators
         trainer.extend(population_statistics.PopulationStatistics(
             model.predictor, train, args.bn_population, args.batchsize,
             device), call_before_training=True)
+    for name, evaluator in evaluations:
+        trainer.extend(evaluator, name=name, call_before_training=True)
+    best = model_selection.BestEpoch() if len(evaluations) > 1 else None
+    if best is not None:
+        trainer.extend(best)
+    if output is None:
+        return best
+    snapshot, interrupts = output
+    trainer.extend(extensions.DumpGraph('main/loss'))
+    # the iterator's next orders come from NumPy's global generator
+    trainer.extend(snapshots.NumpyRandomState())
+    trainer.extend(snapshot, name='snapshot', trigger=snapshots.
+                   snapshot_trigger(args.frequency, args.epoch))
+    if interrupts is not None:
+        trainer.extend(interrupts, name='interrupts')
+    trainer.extend(extensions.LogReport(), call_before_training=True)
+    if args.plot and extensions.PlotReport.available():
+        trainer.extend(extensions.PlotReport(
+            ['main/loss', 'validation/main/loss'], 'epoch',
+            file_name='loss.png', postprocess=run_output.log_scale),
+            call_before_training=True)
+        trainer.extend(extensions.PlotReport(
+            ['main/accuracy', 'validation/main/accuracy'], 'epoch',
+            file_name='accuracy.png'), call_before_training=True)
+    trainer.extend(extensions.PrintReport(
+        run_output.report_columns(best is not None),
+        out=run_output.report_stream()), call_before_training=True)
+    if sys.stdout.isatty():
+        trainer.extend(extensions.ProgressBar())
+    return best
 
 
-def run_training(args, snapshot, interrupts, comm=None):
+def train(args, processes, snapshot, interrupts):
     """Sets up and runs the trainer; returns when training has finished."""
-    # a rank that fails here ends every rank, with one line from rank 0
-    with multi_node.all_or_none(comm):
-        device = devices.get_device(multi_node.device_spec(
-            comm, args.communicator, args.device))
-        if multi_node.is_root(comm):
-            run_output.check_output_dir(args.out)
-    run_output.print_header(args, device, comm)
+    with processes.all_or_none():  # one line from rank 0, every rank ends
+        device = devices.get_device(processes.device_spec(args.device))
+        if processes.is_root:
+            run_output.check_output_dir(args)
+    run_output.print_header(args, device, processes.size)
     # the run a --resume continues, as its config.json records it
     record = run_history.record_for(args)
     numpy.random.seed(args.seed)
     if device.xp is chainer.backends.cuda.cupy:
         device.xp.random.seed(args.seed)
 
-    # Data, model, optimizer, trainer
-    train, validation, test = load_splits(args, comm)
-    model = multi_node.synchronize_batch_normalization(build_model(args),
-                                                       comm)
+    train, validation, test = load_splits(args, processes.comm)
+    model = processes.model(build_model(args))
     model.to_device(device)
-    optimizer = build_optimizer(args, model, comm)
+    optimizer = processes.optimizer(build_optimizer(args, model))
     updater = build_updater(args, train, optimizer, device)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=args.out)
+    processes.report_global_minibatch(trainer)
+    evaluations = [(name, processes.evaluator(evaluator)) for name, evaluator
+                   in evaluators(args, model, device, validation, test)]
+    best = extend(trainer, args, model, train, device, evaluations, record,
+                  (snapshot, interrupts) if processes.is_root else None)
 
-    # Extensions
-    extend_training(trainer, args, model, train, device, record, comm)
-    for name, evaluator in evaluators(args, model, device, validation, test,
-                                      comm):
-        trainer.extend(evaluator, name=name, call_before_training=True)
-    best = model_selection.BestEpoch() if validation is not None else None
-    if best is not None:
-        trainer.extend(best)
-    if multi_node.is_root(comm):
-        run_output.extend_output(trainer, args, snapshot, interrupts,
-                                 best is not None)
-
-    # Run: only now, with every input checked, does anything go to --out
-    run_output.resume_and_run(trainer, args, device, snapshot, record, comm)
+    # only now, with every input checked, does anything go to --out
+    with run_output.opened(trainer, args, device, snapshot, record,
+                           processes):
+        trainer.run(show_loop_exception_msg=False)
     if best is not None:
         print(best.summary())
 
@@ -182,15 +201,15 @@ def run_training(args, snapshot, interrupts, comm=None):
 def main(argv=None):
     errors.program = 'train_mnist.py'
     args = train_options.parse_args(argv)
-    comm = multi_node.connect(args)
+    processes = multi_node.Processes(args)
     snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
-    # under mpiexec signals end every rank at once (multi_node.exit_on_signals)
-    interrupts = run_guards.InterruptGuard(snapshot) if comm is None \
-        else None
+    # under mpiexec signals end every rank at once (multi_node)
+    interrupts = run_guards.InterruptGuard(snapshot) \
+        if processes.comm is None else None
     with run_guards.one_line_stops(snapshot, interrupts,
                                    args.divergence_check,
-                                   multi_node.is_root(comm)):
-        run_training(args, snapshot, interrupts, comm)
+                                   processes.is_root):
+        train(args, processes, snapshot, interrupts)
     return 0
 
 

@@ -19,8 +19,9 @@ global minibatch of ``N * batchsize`` images:
   trained. Unsynchronized batch normalization would normalize each rank by
   its own shard and leave N different sets of running statistics.
 
-Every function here returns its argument unchanged when ``comm`` is
-``None`` (a single process), so train_mnist.py calls them unconditionally.
+train_mnist.py holds the run's :class:`Processes`: every method returns
+its argument unchanged for a single process, so the script reads as a
+single-process one, with the few calls that change under ``mpiexec``.
 """
 import contextlib
 import io
@@ -330,3 +331,51 @@ def connect(args):
     # the ranks on a machine share its cores
     cpu_threads.set_threads((os.cpu_count() or 1) // comm.intra_size)
     return comm
+
+
+class Processes(object):
+
+    """The processes that train together: this one alone, or the ranks of
+    ``mpiexec`` with ``--communicator`` (:func:`connect`). For a single
+    process (``comm`` is ``None``) every method returns its argument
+    unchanged.
+
+    Attributes:
+        comm: The ChainerMN communicator, or ``None``.
+        size (int): Number of processes.
+        is_root (bool): Whether this process writes the output.
+    """
+
+    def __init__(self, args):
+        self.comm = connect(args)
+        self.communicator = args.communicator
+        self.size = size(self.comm)
+        self.is_root = is_root(self.comm)
+
+    def all_or_none(self):
+        """:func:`all_or_none`: a failure on one rank ends every rank."""
+        return all_or_none(self.comm)
+
+    def device_spec(self, spec):
+        """This rank's device (:func:`device_spec`)."""
+        return device_spec(self.comm, self.communicator, spec)
+
+    def model(self, model):
+        """``model`` with batch normalization over the global minibatch
+        (:func:`synchronize_batch_normalization`)."""
+        return synchronize_batch_normalization(model, self.comm)
+
+    def optimizer(self, optimizer):
+        """``optimizer`` on the gradients averaged over the ranks
+        (:func:`data_parallel_optimizer`)."""
+        return data_parallel_optimizer(optimizer, self.comm)
+
+    def evaluator(self, evaluator):
+        """``evaluator`` reporting the mean over the ranks
+        (:func:`data_parallel_evaluator`)."""
+        return data_parallel_evaluator(evaluator, self.comm)
+
+    def report_global_minibatch(self, trainer):
+        """Adds :class:`MeanOverRanks` before anything reads the loss."""
+        extend(trainer, self.comm,
+               priority=chainer.training.PRIORITY_WRITER + 2)

@@ -181,6 +181,10 @@ def _add_run_options(parser):
                              '0 or @cupy:0 (GPU 0), native:0 (ChainerX)')
     parser.add_argument('--out', '-o', default='result',
                         help='Directory to output the result')
+    parser.add_argument('--replace-out', action='store_true',
+                        help='Delete the files of another run in --out '
+                             'before writing this one\'s (without it, such '
+                             'a directory is refused)')
     parser.add_argument('--resume', '-r', type=option_types.snapshot_path,
                         metavar='SNAPSHOT',
                         help='Resume the training from a snapshot file, or '

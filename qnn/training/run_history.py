@@ -41,7 +41,7 @@ CONFIG_NAME = 'config.json'
 # match the snapshot's run
 BOOKKEEPING = frozenset([
     'epoch', 'frequency', 'snapshot_keep', 'eval_batchsize', 'plot', 'out',
-    'resume', 'device', 'data_dir', 'divergence_check'])
+    'replace_out', 'resume', 'device', 'data_dir', 'divergence_check'])
 # recorded beside the options, not options themselves
 _RECORD_KEYS = frozenset(['device', 'versions', 'resumed', 'started'])
 # what read_options skips: the record's own keys (its device is the one

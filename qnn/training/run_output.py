@@ -1,21 +1,20 @@
-"""What a training run writes: its output directory (locked, with
-``config.json``: :mod:`qnn.training.output_lock`,
-:mod:`qnn.training.run_history`), its snapshots, the header it prints before
-the report, the report and the plain report stream.
+"""What a training run writes: its output directory (one run's, locked,
+with ``config.json``: :mod:`qnn.training.output_lock`,
+:mod:`qnn.training.run_history`), the header it prints before the report,
+the report's columns and its plain stream.
 
 Nothing goes to ``--out`` before every input has been checked:
-:func:`check_output_dir` only probes, :func:`make_output_dir` creates, and
-:func:`resume_and_run` loads the snapshot to resume from before it opens the
-output directory.
+:func:`check_output_dir` only probes, and :func:`opened` loads the
+snapshot to resume from before it creates the directory. A directory that
+holds another run's files is refused (their snapshots would mix, and a
+surviving one would no longer match ``config.json``) unless
+``--replace-out`` deletes them.
 """
+import contextlib
 import os
 import sys
 import tempfile
 
-from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
-from chainer.training import extensions
-
-from qnn.training import multi_node
 from qnn.training import options as train_options
 from qnn.training import output_lock
 from qnn.training import recipes
@@ -25,10 +24,16 @@ from qnn.utils.errors import fail
 from qnn.utils.errors import warn
 import qst
 
+# what a run writes into --out (besides its snapshots and the lock)
+RUN_FILES = (run_history.CONFIG_NAME, 'log', 'cg.dot', 'loss.png',
+             'accuracy.png')
 
-def check_output_dir(path):
-    """Fails unless ``path`` is a writable directory or one that can be
-    made; creates nothing."""
+
+def check_output_dir(args):
+    """Fails unless ``args.out`` is a writable directory or one that can be
+    made, and holds no other run's files (unless ``--replace-out``);
+    creates nothing."""
+    path = args.out
     probe = os.path.abspath(path)
     while not os.path.lexists(probe):
         probe = os.path.dirname(probe)
@@ -42,33 +47,83 @@ def check_output_dir(path):
         fail('cannot write to the output directory {}: {}{}'.format(
             path, e.strerror or e,
             '' if probe == os.path.abspath(path) else ' ({})'.format(probe)))
+    found = other_run_files(args)
+    if found and not args.replace_out:
+        fail('the output directory {} holds the files of another run ({}{}): '
+             'continue that run with --resume auto, choose another --out, or '
+             'pass --replace-out to delete them first'.format(
+                 path, ', '.join(found[:3]), ', ...' if len(found) > 3
+                 else ''))
 
 
-def make_output_dir(path):
+def other_run_files(args):
+    """The names of the files in ``args.out`` that another run wrote: all
+    the run files there, unless this run resumes the snapshot of that
+    directory (``--resume auto``, or a snapshot in it)."""
+    if not os.path.isdir(args.out):
+        return []
+    if args.resume == 'auto' or args.resume is not None and \
+            os.path.samefile(os.path.dirname(os.path.abspath(args.resume)),
+                             args.out):
+        return []
+    return sorted(name for name in os.listdir(args.out)
+                  if name in RUN_FILES or snapshots.is_snapshot_name(name))
+
+
+def make_output_dir(args):
+    """Creates ``args.out``; with ``--replace-out``, deletes the other run's
+    files in it first (:func:`other_run_files`)."""
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(args.out, exist_ok=True)
+        if args.replace_out:
+            for name in other_run_files(args):
+                os.remove(os.path.join(args.out, name))
     except OSError as e:
         fail('cannot write to the output directory {}: {}'.format(
-            path, e.strerror or e))
+            args.out, e.strerror or e))
 
 
-def open_output(args, device, processes, record, resumed_from, iteration):
-    """Creates ``args.out``, takes its lock (:mod:`qnn.training.output_lock`)
-    and writes ``config.json`` (:mod:`qnn.training.run_history`); returns the
-    lock, or fails with one line if another run holds the directory."""
-    make_output_dir(args.out)
-    lock = output_lock.OutputLock(args.out)
+@contextlib.contextmanager
+def opened(trainer, args, device, snapshot, record, processes):
+    """Loads ``--resume``'s snapshot into every rank's ``trainer``
+    (checking that it continues ``record``, the run that wrote it), then,
+    on rank 0, creates ``--out``, takes its lock
+    (:mod:`qnn.training.output_lock`) and writes ``config.json``
+    (:mod:`qnn.training.run_history`) for the block, the run; fails with
+    one line if another process holds the directory."""
+    resumed_from = None
+    if args.resume is not None:
+        # every rank loads rank 0's snapshot
+        with processes.all_or_none():
+            resumed_from = snapshots.resume(trainer, args.resume, args.out,
+                                            snapshot)
+            if resumed_from is not None:
+                run_history.check_recipe(record, args, resumed_from,
+                                         processes.size,
+                                         train_options.parse_args([]))
+    print('')
+    lock = None
+    with processes.all_or_none():
+        if processes.is_root:
+            make_output_dir(args)
+            lock = output_lock.OutputLock(args.out)
+            try:
+                lock.acquire()
+            except output_lock.OutputBusy as e:
+                fail(e)
+            run_history.write_config(
+                args, device, processes.size, record if resumed_from else
+                None, resumed_from, trainer.updater.iteration)
     try:
-        lock.acquire()
-    except output_lock.OutputBusy as e:
-        fail(e)
-    run_history.write_config(args, device, processes, record, resumed_from,
-                             iteration)
-    return lock
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def print_header(args, device, comm=None):
-    """The lines before the report: what is trained, on what, and how."""
+def print_header(args, device, processes=1):
+    """The lines before the report: what is trained, on what (``processes``
+    of them), and how."""
     print('Device: {}'.format(device))
     if args.dataset != 'mnist':
         print('# dataset: {}'.format(args.dataset))
@@ -77,10 +132,10 @@ def print_header(args, device, comm=None):
     else:
         print('# unit: {}'.format(args.unit))
     print('# Minibatch-size: {}'.format(args.batchsize))
-    if comm is not None:
+    if processes > 1:
         print('# processes: {} ({} communicator), global minibatch {}'
-              .format(comm.size, args.communicator,
-                      comm.size * args.batchsize))
+              .format(processes, args.communicator,
+                      processes * args.batchsize))
     print('# epoch: {}'.format(args.epoch))
     optimizer = {'adam': 'Adam', 'shift_adamax': 'ShiftAdaMax'}[
         args.optimizer]
@@ -142,78 +197,24 @@ class PlainOutput(object):
         self._stream.flush()
 
 
-def extend_output(trainer, args, snapshot, interrupts, test_columns):
-    """What rank 0 writes and prints: the graph, the snapshots (``snapshot``,
-    an :class:`~qnn.training.extensions.snapshots.AtomicSnapshot`, with
-    NumPy's random state), the interrupt guard if any, log and report."""
-    trainer.extend(extensions.DumpGraph('main/loss'))
-    # the iterator's next orders come from NumPy's global generator
-    trainer.extend(snapshots.NumpyRandomState())
-    trainer.extend(snapshot, name='snapshot',
-                   trigger=snapshots.snapshot_trigger(args.frequency,
-                                                      args.epoch))
-    if interrupts is not None:
-        trainer.extend(interrupts, name='interrupts')
-    extend_report(trainer, args.plot, test_columns=test_columns)
-
-
-def resume_and_run(trainer, args, device, snapshot, record, comm=None):
-    """Loads ``--resume``'s snapshot into every rank's ``trainer`` (checking
-    that it continues ``record``, the run that wrote it), then opens
-    ``--out`` and runs the trainer, holding the directory's lock."""
-    resumed_from = None
-    if args.resume is not None:
-        # every rank loads rank 0's snapshot
-        with multi_node.all_or_none(comm):
-            resumed_from = snapshots.resume(trainer, args.resume, args.out,
-                                            snapshot)
-            if resumed_from is not None:
-                run_history.check_recipe(record, args, resumed_from,
-                                         multi_node.size(comm),
-                                         train_options.parse_args([]))
-    print('')
-    lock = None
-    with multi_node.all_or_none(comm):
-        if multi_node.is_root(comm):
-            lock = open_output(args, device, multi_node.size(comm),
-                               record if resumed_from else None,
-                               resumed_from, trainer.updater.iteration)
-    try:
-        trainer.run(show_loop_exception_msg=False)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def extend_report(trainer, plot=True, test_columns=False):
-    """The log, the plots and the printed report of Chainer's example;
-    ``test_columns``: also the test accuracy and the best-validation epoch
+def report_columns(test_columns=False):
+    """The printed report's columns: Chainer's example's, with
+    ``test_columns`` the test accuracy and the best-validation epoch too
     (:mod:`qnn.training.extensions.model_selection`)."""
-    trainer.extend(extensions.LogReport(), call_before_training=True)
-    if plot and extensions.PlotReport.available():
-        trainer.extend(
-            extensions.PlotReport(['main/loss', 'validation/main/loss'],
-                                  'epoch', file_name='loss.png',
-                                  postprocess=_log_scale),
-            call_before_training=True)
-        trainer.extend(
-            extensions.PlotReport(
-                ['main/accuracy', 'validation/main/accuracy'],
-                'epoch', file_name='accuracy.png'),
-            call_before_training=True)
     columns = ['epoch', 'main/loss', 'validation/main/loss',
                'main/accuracy', 'validation/main/accuracy']
     if test_columns:
         columns += ['test/main/accuracy', 'best/epoch']
-    interactive = sys.stdout.isatty()
-    trainer.extend(extensions.PrintReport(
-        columns + ['elapsed_time'],
-        out=sys.stdout if interactive else PlainOutput(sys.stdout)),
-        call_before_training=True)
-    if interactive:
-        trainer.extend(extensions.ProgressBar())
+    return columns + ['elapsed_time']
 
 
-def _log_scale(figure, axes, summary):
-    # the loss before training (epoch 0) is some 100x that after epoch 1
+def report_stream():
+    """Standard output for PrintReport, without its terminal control code
+    when it is not a terminal (:class:`PlainOutput`)."""
+    return sys.stdout if sys.stdout.isatty() else PlainOutput(sys.stdout)
+
+
+def log_scale(figure, axes, summary):
+    """PlotReport's postprocess for the loss: the loss before training
+    (epoch 0) is some 100x that after epoch 1."""
     axes.set_yscale('log')

@@ -121,9 +121,7 @@ class Interrupted(BaseException):
         signum (int): The signal.
         status (int): ``128 + signum``, the status a shell reports.
         snapshot (str): Snapshot written on the way out, or ``None``.
-        at_once (bool): The run stopped where it was, without finishing the
-            iteration or writing a snapshot (a second signal, or one before
-            training started).
+        at_once (bool): The run stopped before training started.
         iteration (int): Updates done, ``None`` before training started.
         epoch_detail (float): Epochs done, ``None`` before training started.
     """
@@ -153,9 +151,14 @@ class InterruptGuard(extension.Extension):
     other extension, the guard has ``snapshot`` (an
     :class:`qnn.training.extensions.snapshots.AtomicSnapshot`) write the
     trainer's state, unless it just did, and raises :class:`Interrupted`. A
-    second signal, or one before the trainer has started, raises
-    :class:`Interrupted` at once, wherever the program is (a snapshot being
-    written is then abandoned and the previous one stays intact).
+    second signal ends the process at once: the first restores the
+    system's default action for both signals, which the kernel carries out
+    wherever the program is, even inside a long call into C (a large
+    product or allocation, a numba loop) where a Python handler would wait
+    for the call to return (a snapshot being written is then abandoned:
+    the previous one stays intact and the next run removes the temporary
+    file). A signal before the trainer has started raises
+    :class:`Interrupted` at once.
 
     Args:
         snapshot: Object whose ``write(trainer)`` writes a snapshot and
@@ -196,10 +199,11 @@ class InterruptGuard(extension.Extension):
         self._previous.clear()
 
     def _handle(self, signum, frame):
-        if self.signum is not None or self._trainer is None:
-            raise Interrupted(signum, at_once=True, updater=getattr(
-                self._trainer, 'updater', None))
+        if self._trainer is None:
+            raise Interrupted(signum, at_once=True)
         self.signum = signum
+        for handled in self._previous:
+            signal.signal(handled, signal.SIG_DFL)
         note = self.note if self.note is not None else sys.stderr
         note.write('{} received: finishing this iteration, then writing a '
                    'snapshot (press Ctrl-C again to stop at once)\n'.format(
@@ -219,16 +223,11 @@ class InterruptGuard(extension.Extension):
 
 
 def interrupted_message(e, snapshot):
-    if e.at_once and e.iteration is None:
+    if e.at_once:
         return 'interrupted by {} before training started; nothing was ' \
             'written'.format(e.signal_name)
-    if e.at_once:
-        where = 'interrupted again by {}: stopped at once at iteration {}, ' \
-            'without a snapshot of it'.format(e.signal_name, e.iteration)
-    else:
-        where = 'interrupted by {} at iteration {} (epoch {:.2f}): wrote ' \
-            '{}'.format(e.signal_name, e.iteration, e.epoch_detail,
-                        e.snapshot)
+    where = 'interrupted by {} at iteration {} (epoch {:.2f}): wrote ' \
+        '{}'.format(e.signal_name, e.iteration, e.epoch_detail, e.snapshot)
     if snapshot.last_path is None:
         return where + '; there is no snapshot to resume from'
     return '{}; to continue, run the same command with --resume {} (or ' \

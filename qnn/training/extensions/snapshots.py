@@ -62,6 +62,11 @@ class SnapshotWriteError(SnapshotError):
     of it is left behind."""
 
 
+def is_snapshot_name(name):
+    """Whether ``name`` is that of a snapshot (``snapshot_iter_N``)."""
+    return _SNAPSHOT_NAME.match(name) is not None
+
+
 def snapshot_name(iteration):
     """File name of the snapshot taken after ``iteration`` updates."""
     return 'snapshot_iter_{}'.format(iteration)

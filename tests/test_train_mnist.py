@@ -491,6 +491,12 @@ def test_full_precision_differs_from_binarized(tmp_path):
                                 'minibatch (--batchsize 100) or 0'),
     (['--bn-population', '100', '--communicator', 'naive'],
      '--bn-population: single-process runs only'),
+    # sizes beyond the memory of any machine here, refused before anything
+    # is allocated
+    (['--unit', '100000000'], '--unit 100000000 --layers 2: the network '
+                              'needs at least'),
+    (['--layers', '100000'], '--unit 1000 --layers 100000: the network '
+                             'needs at least'),
 ])
 def test_bad_arguments_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as e:

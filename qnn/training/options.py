@@ -5,6 +5,7 @@ ends the program with argparse's one line and exit status 2.
 """
 import argparse
 import json
+import os
 
 import net
 from qnn import datasets
@@ -57,7 +58,38 @@ def combination_problem(args):
             args.device != '-1':
         return '--communicator {} gives each process the GPU of its local ' \
             'rank; leave out --device/--gpu'.format(args.communicator)
-    return None
+    return memory_problem(args)
+
+
+def memory_problem(args, available=None):
+    """Why the MLP of ``args`` cannot fit in ``available`` bytes (this
+    machine's memory), or ``None``: checked before anything is allocated.
+    A lower bound, in float32: each weight held six times (itself, its
+    quantized copy, its gradient, Adam's two moments, the update's
+    scratch), each hidden activation of a minibatch eight times (the
+    layer's output, its batch normalization, sign and their gradients).
+    The ConvNets have fixed sizes."""
+    if args.arch != 'mlp':
+        return None
+    info = datasets.get_info(args.dataset)
+    weights = args.unit * (info.in_size + (args.layers - 1) * args.unit +
+                           info.n_classes)
+    activations = max(args.batchsize, args.eval_batchsize) * args.unit * \
+        args.layers
+    need = 4 * (6 * weights + 8 * activations)
+    available = available or _physical_memory()
+    if need <= available:
+        return None
+    return '--unit {} --layers {}: the network needs at least {:.3g} GB, ' \
+        'more than the {:.3g} GB of this machine'.format(
+            args.unit, args.layers, need / 1e9, available / 1e9)
+
+
+def _physical_memory():
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: no limit
 
 
 class RecordError(ValueError):

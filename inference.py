@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Run a packed binarized network (export.py's file) on its test set.
 
-XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.forward`): on the CPU with numba on all cores
-(``--kernel numpy``: the NumPy reference), on a GPU with CuPy RawKernels
-(``--device 0``; not the k-bit layers). The test set is the one the file was
+XNOR/AND and popcount on packed 64-bit words (:mod:`qnn.packed.forward`):
+on the CPU with numba on all cores (``--kernel numpy``: the NumPy
+reference), on a GPU with CuPy RawKernels (``--device 0``; not the k-bit
+layers). The test set is the one the file was
 trained on (recorded in it; ``--dataset`` to choose another of the same
 image shape). Prints one line,
 

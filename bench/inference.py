@@ -139,7 +139,7 @@ def first_layer(network, images, x, batchsize, rounds):
     layer = network.layers[0]
     WT = layer.transposed_weights()
     signs = numpy.where(packed_bits.unpack_bits(layer.weights,
-                                                   layer.n_in), 1, -1)
+                                                layer.n_in), 1, -1)
     Wf = numpy.ascontiguousarray(signs.T, numpy.float32)
     # the same thresholds on the float sum a = s / 255
     tau = (layer.thresholds / 255.0).astype(numpy.float32)
@@ -267,7 +267,7 @@ def main(argv=None):
                        ('float32 weights (W of l1, l2, l3)', float_bytes),
                        ('packed file', packed_size)):
         print('| {} | {} | {:.1f}x |'.format(name, size,
-                                               size / packed_size))
+                                             size / packed_size))
     print()
     print('first layer alone, median s per 10k: bit planes {:.3f}, float '
           '(BLAS) {:.3f}: bit planes {:.2f}x faster'.format(

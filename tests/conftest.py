@@ -5,10 +5,13 @@ import sys
 
 import pytest
 
-# The project is a flat set of modules (like chainer's examples/mnist).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# The project's root modules (like chainer's examples/mnist) and the tests'
+# shared helpers (tests/helpers.py)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+for path in (ROOT, TESTS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 
@@ -79,6 +82,19 @@ def _find_mpi():
 
 
 @pytest.fixture(scope='module')
+def packed_file(tmp_path_factory):
+    """A packed file of a random 784-33-10 network
+    (:func:`helpers.random_network`, seed 5)."""
+    import numpy
+    from qnn.packed import format as packed_format
+    from helpers import random_network
+    path = str(tmp_path_factory.mktemp('packed') / 'net.bnn')
+    packed_format.save(path, random_network(numpy.random.default_rng(5),
+                                            (784, 33, 10)))
+    return path
+
+
+@pytest.fixture(scope='module')
 def mpiexec():
     """The mpiexec of MPICH beside Python (``make mpi``); skips without
     it, fails on CI."""
@@ -90,3 +106,15 @@ def mpiexec():
                         pytrace=False)
         pytest.skip('{}: run `make mpi`'.format(problem))
     return path
+
+
+@pytest.fixture(scope='module')
+def good_snapshot(tmp_path_factory):
+    """The snapshot of a run of train_mnist.py on ``helpers.SMALL``, one
+    epoch."""
+    import train_mnist
+    from helpers import SMALL
+    out = tmp_path_factory.mktemp('good')
+    assert train_mnist.main(['--epoch', '1', '--out', str(out), '--noplot']
+                            + SMALL) == 0
+    return out / 'snapshot_iter_10'

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
+
 DOCS = [os.path.join(ROOT, 'README.md')] + sorted(
     glob.glob(os.path.join(ROOT, 'docs', '*.md')))
 

@@ -9,19 +9,15 @@ import sys
 import numpy
 import pytest
 
-import chainer
 
 import export
-from qnn import datasets
 from qnn.datasets import mnist
 from qnn.packed import format as packed_format
-from qnn.packed import model
 from qnn.packed import forward as packed_forward
-from qnn.training.extensions import snapshots
-from qnn.training import options as train_options
+from qnn.packed import model
 import train_mnist
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, chainer_predictions, run_export
 
 
 @pytest.fixture(scope='module')
@@ -35,29 +31,6 @@ def trained(tmp_path_factory):
     snapshot, = [os.path.join(out, name) for name in os.listdir(out)
                  if name.startswith('snapshot_iter_')]
     return snapshot
-
-
-def run_export(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        export.main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def chainer_predictions(snapshot, images):
-    with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
-        config = json.load(f)
-    args = train_options.parse_args([])
-    vars(args).update(config)
-    model = train_mnist.build_model(args)
-    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
-    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
-    x = images.astype(numpy.float32)
-    x *= pixels['scale'] / 255.  # as qnn.datasets.files.to_dataset
-    x += numpy.float32(pixels['shift'])  # as qnn.datasets.get_dataset
-    with chainer.using_config('train', False), \
-            chainer.no_backprop_mode():
-        return model.predictor(x).array.argmax(axis=1)
 
 
 def test_export_equals_chainer_model(trained, tmp_path, capsys):

@@ -23,9 +23,9 @@ from qnn.datasets import mnist
 from qnn.packed import format as packed_format
 from qnn.packed import forward as packed_forward
 import train_mnist
-from test_export import chainer_predictions
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, chainer_predictions
+
 LEGACY = os.path.join(ROOT, 'tests', 'data', 'written-before-package')
 SNAPSHOT = 'snapshot_iter_10'
 # the options of the old run (README.md); a resumed run must repeat them

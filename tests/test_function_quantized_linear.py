@@ -10,24 +10,14 @@ from chainer.utils import type_check
 
 from function_quantized_linear import quantized_linear
 from qst import Quantization
-from backends import BACKENDS, seed_generators
-from test_qst import quantize_reference
 
-
-def sign(w):
-    return numpy.where(w >= 0, 1, -1).astype(w.dtype)
-
-
-def tolerance(dtype):
-    if dtype == numpy.float16:
-        return {'atol': 5e-3, 'rtol': 5e-3}
-    return {'atol': 1e-5, 'rtol': 1e-5}
-
-
-def make_weight(shape, dtype):
-    W = numpy.random.uniform(-1, 1, shape).astype(dtype)
-    W.flat[:3] = [0.0, -0.0, 1e-6]  # sign(0) must be +1
-    return W
+from helpers import BACKENDS
+from helpers import check_quantized
+from helpers import make_weight
+from helpers import quantize_reference
+from helpers import seed_generators
+from helpers import sign_reference
+from helpers import tolerance
 
 
 @testing.parameterize(*testing.product({
@@ -95,7 +85,7 @@ class TestQuantizedLinearGradXB(testing.FunctionTestCase):
 
     def forward_expected(self, inputs):
         x, b = inputs
-        return (x.dot(sign(self.W).T) + b).astype(self.dtype),
+        return (x.dot(sign_reference(self.W).T) + b).astype(self.dtype),
 
 
 @testing.parameterize(*testing.product({
@@ -118,7 +108,7 @@ class TestQuantizedLinearGradients(unittest.TestCase):
         cpu = chainer.backend.CpuDevice()
         tol = tolerance(self.dtype)
         for name, got, expected in (
-                ('gx', xv.grad, gy.dot(sign(W))),
+                ('gx', xv.grad, gy.dot(sign_reference(W))),
                 ('gW', Wv.grad, gy.T.dot(x)),
                 ('gb', bv.grad, gy.sum(axis=0))):
             got = cpu.send(got)
@@ -162,19 +152,6 @@ class TestQuantizedLinearGradients(unittest.TestCase):
             chainer.backend.CpuDevice().send(Wv.array), W)
 
 
-def check_quantized(got, exact, bits):
-    """``got`` is ``exact`` on the grid of quantize_gradient."""
-    m = 2 ** (bits - 1) - 1
-    scale = 2.0 ** numpy.ceil(numpy.log2(numpy.abs(exact).max()))
-    steps = got.astype(numpy.float64) / (scale / m)
-    # whole steps, up to the rounding of the result to the dtype
-    atol = m * 1e-3 if got.dtype == numpy.float16 else 1e-3
-    numpy.testing.assert_allclose(steps, numpy.round(steps), atol=atol)
-    assert ((numpy.sign(got) == numpy.sign(exact)) | (got == 0)).all()
-    assert (numpy.abs(got - exact) <= scale / m * 1.01).all()
-    assert (got != exact.astype(got.dtype)).any()
-
-
 @testing.parameterize(*testing.product({
     'dtype': [numpy.float16, numpy.float32, numpy.float64],
 }))
@@ -194,7 +171,7 @@ class TestQuantizedGradients(unittest.TestCase):
         cpu = chainer.backend.CpuDevice()
         gy64 = gy.astype(numpy.float64)
         check_quantized(cpu.send(Wv.grad), gy64.T.dot(x), 6)
-        check_quantized(cpu.send(xv.grad), gy64.dot(sign(W)), 4)
+        check_quantized(cpu.send(xv.grad), gy64.dot(sign_reference(W)), 4)
 
     def test_stochastic_weight_only_in_training(self, backend_config):
         x = backend_config.get_array(numpy.eye(20, dtype=self.dtype))
@@ -222,7 +199,7 @@ class TestQuantizedLinearShapes(unittest.TestCase):
         y = quantized_linear(x, W, n_batch_axes=2)
         assert y.shape == (2, 3, 4)
         numpy.testing.assert_allclose(
-            y.array, x.dot(sign(W).T), rtol=1e-5, atol=1e-6)
+            y.array, x.dot(sign_reference(W).T), rtol=1e-5, atol=1e-6)
 
     def test_bad_n_batch_axes(self):
         with pytest.raises(ValueError):

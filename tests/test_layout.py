@@ -7,10 +7,18 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
+
 CORE = {'train_mnist', 'net', 'qst', 'function_quantized_linear',
         'link_quantized_linear', 'weight_clip'}
 ENTRY_POINTS = {'train_mnist', 'export', 'inference'}
+# test files that check what no single module does
+TEST_FILES_OF_NO_MODULE = {
+    'test_docs.py',  # the commands and links of the documentation
+    'test_layout.py',  # this file
+    'test_files_written_before_package.py',  # files of older versions
+    'packed/test_conv_kernels_cuda.py',  # conv_kernels' CUDA source on g++
+}
 # folders that import nothing of the project but the stack's compatibility
 BOTTOM = {'qnn.utils', 'qnn.serializers'}
 
@@ -158,7 +166,39 @@ def test_package_inits_import_nothing(module):
                 if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
-def test_no_function_over_100_lines():
+def path_of_tests(module):
+    """The test file of a module: ``tests/test_net.py`` for ``net``,
+    ``tests/packed/test_format.py`` for ``qnn.packed.format``,
+    ``tests/datasets/test_datasets.py`` for the package ``qnn.datasets``
+    (the folders of ``tests/`` are those of ``qnn/``)."""
+    parts = module.split('.')
+    if parts[0] == 'qnn':
+        parts = parts[1:]
+    if MODULES[module].endswith('__init__.py'):
+        parts = parts + parts[-1:]
+    return os.path.join(ROOT, 'tests', *parts[:-1],
+                        'test_{}.py'.format(parts[-1]))
+
+
+@pytest.mark.parametrize('module', sorted(
+    m for m in MODULES if m != 'qnn' and not (
+        MODULES[m].endswith('__init__.py') and m != 'qnn.datasets')))
+def test_every_module_has_its_test_file(module):
+    assert os.path.isfile(path_of_tests(module)), os.path.relpath(
+        path_of_tests(module), ROOT)
+
+
+def test_no_test_file_without_its_module():
+    # a test file named after a module tests that module: none is left
+    # behind when a module moves
+    expected = {path_of_tests(m) for m in MODULES if m != 'qnn'}
+    for path in glob.glob(os.path.join(ROOT, 'tests', '**', 'test_*.py'),
+                          recursive=True):
+        name = os.path.relpath(path, os.path.join(ROOT, 'tests'))
+        assert path in expected or name in TEST_FILES_OF_NO_MODULE, name
+
+
+def test_no_function_over_60_lines():
     # the project's modules (tests and bench aside), docstrings included
     paths = list(MODULES.values())
     long = []
@@ -166,7 +206,7 @@ def test_no_function_over_100_lines():
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
-                if lines > 100:
+                if lines > 60:
                     long.append('{}: {} ({} lines)'.format(
                         os.path.relpath(path, ROOT), node.name, lines))
     assert not long

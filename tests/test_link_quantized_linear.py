@@ -10,7 +10,8 @@ from chainer import testing
 
 from link_quantized_linear import QuantizedLinear
 from qst import Quantization
-from backends import BACKENDS
+
+from helpers import BACKENDS
 
 
 def sign(w):

@@ -15,7 +15,8 @@ import net
 from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 import qst
 from weight_clip import WeightClip
-from backends import BACKENDS
+
+from helpers import BACKENDS
 
 
 @testing.inject_backend_tests(None, BACKENDS)
@@ -96,7 +97,6 @@ class TestMnistMLPStructure(unittest.TestCase):
             opt.update(model, x, t)
             losses.append(float(model.loss.array))
         assert numpy.mean(losses[-10:]) < 0.5 * numpy.mean(losses[:5])
-
 
 
 # small enough for fast tests: 8x8 -> pool 4x4 -> pool 2x2, 6 * 2 * 2 -> 8

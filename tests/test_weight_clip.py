@@ -10,7 +10,8 @@ from chainer import testing
 
 from link_quantized_linear import QuantizedLinear
 from weight_clip import WeightClip
-from backends import BACKENDS
+
+from helpers import BACKENDS
 
 
 class Model(chainer.Chain):
@@ -92,7 +93,8 @@ class TestWeightClipArgs(unittest.TestCase):
         opt = chainer.optimizers.SGD(lr=0.0)
         opt.setup(link)
         opt.add_hook(WeightClip(-0.5, 0.25))
-        opt.update(lambda: chainer.functions.sum(link(numpy.ones((1, 4), 'f'))))
+        opt.update(lambda: chainer.functions.sum(
+            link(numpy.ones((1, 4), 'f'))))
         numpy.testing.assert_array_equal(link.W.array, 0.25)
 
     def test_uninitialized_link_is_skipped(self):

@@ -264,5 +264,5 @@ def get_cifar10(withlabel=True, ndim=3, scale=1., dtype=None,
     raw = load_raw(data_dir, rows_per_batch)
     return tuple(
         files.to_dataset(images, labels, SHAPE, withlabel, ndim, scale,
-                              dtype, label_dtype, 'CIFAR-10')
+                         dtype, label_dtype, 'CIFAR-10')
         for images, labels in (raw['train'], raw['test']))

@@ -64,7 +64,7 @@ def _content(name, data_dir):
     path = idx.find(name, directory)
     if path is not None:
         return idx.load_file(path, name, SHA256[name], 'Fashion-MNIST',
-                                  _fix_for(directory))
+                             _fix_for(directory))
     if data_dir is not None:
         raise files.DatasetError(
             '{}: neither {}.gz nor {} is in this data directory; copy the '
@@ -121,5 +121,5 @@ def get_fashion_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
     raw = load_raw(data_dir)
     return tuple(
         files.to_dataset(images, labels, SHAPE, withlabel, ndim, scale,
-                              dtype, label_dtype, 'Fashion-MNIST')
+                         dtype, label_dtype, 'Fashion-MNIST')
         for images, labels in (raw['train'], raw['test']))

@@ -66,7 +66,7 @@ def _fix_for(directory):
 
 def _verified(name, content, source, fix):
     return idx.verified(content, name, SHA256[name], 'MNIST', source,
-                             fix)
+                        fix)
 
 
 def _load(name, path):
@@ -164,5 +164,5 @@ def get_mnist(withlabel=True, ndim=1, scale=1., dtype=None,
     raw = load_raw(data_dir)
     return tuple(
         files.to_dataset(images, labels, SHAPE, withlabel, ndim, scale,
-                              dtype, label_dtype, 'MNIST')
+                         dtype, label_dtype, 'MNIST')
         for images, labels in (raw['train'], raw['test']))

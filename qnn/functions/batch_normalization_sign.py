@@ -75,11 +75,11 @@ def sign_backward(x, gy, mean, inv_std, gamma, beta, axis):
                 x, gy, mean, inv_std, gamma, beta)
         else:
             gm, gm_x_hat = numba_bn_sign_masked(x, gy, mean, inv_std,
-                                                      gamma, beta)
+                                                gamma, beta)
             gbeta = gm.sum(axis=axis, dtype=dtype)
             ggamma = gm_x_hat.sum(axis=axis, dtype=dtype)
         return numba_bn_sign_grad(x, gm, mean, inv_std, gamma, ggamma,
-                                        gbeta, inv_m), ggamma, gbeta
+                                  gbeta, inv_m), ggamma, gbeta
     x_hat, y = _normalized(_as_3d(x), mean, inv_std, gamma, beta)
     gm = _as_3d(gy) * (numpy.abs(y) <= 1).astype(dtype)
     gbeta = gm.reshape(x.shape).sum(axis=axis, dtype=dtype)
@@ -201,18 +201,25 @@ def batch_normalization_sign(x, gamma, beta, eps=DEFAULT_EPS,
 # --- numba ------------------------------------------------------------------
 
 def _bn_kernels(numba):
-    kernels = _batch_normalization_kernels(numba)
+    """``'bn_sign'``, ``'bn_sign_masked'``, ``'bn_sign_masked_sums'``,
+    ``'bn_sign_grad'`` and ``'bn_statistics'``: the loops of
+    :func:`numba_bn_sign`, :func:`numba_bn_sign_masked`,
+    :func:`numba_bn_sign_masked_sums`, :func:`numba_bn_sign_grad` and
+    :func:`numba_bn_statistics`. Every operation is Chainer's (its
+    ``_x_hat``, ``_apply_bn_fwd`` and backward), then qst's sign or
+    straight-through mask, in the arrays' dtype and order."""
+    normalized, masked = _bn_inline(numba)
+    kernels = {'bn_sign': _bn_sign_kernel(numba, normalized)}
+    kernels.update(_bn_backward_kernels(numba, masked))
     kernels.update(_bn_statistics_kernel(numba))
     return kernels
 
 
-def _batch_normalization_kernels(numba):
-    """``'bn_sign'``, ``'bn_sign_masked'``, ``'bn_sign_masked_sums'`` and
-    ``'bn_sign_grad'``: the loops of :func:`numba_bn_sign`,
-    :func:`numba_bn_sign_masked`, :func:`numba_bn_sign_masked_sums` and
-    :func:`numba_bn_sign_grad`. Every operation is Chainer's (its ``_x_hat``,
-    ``_apply_bn_fwd`` and backward), then qst's sign or straight-through
-    mask, in the arrays' dtype and order."""
+def _bn_inline(numba):
+    """``normalized(v, mu, r, g, b)``, :math:`(\\hat{x}, y)`, and
+    ``masked(v, g, mu, r, gm, b, zero)``, the straight-through gradient of
+    the sign of :math:`y` (``g`` times 0 outside :math:`|y| \\le 1`) and
+    :math:`\\hat{x}`, inlined in the loops."""
     inline = numba.njit(inline='always')
 
     @inline
@@ -220,13 +227,15 @@ def _batch_normalization_kernels(numba):
         t = (v - mu) * r
         return t, t * g + b
 
-    # the straight-through gradient of the sign of y = BN(v), gy times 0
-    # outside |y| <= 1, and x_hat
     @inline
     def masked(v, g, mu, r, gm, b, zero):
         t, y = normalized(v, mu, r, gm, b)
         return (g if abs(y) <= 1 else g * zero), t
 
+    return normalized, masked
+
+
+def _bn_sign_kernel(numba, normalized):
     # x is (n, c, s), or, for a dense layer, (n, 1, c) with last = True:
     # the channel of x[i, a, b] is b then, a otherwise, and the inner loop
     # runs along memory either way (a loop of one element per channel ran
@@ -241,9 +250,13 @@ def _batch_normalization_kernels(numba):
                                       gamma[ch], beta[ch])
                     q[i, a, b] = one if y >= 0 else (-one if y < 0 else y)
 
+    return numba.njit(cache=True)(bn_sign_loop)
+
+
+def _bn_backward_kernels(numba, masked):
     # zero: 0 of the dtype (a Python 0 would make the product float64)
     def bn_masked_loop(x, gy, last, mean, inv_std, gamma, beta, zero, gm,
-                    gm_x_hat):
+                       gm_x_hat):
         n, p, s = x.shape
         for i in range(n):
             for a in range(p):
@@ -271,7 +284,7 @@ def _batch_normalization_kernels(numba):
                 ggamma[j] += g * t
 
     def bn_grad_loop(x, gm, last, mean, inv_std, gamma, ggamma, gbeta, inv_m,
-                  gx):
+                     gx):
         n, p, s = x.shape
         for i in range(n):
             for a in range(p):
@@ -281,8 +294,7 @@ def _batch_normalization_kernels(numba):
                     gx[i, a, b] = (gamma[ch] * inv_std[ch]) * (
                         gm[i, a, b] - (t * ggamma[ch] + gbeta[ch]) * inv_m)
 
-    return {'bn_sign': numba.njit(cache=True)(bn_sign_loop),
-            'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
+    return {'bn_sign_masked': numba.njit(cache=True)(bn_masked_loop),
             'bn_sign_masked_sums': numba.njit(cache=True)(
                 bn_masked_sums_loop),
             'bn_sign_grad': numba.njit(cache=True)(bn_grad_loop)}

@@ -86,7 +86,7 @@ class MaxPooling2x2Grad(function_node.FunctionNode):
             # channels last, the layout of a convolution's output: its
             # backward takes the gradient without a copy
             return numba_max_pool_2x2_grad(gy, self.index,
-                                                 self._in_shape),
+                                           self._in_shape),
         xp = backend.get_array_module(gy)
         n, c, h, w = self._in_shape
         gx = xp.zeros((n, c, h + h % 2, w + w % 2), dtype=gy.dtype)

@@ -55,7 +55,7 @@ def col2im(col, shape, kh, kw, sy, sx, ph, pw, dy, dx, out_size):
         for kx in range(kw):
             padded[:, ky * dy:ky * dy + sy * (oh - 1) + 1:sy,
                    kx * dx:kx * dx + sx * (ow - 1) + 1:sx] += col[:, :, :, ky,
-                                                                kx]
+                                                                  kx]
     return numpy.ascontiguousarray(
         padded[:, ph:ph + h, pw:pw + w].transpose(0, 3, 1, 2))
 

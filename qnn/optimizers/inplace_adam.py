@@ -67,9 +67,9 @@ class InplaceAdamRule(adam.AdamRule):
         clip = self._clip
         if cpu_kernels.usable(*arrays):
             numba_adam(*arrays, c1=1.0 - hp.beta1, c2=1.0 - hp.beta2,
-                             alpha_t=self.alpha_t, eps=hp.eps, eta=hp.eta,
-                             weight_decay_rate=hp.weight_decay_rate,
-                             clip=None if clip is None else clip[:2])
+                       alpha_t=self.alpha_t, eps=hp.eps, eta=hp.eta,
+                       weight_decay_rate=hp.weight_decay_rate,
+                       clip=None if clip is None else clip[:2])
         else:
             if self._scratch is None or self._scratch.shape != m.shape:
                 self._scratch = numpy.empty_like(m)
@@ -188,7 +188,7 @@ _kernels = cpu_kernels.LazyKernels(_adam_kernels)
 
 
 def numba_adam(param, grad, m, v, c1, c2, alpha_t, eps, eta, weight_decay_rate,
-         clip=None):
+               clip=None):
     """One Adam step on flat C-contiguous arrays of one float dtype, in
     place, then the clip of ``param`` to ``clip = (lower, upper)``:
 

@@ -108,8 +108,8 @@ class ShiftAdaMaxRule(optimizer.UpdateRule):
         if cpu_kernels.usable(param.array, grad, m, u):
             # the same operations in one pass (bit for bit)
             numba_shift_adamax(param.array, grad, m, u, hp.beta1,
-                                     hp.beta2, hp.eps, self.step_size,
-                                     hp.round_norm, sqrt_half(param.dtype))
+                               hp.beta2, hp.eps, self.step_size,
+                               hp.round_norm, sqrt_half(param.dtype))
             return
         xp = backend.get_array_module(param.array)
         m += (1.0 - hp.beta1) * (grad - m)
@@ -219,7 +219,7 @@ _kernels = cpu_kernels.LazyKernels(_shift_adamax_kernels)
 
 
 def numba_shift_adamax(param, grad, m, u, beta1, beta2, eps, step, round_norm,
-                 sqrt_half):
+                       sqrt_half):
     """One shift-based AdaMax step
     (:class:`qnn.optimizers.shift_adamax.ShiftAdaMaxRule`) on C-contiguous
     arrays of one float dtype, in place:

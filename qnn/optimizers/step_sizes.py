@@ -76,20 +76,21 @@ def scale_step_sizes(model, optimizer):
             continue
         for param in quantized_params():
             name = names.get(id(param), param.name)
-            if param.array is None:
-                raise ValueError('{} is not initialized yet (input size '
-                                 'None): run one forward pass first'
-                                 .format(name))
-            if param.update_rule is None:
-                raise ValueError('{} has no update rule: set up the '
-                                 'optimizer with this model first'
-                                 .format(name))
-            # BinaryNet's (and Lasagne's) fans: the kernel's area times the
-            # input, and times the output channels
-            area = param.size // (param.shape[0] * param.shape[1])
-            fan_in = param.shape[1] * area
-            fan_out = param.shape[0] * area
-            scale = glorot_scale(fan_in, fan_out)
+            scale = glorot_scale(*_fans(param, name))
             param.update_rule.hyperparam.eta = scale
             scales[name] = scale
     return scales
+
+
+def _fans(param, name):
+    """``(fan_in, fan_out)`` of a weight as BinaryNet's (and Lasagne's)
+    code counts them: the kernel's area times the input, and times the
+    output channels."""
+    if param.array is None:
+        raise ValueError('{} is not initialized yet (input size None): run '
+                         'one forward pass first'.format(name))
+    if param.update_rule is None:
+        raise ValueError('{} has no update rule: set up the optimizer with '
+                         'this model first'.format(name))
+    area = param.size // (param.shape[0] * param.shape[1])
+    return param.shape[1] * area, param.shape[0] * area

@@ -242,6 +242,8 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
 
 
 def _conv_pixels(numba):
+    _plane_sums = _pixel_plane_sums(numba)
+
     @numba.njit(parallel=True, cache=True)
     def conv_pixels(P, S, T, sign, pool, out):
         # P (B, C, H, W) uint8; S (K, C, 9) float32: the weights times the
@@ -291,6 +293,10 @@ def _conv_pixels(numba):
                         for x in range(W2):
                             words[x] |= numpy.uint64(s_k * r[x] >= t_k) << bit
 
+    return conv_pixels
+
+
+def _pixel_plane_sums(numba):
     @numba.njit(inline='always')
     def _plane_sums(p, w, plane):
         # plane[y, x] += the 3x3 sum of the padded channel p at (y, x)
@@ -303,7 +309,7 @@ def _conv_pixels(numba):
                          + r1[x] * w3 + r1[x + 1] * w4 + r1[x + 2] * w5
                          + r2[x] * w6 + r2[x + 1] * w7 + r2[x + 2] * w8)
 
-    return conv_pixels
+    return _plane_sums
 
 
 def numba_layer(layer, x):

@@ -27,12 +27,13 @@ BN_KEYS = ('gamma', 'beta', 'avg_mean', 'avg_var')
 
 def _get(params, key, shape):
     if key not in params:
-        raise folding.MissingParameter('has no {}: not a snapshot of the ConvNet '
-                               'its config.json describes'.format(key))
+        raise folding.MissingParameter(
+            'has no {}: not a snapshot of the ConvNet its config.json '
+            'describes'.format(key))
     if params[key].shape != tuple(shape):
-        raise folding.MissingParameter('{} has shape {}, but the ConvNet its '
-                               'config.json describes has {}'.format(
-                                   key, params[key].shape, tuple(shape)))
+        raise folding.MissingParameter(
+            '{} has shape {}, but the ConvNet its config.json describes has '
+            '{}'.format(key, params[key].shape, tuple(shape)))
     return params[key]
 
 
@@ -117,12 +118,12 @@ def _dense_levels_layer(params, index, n_in, units, last, chw, bits):
             'output_bits': None if last else input_bits}
     if last:
         planes, affine = level_folding.fold_levels_affine(W, bn, weight_bits,
-                                                   input_bits)
+                                                          input_bits)
         return packed_format.Layer(
             name, 'levels', n_in, units, 'affine', planes, levels=meta,
             **dict(zip(('mean', 'inv_std', 'gamma', 'beta'), affine)))
-    planes, thresholds = level_folding.fold_levels(W, bn, weight_bits, input_bits,
-                                            in_bits=input_bits)
+    planes, thresholds = level_folding.fold_levels(
+        W, bn, weight_bits, input_bits, in_bits=input_bits)
     return packed_format.Layer(name, 'levels', n_in, units, 'levels', planes,
                                levels=meta, thresholds=thresholds)
 

@@ -235,4 +235,3 @@ def fold_affine(W, gamma, beta, mean, var, eps=DEFAULT_EPS):
     inv_std = numpy.sqrt(numpy.reciprocal(var), dtype=numpy.float32)
     return bits, tuple(numpy.asarray(v, numpy.float32) for v in (
         mean, inv_std, gamma, beta))
-

@@ -417,27 +417,8 @@ def decode(data):
             raise PackedFileError('unsupported header {!r}'.format(
                 {k: header.get(k) for k in ('format', 'word_bits',
                                             'bit_order')}))
-        layers = []
-        for entry in header['layers']:
-            arrays = {}
-            for name, spec in entry['arrays'].items():
-                if name not in _ARRAYS or spec['dtype'] != _ARRAYS[name]:
-                    raise PackedFileError('layer {} has an unknown array '
-                                          '{}'.format(entry['name'], name))
-                dtype = numpy.dtype(spec['dtype'])
-                shape = tuple(int(n) for n in spec['shape'])
-                offset = int(spec['offset'])
-                count = int(numpy.prod(shape))
-                if offset < 0 or offset + count * dtype.itemsize > len(body):
-                    raise PackedFileError('layer {} {} lies outside the '
-                                          'file'.format(entry['name'], name))
-                arrays[name] = numpy.frombuffer(
-                    data, dtype, count, offset).reshape(shape).astype(
-                        dtype.newbyteorder('='))
-            layers.append(Layer(entry['name'], entry['kind'],
-                                entry['n_in'], entry['n_out'],
-                                entry['output'], conv=entry.get('conv'),
-                                levels=entry.get('levels'), **arrays))
+        layers = [_decode_layer(entry, data, len(body))
+                  for entry in header['layers']]
         network = PackedNetwork(layers, header['input'],
                                 header.get('source'), size)
         if network.input.get('pixel_bits') != PIXEL_BITS:
@@ -452,6 +433,28 @@ def decode(data):
         raise PackedFileError('malformed layer table ({}: {})'.format(
             type(e).__name__, e))
     return network
+
+
+def _decode_layer(entry, data, end):
+    """The :class:`Layer` of a header entry, its arrays read from ``data``
+    (in the first ``end`` bytes)."""
+    arrays = {}
+    for name, spec in entry['arrays'].items():
+        if name not in _ARRAYS or spec['dtype'] != _ARRAYS[name]:
+            raise PackedFileError('layer {} has an unknown array {}'.format(
+                entry['name'], name))
+        dtype = numpy.dtype(spec['dtype'])
+        shape = tuple(int(n) for n in spec['shape'])
+        offset = int(spec['offset'])
+        count = int(numpy.prod(shape))
+        if offset < 0 or offset + count * dtype.itemsize > end:
+            raise PackedFileError('layer {} {} lies outside the '
+                                  'file'.format(entry['name'], name))
+        arrays[name] = numpy.frombuffer(data, dtype, count, offset).reshape(
+            shape).astype(dtype.newbyteorder('='))
+    return Layer(entry['name'], entry['kind'], entry['n_in'],
+                 entry['n_out'], entry['output'], conv=entry.get('conv'),
+                 levels=entry.get('levels'), **arrays)
 
 
 def load(path):

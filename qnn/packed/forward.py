@@ -26,11 +26,11 @@ from qnn.packed.format import CONV_KINDS
 from qnn.packed.format import LEVEL_KINDS
 
 
-def _run_levels(layers, x, sums_of, output_levels):
+def _run_levels(layers, x, sums_of, output_levels, conv_levels):
     """A network of k-bit layers: the last layer's integer sums."""
     for layer in layers:
         if layer.kind in CONV_KINDS:
-            x = level_kernels.conv_level_maps(layer, x, output_levels)
+            x = conv_levels(layer, x)
             continue
         # maps flattened in (row, column, channel) order
         x = numpy.ascontiguousarray(x).reshape(len(x), -1)
@@ -52,7 +52,8 @@ def _dense_input(layers, index, x):
 def _run_numpy(layers, x):
     if layers[0].kind in LEVEL_KINDS:
         return _run_levels(layers, x, level_kernels.reference_sums,
-                           level_kernels.output_levels)
+                           level_kernels.output_levels,
+                           level_kernels.reference_conv_levels)
     for index, layer in enumerate(layers):
         if layer.kind in CONV_KINDS:
             x = conv_kernels.reference_layer(layer, x)
@@ -73,8 +74,11 @@ def _run_numba(layers, pixels):
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
     hidden = layers[1:-1]
     if layers[0].kind in LEVEL_KINDS:
-        return _run_levels(layers, x, level_kernels.popcount_sums,
-                           level_kernels.count_levels)
+        return _run_levels(
+            layers, x, level_kernels.popcount_sums,
+            level_kernels.count_levels,
+            lambda layer, x: level_kernels.conv_level_maps(
+                layer, x, level_kernels.count_levels))
     if any(layer.kind in CONV_KINDS for layer in layers):
         return _run_numba_layers(layers, x)
     if hidden and layers[-1].output != 'sign' and all(

@@ -135,6 +135,46 @@ def conv_level_maps(layer, x, count=None):
     return maps.reshape(B, H2, W2, K)
 
 
+def reference_conv_levels(layer, x):
+    """:func:`conv_level_maps` by integer arithmetic, position by position
+    (the reference it is tested against): each position's 3x3 patch of
+    signed inputs (zero outside the image) times the signed weights in
+    ``int64``; each 2x2 window's maximum (minimum for a flipped channel)
+    over the positions it holds; the levels the thresholds give."""
+    C, H, Wd = layer.conv['in_shape']
+    K = layer.conv['channels']
+    x = numpy.asarray(x, numpy.int64)
+    if layer.kind == 'conv_levels_pixels':
+        values = x.reshape(len(x), C, H, Wd).transpose(0, 2, 3, 1)
+    else:
+        values = 2 * x - n_levels(layer.levels['input_bits'])
+    B = len(values)
+    padded = numpy.zeros((B, H + 2, Wd + 2, C), numpy.int64)
+    padded[:, 1:-1, 1:-1] = values
+    weights = signed_weights_of(layer, TAPS * C)  # (K, (tap, channel))
+    sums = numpy.empty((B, H, Wd, K), numpy.int64)
+    for y in range(H):
+        for x0 in range(Wd):
+            patch = padded[:, y:y + 3, x0:x0 + 3].reshape(B, TAPS * C)
+            sums[:, y, x0] = patch @ weights.T
+    if layer.conv['pool']:
+        sums = _reference_pool(sums, layer.flipped.astype(bool))
+    levels = output_levels(sums.reshape(-1, K), layer.thresholds)
+    return levels.reshape(sums.shape)
+
+
+def _reference_pool(sums, flipped):
+    B, H, Wd, K = sums.shape
+    H2, W2 = (H + 1) // 2, (Wd + 1) // 2
+    out = numpy.empty((B, H2, W2, K), sums.dtype)
+    for y in range(H2):
+        for x in range(W2):
+            window = sums[:, 2 * y:2 * y + 2, 2 * x:2 * x + 2]
+            out[:, y, x] = numpy.where(flipped, window.min(axis=(1, 2)),
+                                       window.max(axis=(1, 2)))
+    return out
+
+
 # --- numba ------------------------------------------------------------------
 
 _numba = None

@@ -1,8 +1,8 @@
 """The packed network as an ONNX graph, standard or in the QONNX dialect.
 
 Built from the folded network (:class:`qnn.packed.format.PackedNetwork`,
-what :func:`qnn.packed.model.fold` returns), so that the graph computes the packed
-network's integer arithmetic (:mod:`qnn.packed.forward`) and gives its
+what :func:`qnn.packed.model.fold` returns), so that the graph computes the
+packed network's integer arithmetic (:mod:`qnn.packed.forward`) and gives its
 logits to the bit:
 
 * :func:`to_onnx`: standard ONNX (opset :data:`OPSET`). Input ``pixels``,

@@ -200,10 +200,13 @@ def write_config(args, device, processes=1, record=None, resumed_from=None,
         config = dict(record)
         # 'device' is recorded as the device used, not as specified
         now = dict(vars(args), device=str(device))
+        # an option the record is older than counts as its default
+        parser = train_options.build_parser()
         changed = {
             name: [record.get(name), value]
             for name, value in sorted(now.items())
-            if name in BOOKKEEPING and record.get(name) != value}
+            if name in BOOKKEEPING and record.get(
+                name, parser.get_default(name)) != value}
         config['resumed'] = list(record.get('resumed', [])) + [{
             'at': now, 'snapshot': resumed_from, 'iteration': iteration,
             'changed': changed, 'device': str(device),

@@ -23,7 +23,7 @@ def read_bounded(path, max_bytes):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise InputFileError(_reason(e))
-    with os.fdopen(fd, 'rb') as f:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputFileError('not a regular file ({})'.format(
@@ -31,7 +31,18 @@ def read_bounded(path, max_bytes):
         if info.st_size > max_bytes:
             raise InputFileError('{} bytes, more than the {} such a file '
                                  'can hold'.format(info.st_size, max_bytes))
-        data = f.read(max_bytes + 1)
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b''.join(chunks)
+    except OSError as e:
+        raise InputFileError(_reason(e))
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:  # grew while read
         raise InputFileError('more than {} bytes'.format(max_bytes))
     return data

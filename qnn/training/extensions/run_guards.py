@@ -260,12 +260,10 @@ def one_line_stops(snapshot, interrupts=None, divergence_check=True,
     except DivergenceError as e:
         if not is_root:
             raise SystemExit(errors.EXIT_DIVERGED)
+        kept = 'the last good snapshot is {}'.format(snapshot.last_path) \
+            if snapshot.last_path else 'there is no snapshot of this run'
         errors.fail('{}; stopped without saving anything of it; {} (a lower '
-                    '--lr may help)'.format(e, 'the last good snapshot is {}'
-                                            .format(snapshot.last_path)
-                                            if snapshot.last_path else
-                                            'there is no snapshot of this run'),
-                    errors.EXIT_DIVERGED)
+                    '--lr may help)'.format(e, kept), errors.EXIT_DIVERGED)
     except Interrupted as e:
         errors.stop(interrupted_message(e, snapshot), e.status)
     except snapshots.SnapshotWriteError as e:

@@ -1,0 +1,486 @@
+"""What several test modules share: the backends of
+``chainer.testing.inject_backend_tests``, references of the quantizers,
+writers of test data, trained networks' predictions and small trainers.
+
+The GPU and ChainerX entries of :data:`BACKENDS` carry chainer's ``gpu`` /
+``chainerx`` marks and are skipped by conftest.py where the machine lacks
+them.
+"""
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy
+import pytest
+
+from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import chainer
+import chainer.functions as F
+import chainer.links as L
+from chainer import training
+
+import export
+import function_quantized_linear
+from qnn import datasets
+from qnn.backends import cpu_kernels
+from qnn.datasets import cifar10
+from qnn.packed import bits as packed_bits
+from qnn.packed import convnet
+from qnn.packed import folding
+from qnn.packed import format as packed_format
+from qnn.training import options as train_options
+from qnn.training.extensions import snapshots
+from qnn.utils.pixels import PIXEL_MAX
+import qst
+import train_mnist
+
+
+
+# the repository: the tests run its scripts from there
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+BACKENDS = [
+    {},  # NumPy
+    {'use_cuda': True},  # CuPy
+    {'use_chainerx': True, 'chainerx_device': 'native:0'},
+    {'use_chainerx': True, 'chainerx_device': 'cuda:0'},
+]
+
+
+def seed_generators(seed):
+    """Seeds NumPy's global generator and, where CUDA is available, CuPy's:
+    a stochastic rounding on a GPU draws from ``cupy.random``."""
+    numpy.random.seed(seed)
+    from chainer.backends import cuda
+    if cuda.available:
+        cuda.cupy.random.seed(seed)
+
+
+# --- the quantizers of qst -----------------------------------------------
+
+def sign_reference(x):
+    return numpy.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def levels_reference(bits, quantizer, dtype):
+    """The levels of the documented grid, in float64, ascending."""
+    if quantizer == 'linear':
+        n = 2 ** bits - 1
+        return (2 * numpy.arange(n + 1) - n) / n
+    work = numpy.promote_types(dtype, numpy.float32)
+    e_min = max(-(2 ** (bits - 1) - 1), numpy.finfo(work).minexp)
+    magnitudes = 2.0 ** numpy.arange(e_min, 1)
+    return numpy.concatenate([-magnitudes[::-1], magnitudes])
+
+
+def quantize_reference(x, bits, quantizer):
+    """Nearest level by search over the grid (ties up), in float64."""
+    x64 = x.astype(numpy.float64)
+    if bits == 32:
+        return numpy.asarray(numpy.clip(x64, -1, 1)).astype(x.dtype)
+    if bits == 1:
+        return sign_reference(x)
+    levels = levels_reference(bits, quantizer, x.dtype)
+    if quantizer == 'linear':
+        d = numpy.abs(numpy.clip(x64, -1, 1)[..., None] - levels)
+    else:  # nearest in log2 of the magnitude, on the side of the sign
+        sign = numpy.where(x64 >= 0, 1, -1)[..., None]
+        smallest = numpy.abs(levels).min()
+        magnitude = numpy.clip(numpy.abs(x64), smallest, 1)
+        d = numpy.abs(numpy.log2(magnitude)[..., None]
+                      - numpy.log2(numpy.abs(levels)))
+        d[sign != numpy.sign(levels)] = numpy.inf
+    # the last index of the minimum: ties go to the upper level
+    index = d.shape[-1] - 1 - numpy.argmin(d[..., ::-1], axis=-1)
+    return numpy.asarray(levels[index]).astype(x.dtype)
+
+
+# --- quantized layers ---------------------------------------------------
+
+
+def tolerance(dtype):
+    if dtype == numpy.float16:
+        return {'atol': 5e-3, 'rtol': 5e-3}
+    return {'atol': 1e-5, 'rtol': 1e-5}
+
+
+def make_weight(shape, dtype):
+    W = numpy.random.uniform(-1, 1, shape).astype(dtype)
+    W.flat[:3] = [0.0, -0.0, 1e-6]  # sign(0) must be +1
+    return W
+
+
+def check_quantized(got, exact, bits):
+    """``got`` is ``exact`` on the grid of quantize_gradient."""
+    m = 2 ** (bits - 1) - 1
+    scale = 2.0 ** numpy.ceil(numpy.log2(numpy.abs(exact).max()))
+    steps = got.astype(numpy.float64) / (scale / m)
+    # whole steps, up to the rounding of the result to the dtype
+    atol = m * 1e-3 if got.dtype == numpy.float16 else 1e-3
+    numpy.testing.assert_allclose(steps, numpy.round(steps), atol=atol)
+    assert ((numpy.sign(got) == numpy.sign(exact)) | (got == 0)).all()
+    assert (numpy.abs(got - exact) <= scale / m * 1.01).all()
+    assert (got != exact.astype(got.dtype)).any()
+
+
+# --- CIFAR-10 batches in the official format ---------------------------
+
+
+ROWS = 10  # per batch: 50 training and 10 test images
+
+
+NAMES = cifar10.TRAIN_BATCHES + (cifar10.TEST_BATCH,)
+
+
+# What Python 2 with NumPy 1 called the globals an array pickle needs.
+_PYTHON2_NAMES = {
+    numpy.ndarray.__reduce__(numpy.empty(0))[0]:
+        ('numpy.core.multiarray', '_reconstruct'),
+    numpy.ndarray: ('numpy', 'ndarray'),
+    numpy.dtype: ('numpy', 'dtype'),
+}
+
+
+class Python2Pickler(pickle._Pickler):
+    """Pickles (protocol 2) as Python 2's cPickle did for CIFAR-10."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack('<i', len(obj)) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        # the text inside NumPy's reduce values ('u1', '|', 'b') was a
+        # Python 2 str, that is bytes
+        self.save_bytes(obj.encode('ascii'))
+
+    def save_global(self, obj, name=None):
+        module, name = _PYTHON2_NAMES.get(obj, (obj.__module__,
+                                                obj.__name__))
+        self.write(pickle.GLOBAL + module.encode() + b'\n' +
+                   name.encode() + b'\n')
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+
+
+def python2_pickle(obj):
+    f = io.BytesIO()
+    Python2Pickler(f, protocol=2).dump(obj)
+    return f.getvalue()
+
+
+def batch(images, labels, name):
+    return {b'batch_label': name.encode(), b'labels': list(labels),
+            b'data': images,
+            b'filenames': [b'img_%d.png' % i for i in range(len(labels))]}
+
+
+def write_batches(directory, seed=0):
+    """Writes six batches of ROWS random images with balanced labels;
+    returns {name: (images, labels)}."""
+    rng = numpy.random.RandomState(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in NAMES:
+        images = rng.randint(0, 256, (ROWS, 3072)).astype(numpy.uint8)
+        labels = [int(t) for t in rng.permutation(10)]
+        (directory / name).write_bytes(
+            python2_pickle(batch(images, labels, name)))
+        out[name] = images, labels
+    (directory / 'batches.meta').write_bytes(python2_pickle(
+        {b'label_names': [b'airplane', b'automobile', b'bird', b'cat',
+                          b'deer', b'dog', b'frog', b'horse', b'ship',
+                          b'truck'],
+         b'num_cases_per_batch': 10000, b'num_vis': 3072}))
+    return out
+
+
+# --- trained networks and trainers --------------------------------------
+
+
+def run_export(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        export.main(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def chainer_predictions(snapshot, images):
+    with open(os.path.join(os.path.dirname(snapshot), 'config.json')) as f:
+        config = json.load(f)
+    args = train_options.parse_args([])
+    vars(args).update(config)
+    model = train_mnist.build_model(args)
+    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
+    pixels = datasets.INPUT_RANGES[config.get('input_range', 'unit')]
+    x = images.astype(numpy.float32)
+    x *= pixels['scale'] / PIXEL_MAX  # as qnn.datasets.files.to_dataset
+    x += numpy.float32(pixels['shift'])  # as qnn.datasets.get_dataset
+    with chainer.using_config('train', False), \
+            chainer.no_backprop_mode():
+        return model.predictor(x).array.argmax(axis=1)
+
+
+def make_trainer(out, n_out=2, n_samples=20, epochs=4):
+    """A small real trainer: a linear classifier on random data, 4
+    iterations per epoch, with NumPy's random state in its snapshots."""
+    rng = numpy.random.RandomState(0)
+    x = rng.rand(n_samples, 4).astype(numpy.float32)
+    t = (x.sum(axis=1) > 2).astype(numpy.int32)
+    model = L.Classifier(L.Linear(4, n_out))
+    optimizer = chainer.optimizers.Adam()
+    optimizer.setup(model)
+    iterator = chainer.iterators.SerialIterator(
+        chainer.datasets.TupleDataset(x, t), 5)
+    updater = training.updaters.StandardUpdater(iterator, optimizer)
+    trainer = training.Trainer(updater, (epochs, 'epoch'), out=str(out))
+    trainer.extend(snapshots.NumpyRandomState())
+    return trainer
+
+
+def files_in(directory):
+    return sorted(os.listdir(str(directory)))
+
+
+# --- packed convolutions ------------------------------------------------
+
+
+# (in channels, height, width, out channels, pool): odd sizes, channel
+# counts that fill no word, and more than a word
+SHAPES = [(3, 7, 5, 5, True), (16, 14, 14, 32, True), (70, 4, 3, 65, False),
+          (1, 1, 1, 2, True), (64, 7, 7, 64, True)]
+
+
+def random_channel_bn(rng, channels, bound):
+    """gamma with negative and zero entries (beta of both signs there);
+    some means on an integer with beta 0: a tie at the threshold."""
+    gamma = rng.normal(size=channels)
+    gamma[::4] *= -1
+    gamma[2::7] = 0
+    beta = rng.normal(size=channels)
+    mean = rng.uniform(-bound / 3, bound / 3, size=channels)
+    var = rng.uniform(0.5, 4, size=channels) * bound
+    ties = slice(1, None, 3)
+    mean[ties] = numpy.round(mean[ties])
+    beta[ties] = 0
+    return [v.astype(numpy.float32) for v in (gamma, beta, mean, var)]
+
+
+def folded_layer(rng, shape, first):
+    C, H, W, K, pool = shape
+    weights = rng.normal(size=(K, C, 3, 3)).astype(numpy.float32)
+    bound = 9 * C * (255 if first else 1)
+    bn = random_channel_bn(rng, K, bound)
+    params = {'conv/W': weights}
+    params.update({'bn/' + key: value
+                   for key, value in zip(convnet.BN_KEYS, bn)})
+    layer = convnet._conv_layer(params, 'conv', 'bn', (C, H, W), K, pool,
+                                first, scale=1.)
+    return layer, numpy.where(weights >= 0, 1, -1), bn
+
+
+def random_maps(rng, n, C, H, W):
+    """+-1 feature maps ``(n, C, H, W)`` and their packed words."""
+    values = rng.choice([-1, 1], size=(n, C, H, W))
+    words = packed_bits.pack_bits(values.transpose(0, 2, 3, 1) > 0)
+    return values, words
+
+
+def chainer_sign_layer(x, W, bn):
+    """Chainer's evaluation-mode hidden unit: sign(BN(x q(W)^T))."""
+    with chainer.using_config('train', False):
+        a = function_quantized_linear.quantized_linear(
+            x.astype(numpy.float32), W.astype(numpy.float32))
+        y = F.fixed_batch_normalization(
+            a, *[v.astype(numpy.float32) for v in bn],
+            eps=folding.DEFAULT_EPS)
+        return qst.qst(y).array > 0
+
+
+def random_unit_bn(rng, units, spread):
+    """gamma with negative and zero entries; mean inside the range the
+    pre-activation can take."""
+    gamma = rng.normal(size=units)
+    gamma[::7] = 0
+    gamma[1::5] *= -1
+    beta = rng.normal(size=units)
+    beta[::14] = -abs(beta[::14])  # some gamma = 0 units never fire
+    mean = rng.normal(size=units) * spread
+    var = rng.random(units) * spread ** 2 + 0.01
+    return gamma, beta, mean, var
+
+
+def sign_layer(kind, bits, thresholds):
+    return packed_format.Layer('l', kind, bits.shape[1], bits.shape[0],
+                               'sign', packed_bits.pack_bits(bits),
+                               thresholds=thresholds)
+
+
+def random_network(rng, sizes):
+    layers = []
+    for index, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        W = rng.normal(size=(n_out, n_in))
+        name = 'l{}'.format(index + 1)
+        kind = 'planes' if index == 0 else 'xnor'
+        if index == len(sizes) - 2:
+            bits, affine = folding.fold_affine(
+                W, *random_unit_bn(rng, n_out, numpy.sqrt(n_in)))
+            layers.append(packed_format.Layer(
+                name, kind, n_in, n_out, 'affine',
+                packed_bits.pack_bits(bits), **dict(zip(
+                    ('mean', 'inv_std', 'gamma', 'beta'), affine))))
+            continue
+        fold = folding.fold_sign_from_pixels if index == 0 \
+            else folding.fold_sign_from_signs
+        spread = numpy.sqrt(n_in) * (60 / 255 if index == 0 else 1)
+        bits, T = fold(W, *random_unit_bn(rng, n_out, spread))
+        layers.append(packed_format.Layer(name, kind, n_in, n_out, 'sign',
+                                          packed_bits.pack_bits(bits),
+                                          thresholds=T))
+    return packed_format.PackedNetwork(
+        layers, {'size': sizes[0], 'pixel_bits': 8, 'scale': 255})
+
+
+def with_kernels(monkeypatch, kernels, function, *args):
+    """``function(*args)`` with the numba kernels (``kernels``) or the
+    NumPy references."""
+    if not kernels:
+        monkeypatch.setenv('QNN_CPU_KERNELS', 'numpy')
+    try:
+        return function(*args)
+    finally:
+        monkeypatch.delenv('QNN_CPU_KERNELS', raising=False)
+
+
+# a small and a large size, not round numbers
+# array sizes for the numba loops: a small one and one past the parallel
+# threshold, neither a round number
+KERNEL_SIZES = [1000, 3 * (1 << 15) + 5]
+# the tests of a numba loop against its NumPy reference
+needs_numba = pytest.mark.skipif(not cpu_kernels.available(),
+                                 reason='numba kernels not available')
+
+
+def ap2_reference(x):
+    """AP2 by its definition, independent of qnn.functions.ap2."""
+    return numpy.sign(x) * 2.0 ** numpy.round(numpy.log2(numpy.abs(x)))
+
+
+def shift_bn_inputs(shape, dtype, seed=0):
+    """``(x, gamma, beta, gy)`` of a shift-based batch normalization (one
+    gamma negative)."""
+    rng = numpy.random.RandomState(seed)
+    x = (rng.normal(0.5, 1, shape) * rng.uniform(0.2, 5, shape[1])
+         [(None, Ellipsis) + (None,) * (len(shape) - 2)]).astype(dtype)
+    gamma = rng.uniform(0.3, 3, shape[1]).astype(dtype)
+    gamma[0] = -gamma[0]
+    beta = rng.uniform(-1, 1, shape[1]).astype(dtype)
+    gy = rng.normal(0, 1, shape).astype(dtype)
+    return x, gamma, beta, gy
+
+
+def channels_expanded(a, ndim):
+    return a[(None, Ellipsis) + (None,) * (ndim - 2)]
+
+
+def shift_bn_reference(x, gamma, beta, eps, mean=None, var=None):
+    """``(y, mean, var)`` of the shift-based batch normalization in
+    float64, with the batch's statistics unless ``mean`` and ``var``."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = x.astype(numpy.float64)
+    if mean is None:
+        mean = x64.mean(axis=axes)
+        var = x64.var(axis=axes)
+    scale = ap2_reference(gamma.astype(numpy.float64)) * \
+        ap2_reference(1 / numpy.sqrt(var + eps))
+    y = channels_expanded(scale, x.ndim) * (
+        x64 - channels_expanded(mean, x.ndim)) + \
+        channels_expanded(beta, x.ndim)
+    return y, mean, var
+
+
+# train_mnist.py, run as a user runs it
+TRAIN_MNIST = os.path.join(ROOT, 'train_mnist.py')
+
+
+COLUMNS = ['epoch', 'main/loss', 'validation/main/loss', 'main/accuracy',
+           'validation/main/accuracy', 'elapsed_time']
+
+
+SMALL = ['--unit', '32', '--train-subset', '500', '--test-subset', '200',
+         '--batchsize', '50']
+
+
+def run_files(directory):
+    """The files of a run, without the output lock
+    (qnn/training/output_lock.py)."""
+    return sorted(name for name in os.listdir(str(directory))
+                  if not name.startswith('.lock'))
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, TRAIN_MNIST] + list(args), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=300)
+
+
+def read_log(out):
+    with open(os.path.join(str(out), 'log')) as f:
+        return json.load(f)
+
+
+def log_values(out):
+    """The log without the wall-clock times."""
+    return [{key: value for key, value in entry.items()
+             if key != 'elapsed_time'} for entry in read_log(out)]
+
+
+def one_error_line(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith('train_mnist.py: error: ')
+    return lines[0]
+
+
+# train_mnist.py in a child process, each update slowed down by argv[1]
+# seconds so that a test can send it signals during training
+SLOW_CHILD = textwrap.dedent("""
+    import sys, time
+    from qnn.backends import chainer_compat
+    from chainer.training import updaters
+    import train_mnist
+    update_core = updaters.StandardUpdater.update_core
+    def slow_update_core(self):
+        time.sleep(float(sys.argv[1]))
+        update_core(self)
+    updaters.StandardUpdater.update_core = slow_update_core
+    sys.exit(train_mnist.main(sys.argv[2:]))
+""")
+
+
+def start_slow_child(seconds_per_update, *args):
+    return subprocess.Popen(
+        [sys.executable, '-c', SLOW_CHILD, str(seconds_per_update)] +
+        list(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True)
+
+
+def read_until_row(proc, epoch):
+    """Reads the child's stdout up to the report row of ``epoch``."""
+    for line in proc.stdout:
+        if line.split()[:1] == [str(epoch)]:
+            return
+    raise AssertionError('no row for epoch {}: {}'.format(
+        epoch, proc.communicate()))

@@ -52,8 +52,8 @@ FILES = ('qnn_model.h', 'qnn_model.c', 'README.md')
 WORD_BITS = packed_format.WORD_BITS
 PIXEL_BITS = 8
 INT32_LIMIT = 2 ** 31 - 1
-# the stack of a call besides its scratch is below this (the tests measure
-# it with -fstack-usage)
+# the stack of a call besides its scratch and a convolution's local arrays
+# is below this (the tests measure it with -fstack-usage)
 STACK_BYTES = 512
 DENSE_KINDS = ('planes', 'xnor', 'levels_pixels', 'levels')
 CONV_KINDS = ('conv_pixels', 'conv_xnor', 'conv_levels_pixels', 'conv_levels')
@@ -155,7 +155,8 @@ class CLayer(object):
         self.name = 'layer{}'.format(index)
         kind = layer.kind
         bits = layer.levels or {}
-        self.weight_levels = 2 ** bits.get('weight_bits', 1) - 1
+        self.weight_planes = int(bits.get('weight_bits', 1))
+        self.weight_levels = 2 ** self.weight_planes - 1
         self.input_levels = 2 ** bits.get('input_bits', 1) - 1
         if previous is None:
             self.in_planes = PIXEL_BITS if kind in DENSE_KINDS else 0
@@ -177,15 +178,22 @@ class CLayer(object):
         self.arrays = self._weights(previous) + self._outputs()
 
     def _weights(self, previous):
+        """The weights in the C layout (see the module's docstring)."""
         layer, kind = self.layer, self.layer.kind
         weights = layer.weights
         if kind in ('conv_pixels', 'conv_levels_pixels'):
             return [('int8_t', 'taps', pixel_taps(layer))]
-        if kind == 'conv_levels':
+        if kind in CONV_KINDS:
             channels = layer.conv['in_shape'][0]
-            weights = spread_to_positions(weights, 9, channels)
-        elif kind in DENSE_KINDS and previous is not None and \
-                previous.layer.kind in CONV_KINDS:
+            if kind == 'conv_levels':  # planes over (tap, channel) values
+                planes = spread_to_positions(weights, 9, channels)
+            else:  # (K, 9, Q): one plane
+                planes = weights.reshape((len(weights), 1, -1))
+            # (K, planes, 9 taps, Q words) to (planes, 9, Q, K)
+            return [('uint64_t', 'weights', planes.reshape(
+                planes.shape[:2] + (9, n_words(channels))).transpose(
+                    1, 2, 3, 0))]
+        if previous is not None and previous.layer.kind in CONV_KINDS:
             channels, height, width = previous.layer.out_shape
             weights = spread_to_positions(weights, height * width, channels)
         return [('uint64_t', 'weights', weights)]
@@ -227,8 +235,9 @@ class CLayer(object):
 
 
 def pixel_taps(layer):
-    """A convolution of pixels' taps as ``int8`` ``(K, C, 9)``: the value
-    of each weight (:math:`\\pm 1`, or :math:`2v - L_w`)."""
+    """A convolution of pixels' weights as ``int8`` values (:math:`\\pm
+    1`, or :math:`2v - L_w`) ``(9, C, K)``: taps, input channels, output
+    channels."""
     K = layer.conv['channels']
     C = layer.conv['in_shape'][0]
     if layer.kind == 'conv_pixels':
@@ -237,7 +246,7 @@ def pixel_taps(layer):
         L_w = 2 ** layer.levels['weight_bits'] - 1
         values = 2 * unpack_levels(layer.weights, 9 * C).reshape(
             K, 9, C) - L_w
-    return values.transpose(0, 2, 1).astype(numpy.int8)
+    return values.transpose(1, 2, 0).astype(numpy.int8)
 
 
 def plan(network):
@@ -336,8 +345,8 @@ def dense_source(c_layer):
         return fill(templates.DENSE_XNOR, **values)
     L_w, L_a = c_layer.weight_levels, c_layer.input_levels
     values.update(IN_PLANES=c_layer.in_planes,
-                  W_PLANES=layer.weights.shape[1] if layer.weights.ndim == 3
-                  else 1, DECLARE_TOTAL_V='', ADD_TOTAL_V='')
+                  W_PLANES=c_layer.weight_planes, DECLARE_TOTAL_V='',
+                  ADD_TOTAL_V='')
     if layer.kind in PIXEL_KINDS:
         values['SUM'] = '2 * dot - {} * total_x'.format(L_w)
         values['SUM_TEXT'] = '2 dot - {} sum(x)'.format(L_w)
@@ -359,29 +368,52 @@ def conv_source(c_layer):
     K, H2, W2 = layer.out_shape
     Q = n_words(C)
     L_w, L_a = c_layer.weight_levels, c_layer.input_levels
+    pool = layer.conv['pool']
     values = dict(TITLE=c_layer.title(), FN=c_layer.name,
                   ARRAY=c_layer.name, C=C, H=H, W=W, Q=Q, K=K, H2=H2, W2=W2,
                   PLANE_WORDS=c_layer.in_words, IN_PLANES=c_layer.in_planes,
-                  W_PLANES=layer.weights.shape[1],
+                  W_PLANES=c_layer.weight_planes, TWO_LA=2 * L_a,
                   OUT_WORDS=c_layer.out_planes * c_layer.out_words,
                   IN_TYPE='uint8_t' if layer.kind in PIXEL_KINDS
                   else 'uint64_t',
                   EMIT=emit(c_layer, '(y2 * {} + x2) * {} + k'.format(
-                      W2, n_words(K) * WORD_BITS), 'k'))
+                      W2, n_words(K) * WORD_BITS), 'k'),
+                  BEFORE_TAPS='                taps = 0;\n')
     if layer.kind in PIXEL_KINDS:
-        sum_source = fill(templates.CONV_PIXELS_SUM, **values)
+        values.update(
+            LOCALS=', c', TAP=templates.PIXELS_TAP, SUM='acc[k]',
+            BEFORE_TAPS='', SUM_TEXT='s = sum of pixel x weight over the '
+            'channels and the taps inside the image')
     elif layer.kind == 'conv_xnor':
-        sum_source = fill(templates.CONV_XNOR_SUM, **values)
+        values.update(
+            LOCALS=', q, taps', TAP=templates.XNOR_TAP,
+            SUM='taps * {} - 2 * acc[k]'.format(C),
+            SUM_TEXT='s = sum over the taps inside the image of {} - 2 '
+            'popcount(x xor w)'.format(C))
     else:
-        values['SUM'] = ('4 * dot - {} * total_u - {} * total_v + taps * '
-                         '{}'.format(2 * L_w, 2 * L_a, C * L_a * L_w))
-        values['SUM_TEXT'] = ('sum (2u - {})(2v - {}) = 4 dot - {} total_u '
-                              '- {} total_v + {} per tap'.format(
-                                  L_a, L_w, 2 * L_w, 2 * L_a, C * L_a * L_w))
-        sum_source = fill(templates.CONV_LEVELS_SUM, **values)
-    values['BEST'] = fill(templates.BEST_POOLED if layer.conv['pool']
-                          else templates.BEST_PLAIN, **values)
-    return sum_source + fill(templates.CONV_LAYER, **values)
+        values.update(
+            LOCALS=', q, b, c, taps, total_u', TAP=templates.LEVELS_TAP,
+            SUM='acc[k] - {} * total_u + taps * {}'.format(
+                2 * L_w, C * L_a * L_w),
+            SUM_TEXT='s = sum over the taps inside the image of (2u - {})'
+            '(2v - {}) = 4 dot - {} sum(u) - {} sum(v) + {} per tap'.format(
+                L_a, L_w, 2 * L_w, 2 * L_a, C * L_a * L_w))
+        values['BEFORE_TAPS'] += '                total_u = 0;\n'
+    values['TAP'] = fill(values['TAP'], **values)
+    values['WINDOW'] = fill(templates.WINDOW_POOLED if pool
+                            else templates.WINDOW_PLAIN, **values)
+    values['KEEP'] = fill(templates.KEEP_POOLED if pool
+                          else templates.KEEP_PLAIN, **values)
+    return fill(templates.CONV_LAYER, **values)
+
+
+def stack_bytes(layers):
+    """A bound on the stack of a call besides its scratch: a
+    convolution's sums of its channels (two ``int32_t`` each) and
+    ``STACK_BYTES`` for the rest."""
+    return STACK_BYTES + max([8 * c_layer.layer.conv['channels'] for c_layer
+                              in layers if c_layer.layer.kind in CONV_KINDS] +
+                             [0])
 
 
 def scratch_plan(layers):
@@ -492,7 +524,7 @@ def readme(network, layers):
                 SHAPE='x'.join(str(v) for v in input_shape(network)),
                 CLASSES=network.layers[-1].n_out, BUILDS=builds,
                 MEMORY=memory_table(constant_bytes(layers), scratch),
-                STACK=STACK_BYTES, LAYERS=rows, FLAGS=EXACT_FLAGS)
+                STACK=stack_bytes(layers), LAYERS=rows, FLAGS=EXACT_FLAGS)
 
 
 def memory_table(constants, scratch):

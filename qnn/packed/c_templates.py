@@ -248,115 +248,100 @@ ADD_TOTAL_V = r'''            {
 
 # --- convolutions -----------------------------------------------------------
 
-# one position's sum over the valid taps (a tap outside the image adds
-# nothing: the network was padded with 0)
-TAP_LOOP = r'''    for (t = 0; t < 9; ++t) {
-        int32_t yy = y + t / 3 - 1, xx = x + t % 3 - 1;
-        if (yy < 0 || yy >= $H || xx < 0 || xx >= $W)
-            continue;
-'''
-
-CONV_PIXELS_SUM = r'''
-/* $TITLE
-   s = sum of pixel x tap over the channels and the valid taps */
-static int32_t ${FN}_sum(const uint8_t *p, int32_t k, int32_t y, int32_t x)
-{
-    const int8_t *w = ${ARRAY}_taps + k * $C * 9;
-    int32_t s = 0, c, t;
-    for (c = 0; c < $C; ++c)
-        for (t = 0; t < 9; ++t) {
-            int32_t yy = y + t / 3 - 1, xx = x + t % 3 - 1;
-            if (yy >= 0 && yy < $H && xx >= 0 && xx < $W)
-                s += p[(c * $H + yy) * $W + xx] * w[c * 9 + t];
-        }
-    return s;
-}
-'''
-
-CONV_XNOR_SUM = r'''
-/* $TITLE
-   s = sum over the valid taps of C - 2 popcount(x xor w) */
-static int32_t ${FN}_sum(const uint64_t *a, int32_t k, int32_t y, int32_t x)
-{
-    int32_t s = 0, t, q;
-''' + TAP_LOOP + r'''        {
-            const uint64_t *ap = a + (yy * $W + xx) * $Q;
-            const uint64_t *wp = ${ARRAY}_weights + (k * 9 + t) * $Q;
-            int32_t d = 0;
-            for (q = 0; q < $Q; ++q)
-                d += qnn_popcount(ap[q] ^ wp[q]);
-            s += $C - 2 * d;
-        }
-    }
-    return s;
-}
-'''
-
-# activation levels u in $IN_PLANES planes (each $PLANE_WORDS words: the
-# positions' channel words), weight levels v as $W_PLANES planes of each
-# tap's channel words
-CONV_LEVELS_SUM = r'''
-/* $TITLE
-   over the valid taps: dot = sum of u v, total_u = sum of u,
-   total_v = sum of v; s = $SUM_TEXT */
-static int32_t ${FN}_sum(const uint64_t *a, int32_t k, int32_t y, int32_t x)
-{
-    int32_t dot = 0, total_u = 0, total_v = 0, taps = 0, t, q, b, c;
-''' + TAP_LOOP + r'''        {
-            const uint64_t *ap = a + (yy * $W + xx) * $Q;
-            ++taps;
-            for (b = 0; b < $IN_PLANES; ++b) {
-                int32_t d = 0;
-                for (q = 0; q < $Q; ++q)
-                    d += qnn_popcount(ap[b * $PLANE_WORDS + q]);
-                total_u += d << b;
-            }
-            for (c = 0; c < $W_PLANES; ++c) {
-                const uint64_t *wp = ${ARRAY}_weights
-                                     + ((k * $W_PLANES + c) * 9 + t) * $Q;
-                int32_t ones = 0;
-                for (b = 0; b < $IN_PLANES; ++b) {
-                    int32_t d = 0;
-                    for (q = 0; q < $Q; ++q)
-                        d += qnn_popcount(ap[b * $PLANE_WORDS + q] & wp[q]);
-                    dot += d << (b + c);
-                }
-                for (q = 0; q < $Q; ++q)
-                    ones += qnn_popcount(wp[q]);
-                total_v += ones << c;
-            }
-        }
-    }
-    return $SUM;
-}
-'''
-
-# the layer: each output position's sum (the 2x2 window's maximum with
-# pooling, its minimum for a flipped channel), then the output bits
+# A convolution goes through its output positions; at each, through the
+# positions of its 2x2 pooling window (those that exist: with cover_all the
+# last window of an odd size is cut), or the one position without pooling.
+# At each position it adds, tap by tap (those inside the image: the network
+# was padded with 0, which adds nothing), the products of the input words
+# by the weights of every output channel, the channels innermost (the
+# weights are stored (taps, words, channels): the loop vectorizes), into
+# acc; it keeps the window's maximum of each channel's sum, or its minimum
+# for a flipped channel ($KEEP); then it writes the channels' outputs.
 CONV_LAYER = r'''
+/* $TITLE
+   $SUM_TEXT */
 static void $FN(const $IN_TYPE *in, uint64_t *out)
 {
-    int32_t y2, x2, k;
+    int32_t best[$K], acc[$K];
+    int32_t y2, x2, y, x, k, t$LOCALS;
     qnn_zero(out, $OUT_WORDS);
     for (y2 = 0; y2 < $H2; ++y2)
-        for (x2 = 0; x2 < $W2; ++x2)
-            for (k = 0; k < $K; ++k) {
-$BEST                $EMIT
+        for (x2 = 0; x2 < $W2; ++x2) {
+$WINDOW$BEFORE_TAPS                for (k = 0; k < $K; ++k)
+                    acc[k] = 0;
+                for (t = 0; t < 9; ++t) {
+                    int32_t yy = y + t / 3 - 1, xx = x + t % 3 - 1;
+                    if (yy < 0 || yy >= $H || xx < 0 || xx >= $W)
+                        continue;
+$TAP                }
+                for (k = 0; k < $K; ++k) {
+                    int32_t s = $SUM;
+$KEEP                }
             }
+            for (k = 0; k < $K; ++k) {
+                int32_t s = best[k];
+                $EMIT
+            }
+        }
 }
 '''
 
-BEST_PLAIN = '                int32_t s = ${FN}_sum(in, k, y2, x2);\n'
+WINDOW_POOLED = r'''            for (y = 2 * y2; y < 2 * y2 + 2 && y < $H; ++y)
+            for (x = 2 * x2; x < 2 * x2 + 2 && x < $W; ++x) {
+                int32_t first = y == 2 * y2 && x == 2 * x2;
+'''
+WINDOW_PLAIN = r'''            y = y2;
+            x = x2;
+            {
+'''
+KEEP_POOLED = r'''                    if (first || (${ARRAY}_flipped[k] ? s < best[k]
+                                                   : s > best[k]))
+                        best[k] = s;
+'''
+KEEP_PLAIN = '                    best[k] = s;\n'
 
-# with cover_all, the last window of an odd size holds the positions that
-# exist
-BEST_POOLED = r'''                int32_t s = 0, y, x, first = 1;
-                for (y = 2 * y2; y < 2 * y2 + 2 && y < $H; ++y)
-                    for (x = 2 * x2; x < 2 * x2 + 2 && x < $W; ++x) {
-                        int32_t v = ${FN}_sum(in, k, y, x);
-                        if (first || (${ARRAY}_flipped[k] ? v < s : v > s))
-                            s = v;
-                        first = 0;
+# pixels (C, H, W), the weights' values ${ARRAY}_taps (9, C, K)
+PIXELS_TAP = r'''                    for (c = 0; c < $C; ++c) {
+                        const int8_t *w = ${ARRAY}_taps + (t * $C + c) * $K;
+                        int32_t p = in[(c * $H + yy) * $W + xx];
+                        for (k = 0; k < $K; ++k)
+                            acc[k] += p * w[k];
+                    }
+'''
+
+# +-1 maps (H, W, Q words), the weights (9, Q, K): acc counts the bits
+# that differ
+XNOR_TAP = r'''                    ++taps;
+                    for (q = 0; q < $Q; ++q) {
+                        uint64_t a = in[(yy * $W + xx) * $Q + q];
+                        const uint64_t *w = ${ARRAY}_weights
+                                            + (t * $Q + q) * $K;
+                        for (k = 0; k < $K; ++k)
+                            acc[k] += qnn_popcount(a ^ w[k]);
+                    }
+'''
+
+# level maps ($IN_PLANES planes of (H, W, Q) words), the weight planes
+# ($W_PLANES, 9, Q, K): acc holds 4 dot - $TWO_LA sum(v) (the terms of each
+# channel), total_u the sum of u (the same for all)
+LEVELS_TAP = r'''                    ++taps;
+                    for (q = 0; q < $Q; ++q) {
+                        uint64_t a[$IN_PLANES];
+                        for (b = 0; b < $IN_PLANES; ++b) {
+                            a[b] = in[b * $PLANE_WORDS + (yy * $W + xx) * $Q
+                                      + q];
+                            total_u += qnn_popcount(a[b]) << b;
+                        }
+                        for (c = 0; c < $W_PLANES; ++c) {
+                            const uint64_t *v = ${ARRAY}_weights
+                                                + ((c * 9 + t) * $Q + q) * $K;
+                            for (k = 0; k < $K; ++k) {
+                                int32_t d = -$TWO_LA * qnn_popcount(v[k]);
+                                for (b = 0; b < $IN_PLANES; ++b)
+                                    d += 4 * (qnn_popcount(a[b] & v[k]) << b);
+                                acc[k] += d * (1 << c);
+                            }
+                        }
                     }
 '''
 

@@ -52,8 +52,8 @@ FILES = ('qnn_model.h', 'qnn_model.c', 'README.md')
 WORD_BITS = packed_format.WORD_BITS
 PIXEL_BITS = 8
 INT32_LIMIT = 2 ** 31 - 1
-# the stack of a call besides its scratch and a convolution's local arrays
-# is below this (the tests measure it with -fstack-usage)
+# the stack of a call besides its scratch and the convolutions' local
+# arrays is below this (the tests measure it with -fstack-usage)
 STACK_BYTES = 512
 DENSE_KINDS = ('planes', 'xnor', 'levels_pixels', 'levels')
 CONV_KINDS = ('conv_pixels', 'conv_xnor', 'conv_levels_pixels', 'conv_levels')
@@ -408,12 +408,13 @@ def conv_source(c_layer):
 
 
 def stack_bytes(layers):
-    """A bound on the stack of a call besides its scratch: a
-    convolution's sums of its channels (two ``int32_t`` each) and
-    ``STACK_BYTES`` for the rest."""
-    return STACK_BYTES + max([8 * c_layer.layer.conv['channels'] for c_layer
-                              in layers if c_layer.layer.kind in CONV_KINDS] +
-                             [0])
+    """A bound on the stack of a call besides its scratch: the local arrays
+    of every convolution (two ``int32_t`` per channel, and the words of
+    one input position; a compiler may inline every layer into one frame)
+    and ``STACK_BYTES`` for the rest."""
+    return STACK_BYTES + sum(
+        8 * (c_layer.layer.conv['channels'] + c_layer.in_planes)
+        for c_layer in layers if c_layer.layer.kind in CONV_KINDS)
 
 
 def scratch_plan(layers):

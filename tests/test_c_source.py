@@ -295,7 +295,8 @@ def test_header_and_includes(model):
                 if line.startswith('static') and '(' not in line and
                 not line.startswith('static const ')]
     assert len(re.findall(r'^static const \w+ \w+\[\d+\] = \{', source,
-                          re.M)) == len(re.findall(r'\] = \{', source))
+                          re.M)) == len(re.findall(r'^\S.*\] = \{', source,
+                                                   re.M))
 
 
 def test_scratch_size_is_the_plan():

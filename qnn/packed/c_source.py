@@ -52,6 +52,8 @@ FILES = ('qnn_model.h', 'qnn_model.c', 'README.md')
 WORD_BITS = packed_format.WORD_BITS
 PIXEL_BITS = 8
 INT32_LIMIT = 2 ** 31 - 1
+# the units of a dense layer summed together (see c_templates.DENSE_XNOR)
+BLOCK = 16
 # the stack of a call besides its scratch and the convolutions' local
 # arrays is below this (the tests measure it with -fstack-usage)
 STACK_BYTES = 512
@@ -196,7 +198,7 @@ class CLayer(object):
         if previous is not None and previous.layer.kind in CONV_KINDS:
             channels, height, width = previous.layer.out_shape
             weights = spread_to_positions(weights, height * width, channels)
-        return [('uint64_t', 'weights', weights)]
+        return [('uint64_t', 'weights', unit_blocks(weights))]
 
     def _outputs(self):
         layer = self.layer
@@ -232,6 +234,19 @@ class CLayer(object):
         return 'layer {} ({}): {}, {}{}, {}'.format(
             self.index, comment_text(layer.name), layer.kind, size, bits,
             output)
+
+
+def unit_blocks(weights):
+    """A dense layer's weights ``(units, [planes,] words)`` in blocks of
+    ``BLOCK`` units, each stored (planes, words, units); the last block
+    padded with units of zero weights."""
+    units = len(weights)
+    weights = weights.reshape((units, -1, weights.shape[-1]))
+    blocks = -(-units // BLOCK)
+    padded = numpy.zeros((blocks * BLOCK,) + weights.shape[1:], numpy.uint64)
+    padded[:units] = weights
+    return padded.reshape((blocks, BLOCK) + weights.shape[1:]).transpose(
+        0, 2, 3, 1)
 
 
 def pixel_taps(layer):
@@ -335,7 +350,7 @@ def dense_source(c_layer):
     layer = c_layer.layer
     values = dict(TITLE=c_layer.title(), FN=c_layer.name,
                   ARRAY=c_layer.name, N_IN=layer.n_in, N_OUT=layer.n_out,
-                  WORDS=c_layer.in_words,
+                  WORDS=c_layer.in_words, BLOCK=BLOCK,
                   OUT_TYPE='float' if c_layer.out_planes == 0 else 'uint64_t',
                   EMIT=emit(c_layer, 'j', 'j'), ZERO='')
     if c_layer.out_planes:
@@ -348,16 +363,17 @@ def dense_source(c_layer):
                   W_PLANES=c_layer.weight_planes, DECLARE_TOTAL_V='',
                   ADD_TOTAL_V='')
     if layer.kind in PIXEL_KINDS:
-        values['SUM'] = '2 * dot - {} * total_x'.format(L_w)
+        values['SUM'] = '2 * dot[j - j0] - {} * total_x'.format(L_w)
         values['SUM_TEXT'] = '2 dot - {} sum(x)'.format(L_w)
     else:
-        values['SUM'] = '4 * dot - {} * total_x - {} * total_v + {}'.format(
-            2 * L_w, 2 * L_a, layer.n_in * L_a * L_w)
+        values['SUM'] = ('4 * dot[j - j0] - {} * total_x - {} * total_v[j - '
+                         'j0] + {}'.format(2 * L_w, 2 * L_a,
+                                           layer.n_in * L_a * L_w))
         values['SUM_TEXT'] = ('sum (2u - {})(2v - {}) = 4 dot - {} sum(u) - '
                               '{} sum(v) + {}'.format(
                                   L_a, L_w, 2 * L_w, 2 * L_a,
                                   layer.n_in * L_a * L_w))
-        values['DECLARE_TOTAL_V'] = templates.DECLARE_TOTAL_V
+        values['DECLARE_TOTAL_V'] = fill(templates.DECLARE_TOTAL_V, **values)
         values['ADD_TOTAL_V'] = fill(templates.ADD_TOTAL_V, **values)
     return fill(templates.DENSE_PLANES, **values)
 
@@ -409,10 +425,11 @@ def conv_source(c_layer):
 
 def stack_bytes(layers):
     """A bound on the stack of a call besides its scratch: the local arrays
-    of every convolution (two ``int32_t`` per channel, and the words of
-    one input position; a compiler may inline every layer into one frame)
-    and ``STACK_BYTES`` for the rest."""
-    return STACK_BYTES + sum(
+    of every layer (a dense layer's sums of a block of units, a
+    convolution's two ``int32_t`` per channel and the words of one input
+    position; a compiler may inline every layer into one frame) and
+    ``STACK_BYTES`` for the rest."""
+    return STACK_BYTES + 8 * BLOCK * len(layers) + sum(
         8 * (c_layer.layer.conv['channels'] + c_layer.in_planes)
         for c_layer in layers if c_layer.layer.kind in CONV_KINDS)
 
@@ -451,7 +468,7 @@ def model_source(network, layers):
     sizes = scratch_plan(layers)
     parts = [describe(network, layers, ' * '), templates.PRELUDE,
              templates.POPCOUNT, templates.AFFINE]
-    if len(layers) > 1 or layers[0].in_planes:
+    if len(layers) > 1:
         parts.append(templates.ZERO)
     if len(layers) > 1:
         parts.append(templates.PUT_LEVEL)

@@ -166,84 +166,105 @@ static void qnn_put_level(uint64_t *out, int32_t planes, int32_t plane_words,
 
 PIXEL_PLANES = r'''
 /* The 8 bit planes of n pixels: bit b of pixel i is bit i % 64 of word
-   i / 64 of plane b (planes of `words` words). */
+   i / 64 of plane b (planes of `words` words). Eight pixels at a time, as
+   the bytes of a word x: (x >> b) & 0x01..01 holds their bits b, one per
+   byte, and the product by 0x0102040810204080 gathers them, all at
+   distinct places (no carry), in its top byte. */
 static void qnn_pixel_planes(const uint8_t *pixels, int32_t n, int32_t words,
                              uint64_t *planes)
 {
-    int32_t i, b;
-    qnn_zero(planes, 8 * words);
-    for (i = 0; i < n; ++i) {
-        uint64_t bit = (uint64_t)1 << (i & 63);
-        int32_t p = pixels[i];
+    int32_t k, j, b, i;
+    for (k = 0; k < words; ++k) {
+        uint64_t plane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (j = 0; j < 8; ++j) {
+            int32_t first = 64 * k + 8 * j;
+            uint64_t x = 0;
+            for (i = first; i < first + 8 && i < n; ++i)
+                x |= (uint64_t)pixels[i] << (8 * (i - first));
+            for (b = 0; b < 8; ++b)
+                plane[b] |= ((((x >> b) & 0x0101010101010101)
+                              * 0x0102040810204080) >> 56) << (8 * j);
+        }
         for (b = 0; b < 8; ++b)
-            if ((p >> b) & 1)
-                planes[b * words + (i >> 6)] |= bit;
+            planes[b * words + k] = plane[b];
     }
 }
 '''
 
 # --- dense layers -----------------------------------------------------------
 
+# $BLOCK units at a time: their weights are stored (words, units) in each
+# block, so that the loop over the block's units, innermost, vectorizes
+# and keeps its sums in registers (the last block padded with units of
+# zero weights, whose sums are not used)
 DENSE_XNOR = r'''
 /* $TITLE
    s = n - 2 popcount(x xor w) over the $WORDS words of each unit */
 static void $FN(const uint64_t *x, $OUT_TYPE *out)
 {
-    int32_t j, k;
-$ZERO    for (j = 0; j < $N_OUT; ++j) {
-        const uint64_t *w = ${ARRAY}_weights + j * $WORDS;
-        int32_t d = 0, s;
+    int32_t j0, j, k;
+$ZERO    for (j0 = 0; j0 < $N_OUT; j0 += $BLOCK) {
+        const uint64_t *w = ${ARRAY}_weights + j0 * $WORDS;
+        int32_t acc[$BLOCK];
+        for (j = 0; j < $BLOCK; ++j)
+            acc[j] = 0;
         for (k = 0; k < $WORDS; ++k)
-            d += qnn_popcount(x[k] ^ w[k]);
-        s = $N_IN - 2 * d;
-        $EMIT
+            for (j = 0; j < $BLOCK; ++j)
+                acc[j] += qnn_popcount(x[k] ^ w[k * $BLOCK + j]);
+        for (j = j0; j < j0 + $BLOCK && j < $N_OUT; ++j) {
+            int32_t s = $N_IN - 2 * acc[j - j0];
+            $EMIT
+        }
     }
 }
 '''
 
 # x: $IN_PLANES planes of $WORDS words (pixels' bits or activation levels'),
-# the weights $W_PLANES planes of each unit's levels v: the products
-# dot = sum_i x_i v_i from the popcounts of each pair of planes
+# the weights $W_PLANES planes of each unit's levels v, stored (planes,
+# words, units) in each block: the products dot = sum_i x_i v_i from the
+# popcounts of each pair of planes
 DENSE_PLANES = r'''
 /* $TITLE
    dot = sum of x v over $IN_PLANES x $W_PLANES pairs of planes;
    s = $SUM_TEXT */
 static void $FN(const uint64_t *x, $OUT_TYPE *out)
 {
-    int32_t j, k, b, c, total_x = 0;
+    int32_t j0, j, k, b, c, total_x = 0;
 $ZERO    for (b = 0; b < $IN_PLANES; ++b) {
         int32_t d = 0;
         for (k = 0; k < $WORDS; ++k)
             d += qnn_popcount(x[b * $WORDS + k]);
         total_x += d << b;
     }
-    for (j = 0; j < $N_OUT; ++j) {
-        const uint64_t *v = ${ARRAY}_weights + j * $W_PLANES * $WORDS;
-        int32_t dot = 0, s;
-$DECLARE_TOTAL_V        for (c = 0; c < $W_PLANES; ++c) {
-            const uint64_t *vc = v + c * $WORDS;
-            for (b = 0; b < $IN_PLANES; ++b) {
-                const uint64_t *xb = x + b * $WORDS;
-                int32_t d = 0;
-                for (k = 0; k < $WORDS; ++k)
-                    d += qnn_popcount(xb[k] & vc[k]);
-                dot += d << (b + c);
-            }
-$ADD_TOTAL_V        }
-        s = $SUM;
-        $EMIT
+    for (j0 = 0; j0 < $N_OUT; j0 += $BLOCK) {
+        const uint64_t *v = ${ARRAY}_weights + j0 * $W_PLANES * $WORDS;
+        int32_t dot[$BLOCK];
+$DECLARE_TOTAL_V        for (j = 0; j < $BLOCK; ++j)
+            dot[j] = 0;
+        for (c = 0; c < $W_PLANES; ++c)
+            for (k = 0; k < $WORDS; ++k) {
+                const uint64_t *vk = v + (c * $WORDS + k) * $BLOCK;
+                for (b = 0; b < $IN_PLANES; ++b) {
+                    uint64_t xb = x[b * $WORDS + k];
+                    for (j = 0; j < $BLOCK; ++j)
+                        dot[j] += qnn_popcount(xb & vk[j]) << (b + c);
+                }
+$ADD_TOTAL_V            }
+        for (j = j0; j < j0 + $BLOCK && j < $N_OUT; ++j) {
+            int32_t s = $SUM;
+            $EMIT
+        }
     }
 }
 '''
 
-# the sum of the weight levels, for a layer on activation levels
-DECLARE_TOTAL_V = '        int32_t total_v = 0;\n'
-ADD_TOTAL_V = r'''            {
-                int32_t ones = 0;
-                for (k = 0; k < $WORDS; ++k)
-                    ones += qnn_popcount(vc[k]);
-                total_v += ones << c;
-            }
+# the sums of the weight levels, for a layer on activation levels
+DECLARE_TOTAL_V = r'''        int32_t total_v[$BLOCK];
+        for (j = 0; j < $BLOCK; ++j)
+            total_v[j] = 0;
+'''
+ADD_TOTAL_V = r'''                for (j = 0; j < $BLOCK; ++j)
+                    total_v[j] += qnn_popcount(vk[j]) << c;
 '''
 
 # --- convolutions -----------------------------------------------------------

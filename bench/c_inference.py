@@ -252,7 +252,7 @@ def memory(folder, layers):
 
 def measure(snapshot, options):
     network = export.load(snapshot)
-    config = network.source['config']
+    config = export.read_config(snapshot)
     images = datasets.load_raw(network.input['dataset'],
                                options.data_dir)['test'][0]
     images = numpy.ascontiguousarray(images[:options.images])
@@ -279,6 +279,8 @@ def describe(config):
         ', {}-bit weights, {}-bit activations'.format(*bits)
     if config.get('arch') == 'cnn':
         return 'CNN {}{}'.format(config.get('cnn_size', 'small'), suffix)
+    if config.get('bn') == 'shift':
+        suffix += ', shift-based BN'
     return 'MLP {}x{}{}'.format(config.get('layers', 2), config.get('unit'),
                                 suffix)
 

@@ -581,11 +581,11 @@ small stack; one buffer per thread).
 ## Build
 
 Any C99 compiler. Keep the float32 operations of the output layer as they
-are written: no `-ffast-math` (or `-Ofast`), and `$FLAGS`, which is GCC's
-default with `-std=c99` but not with `-std=gnu99` (the source also stores
-the product in a volatile float so that it is never fused with the
-addition after it). x87 arithmetic (32-bit x86 without SSE) is refused at
-compile time.
+are written: no `-ffast-math` (nor `-Ofast`), and `$FLAGS`
+(GCC's default with `-std=c99`, not with `-std=gnu99`; the source also
+stores the product in a volatile float so that no compiler fuses it with
+the addition after it). x87 arithmetic (32-bit x86 without SSE) is
+refused at compile time.
 
 $BUILDS## Memory
 

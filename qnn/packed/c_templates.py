@@ -315,8 +315,8 @@ WINDOW_PLAIN = r'''            y = y2;
             x = x2;
             {
 '''
-KEEP_POOLED = r'''                    if (first || (${ARRAY}_flipped[k] ? s < best[k]
-                                                   : s > best[k]))
+KEEP_POOLED = r'''                    if (first
+                        || (${ARRAY}_flipped[k] ? s < best[k] : s > best[k]))
                         best[k] = s;
 '''
 KEEP_PLAIN = '                    best[k] = s;\n'

@@ -310,6 +310,19 @@ def test_scratch_size_is_the_plan():
     assert largest < words <= 2 * largest
 
 
+@pytest.mark.parametrize('flag', ['-ffast-math', '-Ofast'])
+def test_fast_math_is_refused(tmp_path, flag):
+    require('gcc')
+    directory = c_toolchains.write_model(tmp_path, c_source.generate(
+        one_layer(numpy.random.default_rng(0))))
+    result = subprocess.run(['gcc', '-std=c99', flag, '-c', 'qnn_model.c'],
+                            cwd=directory, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            universal_newlines=True)
+    assert result.returncode != 0
+    assert '-ffast-math (or -Ofast) changes the logits' in result.stdout
+
+
 def test_words_spread_to_positions():
     rng = numpy.random.default_rng(0)
     bits = rng.random((4, 6 * 70)) < 0.5

@@ -584,8 +584,8 @@ Any C99 compiler. Keep the float32 operations of the output layer as they
 are written: no `-ffast-math` (nor `-Ofast`), and `$FLAGS`
 (GCC's default with `-std=c99`, not with `-std=gnu99`; the source also
 stores the product in a volatile float so that no compiler fuses it with
-the addition after it). x87 arithmetic (32-bit x86 without SSE) is
-refused at compile time.
+the addition after it). `-ffast-math` and x87 arithmetic (32-bit x86
+without SSE) are refused at compile time.
 
 $BUILDS## Memory
 

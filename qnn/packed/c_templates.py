@@ -61,12 +61,15 @@ PRELUDE = r'''#include <stdint.h>
    pragma; GCC contracts only when asked, as with -std=gnu99 or
    -ffp-contract=fast, and qnn_affine stores its product in a volatile
    anyway), no excess precision (x87 arithmetic is refused below), no
-   -ffast-math. */
+   -ffast-math (refused too). */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ > 0
 #error "float arithmetic in excess precision (x87): use -msse2 -mfpmath=sse"
+#endif
+#if defined(__FAST_MATH__)
+#error "-ffast-math (or -Ofast) changes the logits: compile without it"
 #endif
 '''
 

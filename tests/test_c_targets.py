@@ -225,7 +225,7 @@ def test_stack_is_within_the_readme(trained, target):
     others = [size for name, size in frames.items()
               if name not in ('qnn_predict', 'qnn_predict_scratch')]
     # qnn_predict, then qnn_predict_scratch, then its deepest chain below
-    # it (at most two more frames: a layer and the helper it calls)
+    # it (at most two more frames: a layer and the function it calls)
     used = frames['qnn_predict'] + frames.get('qnn_predict_scratch', 0) + \
         sum(sorted(others)[-2:])
     scratch = 8 * sum(c_source.scratch_plan(layers))

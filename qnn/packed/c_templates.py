@@ -1,4 +1,4 @@
-"""The C99 text of :mod:`qnn.packed.c_source`: helpers shared by every
+"""The C99 text of :mod:`qnn.packed.c_source`: functions shared by every
 model, and one template per layer kind.
 
 Templates are texts for :class:`string.Template`: ``$NAME`` is replaced by a

@@ -3,6 +3,8 @@
 #   make test    set up .venv (with the MPI extra) and run the test suite
 #   make mpi     add MPI (MPICH and mpi4py wheels) for --communicator
 #   make onnx    add onnx, onnxruntime and qonnx for export.py --format onnx
+#   make c-toolchains   Debian's compilers and emulators that the tests of
+#                export.py --format c run the C source with
 #   make gpu     add CuPy 14 for the driver's CUDA 12 or 13 (CUDA=12|13)
 #   make gpu-check   GPU tests, a --gpu=0 training against the CPU, speed
 #   make wheels  download every pinned wheel into wheels/ for a machine
@@ -49,9 +51,9 @@ $(PTH_STAMP): $(STAMP) qnn/backends/chainer_import_hook.py
 train: setup
 	$(PY) train_mnist.py --replace-out $(ARGS)
 
-# the tests run real 2-process trainings under mpiexec and check the ONNX
-# export with onnxruntime and qonnx
-test: setup $(MPI_STAMP) $(ONNX_STAMP) fashion-mnist
+# the tests run real 2-process trainings under mpiexec, check the ONNX
+# export with onnxruntime and qonnx, and the C export on four targets
+test: setup $(MPI_STAMP) $(ONNX_STAMP) fashion-mnist c-toolchains
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # the CuPy wheel for the driver's CUDA (qnn/backends/gpu_requirements.py
@@ -111,4 +113,41 @@ fashion-mnist:
 		$$apt install -y dataset-fashion-mnist || \
 		{ $$apt update && $$apt install -y dataset-fashion-mnist; } || \
 		echo "fashion-mnist: apt-get install dataset-fashion-mnist failed (see above); the Fashion-MNIST tests will skip"; \
+	fi
+
+# The toolchains that tests/test_c_targets.py builds and runs the C source of
+# export.py --format c with, from Debian's packages (apt-get as root or
+# through sudo, when a tool is missing): gcc and clang for x86-64; clang and
+# lld for WebAssembly, run by node; the AArch64 cross compiler (static
+# glibc) and qemu-user; arm-none-eabi-gcc with newlib and qemu-system-arm
+# for a Cortex-M4. Without apt-get, or if the install fails, one line says
+# so and those tests skip (they fail instead when CI is true).
+C_TOOLS := gcc clang wasm-ld node aarch64-linux-gnu-gcc \
+	aarch64-linux-gnu-objdump qemu-aarch64 arm-none-eabi-gcc \
+	arm-none-eabi-objdump arm-none-eabi-size qemu-system-arm
+C_PACKAGES := gcc clang lld nodejs gcc-aarch64-linux-gnu \
+	libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user \
+	gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi \
+	qemu-system-arm
+NEWLIB_SPECS := /usr/lib/arm-none-eabi/newlib/nano.specs
+AARCH64_LIBC := /usr/aarch64-linux-gnu/lib/libc.a
+
+.PHONY: c-toolchains
+c-toolchains:
+	@missing=; for tool in $(C_TOOLS); do \
+		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	for file in $(NEWLIB_SPECS) $(AARCH64_LIBC); do \
+		[ -e $$file ] || missing="$$missing $$file"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		echo "c-toolchains: present"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "c-toolchains: no apt-get here; install$$missing (Debian: $(C_PACKAGES)); the C targets' tests will skip"; \
+	else \
+		apt='env DEBIAN_FRONTEND=noninteractive apt-get'; \
+		[ "$$(id -u)" = 0 ] || apt="sudo -n $$apt"; \
+		$$apt install -y --no-install-recommends $(C_PACKAGES) || \
+		{ $$apt update && $$apt install -y --no-install-recommends $(C_PACKAGES); } || \
+		echo "c-toolchains: apt-get install failed (see above); the C targets' tests will skip"; \
 	fi

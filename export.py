@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export a trained binarized network to a packed file of bits, or to ONNX.
+"""Export a trained binarized network to a packed file of bits, ONNX or C.
 
 Reads a training snapshot of train_mnist.py (the Trainer's NPZ) and the
 config.json beside it, folds each batch normalization and sign into
@@ -7,10 +7,13 @@ integer thresholds (:mod:`qnn.packed.model`), packs the weights to 64-bit
 words and writes the file of :mod:`qnn.packed.format`; then prints its summary
 (:mod:`qnn.packed.summary`). inference.py runs the file. ``--format onnx``
 and ``--format qonnx`` write the same folded network as an ONNX graph
-instead (:mod:`qnn.packed.onnx_export`; ``make onnx`` installs onnx).
+instead (:mod:`qnn.packed.onnx_export`; ``make onnx`` installs onnx), and
+``--format c`` a directory of dependency-free C99 source
+(:mod:`qnn.packed.c_source`).
 
     .venv/bin/python export.py result/snapshot_iter_12000 -o mlp.bnn
     .venv/bin/python export.py result/snapshot_iter_12000 --format onnx
+    .venv/bin/python export.py result/snapshot_iter_12000 --format c -o mlp_c
 """
 import argparse
 import os
@@ -32,8 +35,9 @@ from qnn.utils import errors
 from qnn.utils.errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
-# --format: the default output's suffix (SNAPSHOT + suffix)
-SUFFIXES = {'packed': '.bnn', 'onnx': '.onnx', 'qonnx': '.qonnx.onnx'}
+# --format: the default output's suffix (SNAPSHOT + suffix; c: a directory)
+SUFFIXES = {'packed': '.bnn', 'onnx': '.onnx', 'qonnx': '.qonnx.onnx',
+            'c': '_c'}
 
 
 class ExportError(Exception):
@@ -46,13 +50,15 @@ def parse_args(argv=None):
                         help='snapshot_iter_N written by train_mnist.py '
                         '(its config.json must be beside it)')
     parser.add_argument('-o', '--output', metavar='FILE', default=None,
-                        help='file to write (default: SNAPSHOT.bnn, '
-                        'SNAPSHOT.onnx or SNAPSHOT.qonnx.onnx)')
+                        help='file to write, or directory for --format c '
+                        '(default: SNAPSHOT.bnn, SNAPSHOT.onnx, '
+                        'SNAPSHOT.qonnx.onnx or SNAPSHOT_c)')
     parser.add_argument('--format', '-f', choices=tuple(SUFFIXES),
                         default='packed',
                         help='packed: the file of bits that inference.py '
                         'runs; onnx: a standard ONNX model; qonnx: the '
-                        'QONNX dialect for FINN (default: packed)')
+                        'QONNX dialect for FINN; c: C99 source, '
+                        'qnn_model.h and qnn_model.c (default: packed)')
     return parser.parse_args(argv)
 
 
@@ -155,16 +161,36 @@ def export(snapshot, output):
     return packed_format.load(output)
 
 
+def write_c(network, output, snapshot):
+    """Writes the directory ``output``: the C source of ``network`` (of
+    ``snapshot``; :mod:`qnn.packed.c_source`), all or nothing; returns
+    lines describing it."""
+    from qnn.packed import c_source
+    try:
+        files = c_source.generate(network)
+    except c_source.UnsupportedNetwork as e:
+        raise ExportError('{}: cannot export it to C: {}'.format(snapshot, e))
+    try:
+        atomic_files.write_directory_atomically(output, {
+            name: text.encode('utf-8') for name, text in files.items()})
+    except OSError as e:
+        raise ExportError('cannot write {}: {}'.format(
+            output, e.strerror or e))
+    return c_source.summary(network, files)
+
+
 def main(argv=None):
     errors.program = 'export.py'
     args = parse_args(argv)
     output = args.output or args.snapshot + SUFFIXES[args.format]
     try:
-        if args.format != 'packed':
+        if args.format in ('onnx', 'qonnx'):
             onnx_exporter(args.format)  # before any work: is onnx there?
         network = load(args.snapshot)
         if args.format == 'packed':
             text = write_packed(network, output)
+        elif args.format == 'c':
+            text = write_c(network, output, args.snapshot)
         else:
             text = write_onnx(network, output, args.format, args.snapshot)
     except (ExportError, packed_format.PackedFileError) as e:

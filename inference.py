@@ -13,13 +13,17 @@ image shape). Prints one line,
 the time being that of the forward passes alone (from the uint8 pixels to
 the logits, after one untimed pass over two images that compiles the
 kernels); ``--predictions FILE`` also writes one predicted class per line,
-in test-set order.
+in test-set order, and ``--logits FILE`` the logits, a float32 ``.npy``
+array of images x classes (what ``export.py --format c``'s source must
+equal bit for bit).
 
     .venv/bin/python inference.py mlp.bnn
     .venv/bin/python inference.py cnn.bnn --predictions predictions.txt
+    .venv/bin/python inference.py cnn.bnn --logits logits.npy
     .venv/bin/python inference.py mlp.bnn --summary
 """
 import argparse
+import os
 import sys
 import time
 
@@ -61,12 +65,21 @@ def parse_args(argv=None):
     parser.add_argument('--predictions', metavar='FILE', default=None,
                         help='write the predicted class of each test image '
                         'to FILE, one per line, in test-set order')
+    parser.add_argument('--logits', metavar='FILE', default=None,
+                        help='write the logits of the test images to FILE, '
+                        'a float32 .npy array of images x classes, in '
+                        'test-set order')
     parser.add_argument('--batchsize', '-b', type=option_types.positive_int,
                         default=1000, help='images per forward pass')
     parser.add_argument('--summary', action='store_true',
                         help='print the model summary instead of running')
     args = parser.parse_args(argv)
     args.backend, args.gpu = backend_of(args.device, args.kernel, parser)
+    outputs = [path for path in (args.predictions, args.logits) if path]
+    paths = [os.path.realpath(path) for path in [args.file] + outputs]
+    if len(set(paths)) < len(paths):
+        parser.error('--predictions and --logits must name files other '
+                     'than each other and FILE')
     return args
 
 
@@ -108,12 +121,23 @@ def write_predictions(path, predictions):
         fail('cannot write {}: {}'.format(path, e.strerror or e))
 
 
+def write_logits(path, logits):
+    """The logits as a float32 ``.npy`` file, all or nothing."""
+    try:
+        atomic_files.write_atomically(path, lambda f: numpy.save(
+            f, numpy.asarray(logits, numpy.float32), allow_pickle=False))
+    except OSError as e:
+        fail('cannot write {}: {}'.format(path, e.strerror or e))
+
+
 def predict(network, images, batchsize, backend):
-    """Class predictions and the seconds of the forward passes."""
+    """Class predictions, the seconds of the forward passes and the
+    logits."""
     xp = numpy
     if backend == 'cupy':
         import cupy as xp
     predictions = []
+    all_logits = []
     seconds = 0.0
     for lo in range(0, len(images), batchsize):
         batch = images[lo:lo + batchsize]
@@ -127,7 +151,10 @@ def predict(network, images, batchsize, backend):
             xp.cuda.Device().synchronize()
         seconds += time.perf_counter() - start
         predictions.append(xp.asnumpy(y) if backend == 'cupy' else y)
-    return numpy.concatenate(predictions), seconds
+        all_logits.append(xp.asnumpy(logits) if backend == 'cupy'
+                          else logits)
+    return numpy.concatenate(predictions), seconds, numpy.concatenate(
+        all_logits)
 
 
 def use_gpu(gpu):
@@ -157,10 +184,12 @@ def main(argv=None):
         packed_forward.warm_up(network.layers, images, args.backend)
     except ValueError as e:  # no kernels of that backend for a layer
         fail('{}: {}'.format(args.file, e))
-    predictions, seconds = predict(network, images, args.batchsize,
-                                   args.backend)
+    predictions, seconds, logits = predict(network, images, args.batchsize,
+                                           args.backend)
     if args.predictions is not None:
         write_predictions(args.predictions, predictions)
+    if args.logits is not None:
+        write_logits(args.logits, logits)
     accuracy = float((predictions == labels).mean())
     print('accuracy: {:.4f} ({} images, {:.3f} s, {:.0f} images/s)'.format(
         accuracy, len(images), seconds, len(images) / seconds))

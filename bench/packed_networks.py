@@ -48,6 +48,7 @@ import train_mnist  # NOQA: E402
 from qnn import datasets  # NOQA: E402
 from qnn.packed import format as packed_format  # NOQA: E402
 from qnn.packed import forward as packed_forward  # NOQA: E402
+from qnn.packed import model  # NOQA: E402
 from qnn.packed import summary as packed_summary  # NOQA: E402
 from qnn.training import options as train_options  # NOQA: E402
 from qnn.training.extensions import snapshots  # NOQA: E402
@@ -132,7 +133,7 @@ def measure(snapshot, options):
                   if name not in speed})
     rows = packed_summary.rows(network)
     return {
-        'snapshot': snapshot, 'network': describe(config), 'dataset': name,
+        'snapshot': snapshot, 'network': model.describe(config), 'dataset': name,
         'images': len(images), 'differ': differ,
         'equal_chainer': int((ours == theirs).all(axis=1).sum()),
         'equal_onnx': int((ours == floats).all(axis=1).sum())
@@ -163,16 +164,6 @@ def onnx_session(network):
     return onnxruntime.InferenceSession(
         graph.SerializeToString(), settings,
         providers=['CPUExecutionProvider'])
-
-
-def describe(config):
-    bits = (config.weight_bits, config.activation_bits)
-    suffix = '' if bits == (1, 1) else \
-        ', {}-bit weights, {}-bit activations'.format(*bits)
-    if config.arch == 'cnn':
-        return 'CNN {}{}'.format(config.cnn_size, suffix)
-    return 'MLP {}x{}{}'.format(config.layers, config.unit,
-                                suffix)
 
 
 def report(results, options):

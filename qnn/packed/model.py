@@ -86,6 +86,20 @@ def fold(params, options, source):
                  'scale': scale, 'shift': pixels['shift']}, source)
 
 
+def describe(options):
+    """The network of ``options`` in a few words: ``'MLP 2x1000'``,
+    ``'CNN small, 2-bit weights and activations'``."""
+    bits = (options.weight_bits, options.activation_bits)
+    suffix = '' if bits == (1, 1) else ', {}-bit weights and ' \
+        'activations'.format(bits[0]) if bits[0] == bits[1] else \
+        ', {}-bit weights, {}-bit activations'.format(*bits)
+    if options.arch == 'cnn':
+        return 'CNN {}{}'.format(options.cnn_size, suffix)
+    if options.bn == 'shift':
+        suffix += ', shift-based BN'
+    return 'MLP {}x{}{}'.format(options.layers, options.unit, suffix)
+
+
 def source_of(snapshot, options, record):
     """What a packed file records of its origin: the snapshot's name, the
     options of :data:`SOURCE_OPTIONS` and the versions of the run's

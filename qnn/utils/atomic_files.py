@@ -8,8 +8,11 @@ writing fails or is interrupted (``KeyboardInterrupt`` included) the
 temporary file is removed; if the process is killed it stays behind under a
 hidden name, ``.NAME.*.tmp``, that the writer's owner may clean up later.
 The file gets the permissions a plain ``open`` would give it.
+:func:`write_directory_atomically` does the same for a directory of files.
 """
+import errno
 import os
+import shutil
 import tempfile
 
 
@@ -53,3 +56,41 @@ def _fsync_directory(directory):
         pass
     finally:
         os.close(fd)
+
+
+def write_directory_atomically(path, files):
+    """Creates the directory ``path`` holding ``files`` (name -> bytes) all
+    or nothing: they are written into a temporary directory beside it,
+    ``.NAME.*.tmp``, which is then renamed to ``path``. ``path`` may be
+    missing or an empty directory (replaced by the rename); anything else
+    there (a directory with files, a file, a link) raises
+    ``FileExistsError`` before anything is written, so that no output
+    replaces another's. Re-raises what the file system raises; the
+    temporary directory is removed then."""
+    path = os.path.normpath(path)
+    if os.path.lexists(path) and (os.path.islink(path) or
+                                  not os.path.isdir(path)):
+        raise FileExistsError(errno.EEXIST, 'it exists and is not a '
+                              'directory')
+    if os.path.isdir(path) and os.listdir(path):
+        raise FileExistsError(errno.ENOTEMPTY, 'a directory that is not '
+                              'empty is there; choose another one or empty '
+                              'it')
+    parent = os.path.dirname(path) or '.'
+    temporary = tempfile.mkdtemp(
+        dir=parent, prefix='.{}.'.format(os.path.basename(path)),
+        suffix='.tmp')
+    try:
+        for name, data in files.items():
+            with open(os.path.join(temporary, name), 'xb') as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(temporary, 0o777 & ~_umask())
+        _fsync_directory(temporary)
+        # replaces an empty directory, fails on one filled meanwhile
+        os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_directory(parent)

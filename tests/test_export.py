@@ -133,6 +133,23 @@ def test_source_records_the_stochastic_options(trained, tmp_path):
     assert network.source['config']['stochastic_weights'] is True
 
 
+@pytest.mark.parametrize('change, word', [
+    ({'layers': '2'}, '--layers'), ({'arch': 'rnn'}, '--arch'),
+    ({'bn_eps': -1}, '--bn-eps'), ({'layers': 10 ** 8}, 'needs at least')])
+def test_a_config_train_mnist_could_not_have_written(trained, tmp_path,
+                                                     capsys, change, word):
+    snapshot = copy_run(trained, tmp_path)
+    path = os.path.join(os.path.dirname(snapshot), 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    config.update(change)
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, snapshot, 'config.json', word)
+    assert not os.path.exists(snapshot + '.bnn')
+
+
 def test_unwritable_output(trained, tmp_path, capsys):
     output = str(tmp_path / 'no-such-directory' / 'x.bnn')
     code, out, err = run_export(capsys, trained, '-o', output)

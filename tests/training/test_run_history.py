@@ -8,6 +8,7 @@ import pytest
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 
+from qnn.training import options as train_options
 from qnn.training import run_history
 import train_mnist
 
@@ -119,6 +120,59 @@ def test_unreadable_config_is_an_error(tmp_path):
         run_history.read_config(str(tmp_path))
     assert 'config.json' in str(e.value)
     assert run_history.read_config(str(tmp_path / 'none')) is None
+
+
+def write_record(directory, record):
+    with open(os.path.join(str(directory), 'config.json'), 'w') as f:
+        json.dump(record, f)
+
+
+@pytest.mark.parametrize('change, words', [
+    ({'weight_bits': 'x'}, ['--weight-bits', 'not a number']),
+    ({'weight_bits': None}, ['--weight-bits', 'not a value']),
+    ({'weight_bits': 2.0}, ['--weight-bits', 'not an integer']),
+    ({'layers': '2'}, ['--layers', 'not a number']),
+    ({'layers': 10 ** 8}, ['--layers 100000000', 'needs at least']),
+    ({'unit': 1e999}, ['--unit', 'not an integer']),
+    ({'bn_eps': 'tiny'}, ['--bn-eps', 'not a number']),
+    ({'bn_eps': -1}, ['--bn-eps', 'must be a positive number']),
+    ({'cnn_size': 'huge'}, ['--cnn-size', 'not one of']),
+    ({'input_range': 'wide'}, ['--input-range', 'not one of']),
+    ({'dataset': 'imagenet'}, ['dataset \'imagenet\'']),
+    ({'arch': 'rnn'}, ['--arch', 'not one of mlp, cnn']),
+    ({'stochastic_weights': 1}, ['--stochastic-weights', 'not true or false']),
+    ({'colour': 'blue'}, ['unknown option \'colour\'']),
+])
+def test_read_options_checks_every_recorded_option(tmp_path, change, words):
+    write_record(tmp_path, record(**change))
+    with pytest.raises(run_history.RunHistoryError) as e:
+        run_history.read_options(str(tmp_path))
+    message = str(e.value)
+    assert message.startswith(str(tmp_path / 'config.json') + ': ')
+    for word in words:
+        assert word in message, message
+
+
+def test_read_options_fills_the_recipe_defaults(tmp_path):
+    write_record(tmp_path, {'recipe': 'default', 'unit': 30,
+                            'versions': {}, 'processes': 1})
+    options, record = run_history.read_options(str(tmp_path))
+    assert options.unit == 30 and options.layers == 2
+    assert options.bn_eps == train_options.parse_args([]).bn_eps
+    assert record['versions'] == {}
+
+
+@pytest.mark.parametrize('make, reason', [
+    (lambda p: os.mkfifo(p), 'a FIFO'),
+    (lambda p: open(p, 'w').write('[' * 200000), 'nested too deeply'),
+    (lambda p: os.symlink('/dev/zero', p), 'a character device'),
+    (lambda p: open(p, 'w').write('{"unit": 1,' + ' ' * (1 << 23) + '}'),
+     'more than the'),
+])
+def test_a_config_that_is_no_file_or_too_large(tmp_path, make, reason):
+    make(str(tmp_path / 'config.json'))
+    with pytest.raises(run_history.RunHistoryError, match=reason):
+        run_history.read_options(str(tmp_path))
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path, capsys, good_snapshot):

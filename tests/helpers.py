@@ -211,11 +211,18 @@ def write_batches(directory, seed=0):
 # --- trained networks and trainers --------------------------------------
 
 
-def run_export(capsys, *argv):
+def run_main(capsys, main, *argv):
+    """``(exit status, stdout, stderr)`` of a command's ``main`` that ends
+    with ``SystemExit`` (an error)."""
     with pytest.raises(SystemExit) as e:
-        export.main(list(argv))
+        main(list(argv))
     out, err = capsys.readouterr()
     return e.value.code, out, err
+
+
+def run_export(capsys, *argv):
+    """:func:`run_main` of export.py."""
+    return run_main(capsys, export.main, *argv)
 
 
 def chainer_predictions(snapshot, images):

@@ -7,14 +7,12 @@ import pytest
 
 import inference
 from qnn.packed import format as packed_format
+from helpers import run_main
 
 
 
 def run_inference(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        inference.main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return run_main(capsys, inference.main, *argv)
 
 
 def damage(data, how):

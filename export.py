@@ -13,7 +13,6 @@ instead (:mod:`qnn.packed.onnx_export`; ``make onnx`` installs onnx).
     .venv/bin/python export.py result/snapshot_iter_12000 --format onnx
 """
 import argparse
-import json
 import os
 import sys
 
@@ -34,6 +33,7 @@ from qnn.serializers import npz_arrays
 from qnn.training import run_history
 from qnn.utils import atomic_files
 from qnn.utils import errors
+from qnn.utils import input_files
 from qnn.utils.errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
@@ -43,6 +43,8 @@ SOURCE_OPTIONS = ('arch', 'cnn_size', 'dataset', 'unit', 'layers', 'epoch',
                   'seed', 'weight_bits', 'activation_bits', 'quantizer',
                   'stochastic_activations', 'stochastic_weights',
                   'input_range', 'versions')
+# the parameters folded, which must hold real floats
+FLOATS = ('/W', '/gamma', '/beta', '/avg_mean', '/avg_var')
 # --format: the default output's suffix (SNAPSHOT + suffix)
 SUFFIXES = {'packed': '.bnn', 'onnx': '.onnx', 'qonnx': '.qonnx.onnx'}
 
@@ -72,8 +74,8 @@ def read_config(snapshot):
     today's option names: :func:`qnn.training.run_history.upgrade`)."""
     path = os.path.join(os.path.dirname(snapshot) or '.', 'config.json')
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = input_files.read_json(path, run_history.MAX_CONFIG_BYTES,
+                                       'a config.json')
     except FileNotFoundError:
         raise ExportError('{}: no config.json beside it ({}), so the '
                           'options it was trained with are unknown'.format(
@@ -109,19 +111,23 @@ def read_config(snapshot):
     return config
 
 
-def read_parameters(snapshot):
+def read_parameters(snapshot, config=None):
     """``{'l1/W': array, 'b1/gamma': array, ...}`` of the model in the
-    snapshot."""
+    snapshot; no member may declare more bytes than the largest weight of
+    the network ``config`` (default: :func:`read_config`'s) describes, in
+    float64."""
+    config = read_config(snapshot) if config is None else config
+    info = datasets.get_info(config.get('dataset', 'mnist'))
+    cnn = config.get('arch', 'mlp') == 'cnn'
+    bound = 8 * net.largest_weight(info.shape, info.n_classes,
+                                   config.get('unit'), cnn and
+                                   config.get('cnn_size', 'small') or None)
     try:
-        arrays = npz_arrays.read_arrays(snapshot, PREFIX)
-    except npz_arrays.PythonObjectInArchive as e:
-        raise ExportError('cannot export {}: {}'.format(snapshot, e))
-    except OSError as e:
-        raise ExportError('{}: cannot read it ({})'.format(
-            snapshot, e.strerror or e))
+        with input_files.open_regular(snapshot) as f:
+            arrays = npz_arrays.read_arrays(f, PREFIX, bound, FLOATS)
     except Exception as e:  # zipfile, zlib and NumPy raise many types
-        raise ExportError('{}: not a readable snapshot ({}: {})'.format(
-            snapshot, type(e).__name__, e))
+        raise ExportError('cannot export {}: {}'.format(
+            snapshot, npz_arrays.describe(e)))
     return {key[len(PREFIX):]: array for key, array in arrays.items()}
 
 
@@ -258,10 +264,14 @@ def _check_mlp(params, sizes, units):
 
 def load(snapshot):
     """The folded network (:func:`fold`) of ``snapshot``."""
-    if not os.path.isfile(snapshot):
-        raise ExportError('{}: no such file'.format(snapshot))
+    try:  # a FIFO or a device is no snapshot (nor a reason to wait)
+        input_files.open_regular(snapshot).close()
+    except OSError as e:
+        raise ExportError('{}: {}'.format(snapshot, 'no such file' if
+                                          isinstance(e, FileNotFoundError)
+                                          else e.strerror or e))
     config = read_config(snapshot)
-    return fold(read_parameters(snapshot), config, snapshot)
+    return fold(read_parameters(snapshot, config), config, snapshot)
 
 
 def export(snapshot, output):
@@ -269,7 +279,7 @@ def export(snapshot, output):
     network read back from it."""
     network = load(snapshot)
     try:
-        packed_format.save(output, network)
+        packed_format.save(output, network, inputs=[snapshot])
     except OSError as e:
         raise ExportError('cannot write {}: {}'.format(
             output, e.strerror or e))
@@ -301,7 +311,8 @@ def export_onnx(snapshot, output, dialect):
             snapshot, dialect, e))
     data = model.SerializeToString()
     try:
-        atomic_files.write_atomically(output, lambda f: f.write(data))
+        atomic_files.write_atomically(output, lambda f: f.write(data),
+                                      inputs=[snapshot])
     except OSError as e:
         raise ExportError('cannot write {}: {}'.format(
             output, e.strerror or e))

@@ -463,9 +463,11 @@ def load(path):
     return decode(data)
 
 
-def save(path, network):
+def save(path, network, inputs=()):
     """Writes ``network`` to ``path`` all or nothing (a temporary file in
-    the same directory renamed over it); raises ``OSError``."""
+    the same directory renamed over it), over no file that
+    :func:`qnn.utils.atomic_files.check_output` refuses (``inputs``: the
+    files the caller reads); raises ``OSError``."""
     data = encode(network)
-    atomic_files.write_atomically(path, lambda f: f.write(data))
+    atomic_files.write_atomically(path, lambda f: f.write(data), inputs)
     return len(data)

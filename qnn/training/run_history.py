@@ -31,8 +31,11 @@ import chainer
 
 from qnn.utils import atomic_files
 from qnn.utils import errors
+from qnn.utils import input_files
 
 CONFIG_NAME = 'config.json'
+# a record is some 2 kB, and 500 bytes more for each resumed run
+MAX_CONFIG_BYTES = 1 << 20
 
 # options that change only what is written, kept or shown, not what is
 # trained or how; every other option (and the number of processes) must
@@ -58,8 +61,7 @@ def read_config(directory):
     :func:`upgrade`), or ``None`` if it has none."""
     path = os.path.join(directory, CONFIG_NAME)
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = input_files.read_json(path, MAX_CONFIG_BYTES, 'a config.json')
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
@@ -186,4 +188,5 @@ def write_config(args, device, processes=1, record=None, resumed_from=None,
             'versions': _versions(device)}]
     text = json.dumps(config, indent=2, sort_keys=True) + '\n'
     atomic_files.write_atomically(os.path.join(args.out, CONFIG_NAME),
-                                  lambda f: f.write(text.encode('utf-8')))
+                                  lambda f: f.write(text.encode('utf-8')),
+                                  run_output=True)

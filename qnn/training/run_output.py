@@ -62,8 +62,13 @@ def open_output(args, device, processes, record, resumed_from, iteration):
         lock.acquire()
     except output_lock.OutputBusy as e:
         fail(e)
-    run_history.write_config(args, device, processes, record, resumed_from,
-                             iteration)
+    try:
+        run_history.write_config(args, device, processes, record,
+                                 resumed_from, iteration)
+    except OSError as e:  # a FIFO or a read-only file in its place
+        lock.release()
+        fail('cannot write {}: {}'.format(os.path.join(
+            args.out, run_history.CONFIG_NAME), e.strerror or e))
     return lock
 
 

@@ -94,8 +94,10 @@ def load_test(network, args):
         images, labels = datasets.load_raw(name, args.data_dir)['test']
     except datasets.DatasetError as e:
         fail(e)
-    shape = tuple(network.input.get('shape') or (network.input['size'],))
-    if images.shape[1] != network.input['size']:
+    shape = tuple(network.input['shape'])
+    # the kernels read rows of the first layer's n_in pixels
+    if images.shape[1] != network.input['size'] or \
+            images.shape[1] != network.layers[0].n_in:
         fail('{}: takes images of {} ({} values), but {} images have '
              '{}'.format(args.file, 'x'.join(map(str, shape)),
                          network.input['size'], datasets.get_info(name).label,
@@ -105,12 +107,16 @@ def load_test(network, args):
     return images, labels
 
 
-def write_predictions(path, predictions):
-    """One class per line, all or nothing."""
-    text = ''.join('{}\n'.format(int(c)) for c in predictions)
+def write_predictions(path, predictions, inputs=()):
+    """One class per line, all or nothing, over no file of ``inputs`` (or
+    with ``predictions`` None, only checks that ``path`` may be written:
+    :func:`qnn.utils.atomic_files.check_output`)."""
     try:
+        if predictions is None:
+            return atomic_files.check_output(path, inputs)
+        text = ''.join('{}\n'.format(int(c)) for c in predictions)
         atomic_files.write_atomically(
-            path, lambda f: f.write(text.encode('ascii')))
+            path, lambda f: f.write(text.encode('ascii')), inputs)
     except OSError as e:
         fail('cannot write {}: {}'.format(path, e.strerror or e))
 
@@ -157,6 +163,8 @@ def main(argv=None):
     if args.summary:
         print(packed_summary.summary(network))
         return 0
+    if args.predictions is not None:  # before the work, not after it
+        write_predictions(args.predictions, None, [args.file])
     images, labels = load_test(network, args)
     if args.gpu is not None:
         use_gpu(args.gpu)
@@ -167,7 +175,7 @@ def main(argv=None):
     predictions, seconds = predict(network, images, args.batchsize,
                                    args.backend)
     if args.predictions is not None:
-        write_predictions(args.predictions, predictions)
+        write_predictions(args.predictions, predictions, [args.file])
     accuracy = float((predictions == labels).mean())
     print('accuracy: {:.4f} ({} images, {:.3f} s, {:.0f} images/s)'.format(
         accuracy, len(images), seconds, len(images) / seconds))

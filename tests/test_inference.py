@@ -234,6 +234,8 @@ def test_cupy_equals_numpy_reference():
 def packed_file(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('packed') / 'net.bnn')
     network = random_network(numpy.random.default_rng(5), (784, 33, 10))
+    # what a file's input says besides the size (docs/deployment.md)
+    network.input.update(dataset='mnist', shape=[1, 28, 28], shift=0)
     packed_format.save(path, network)
     return path
 

@@ -43,8 +43,8 @@ import numpy
 import qst
 from qnn.packed import folding
 from qnn.packed import kernels
+from qnn.packed.format import MAX_BITS  # NOQA: F401  (the format's limit)
 
-MAX_BITS = 4
 TAPS = 9
 
 

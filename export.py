@@ -117,11 +117,15 @@ def read_parameters(snapshot, config=None):
     the network ``config`` (default: :func:`read_config`'s) describes, in
     float64."""
     config = read_config(snapshot) if config is None else config
-    info = datasets.get_info(config.get('dataset', 'mnist'))
-    cnn = config.get('arch', 'mlp') == 'cnn'
-    bound = 8 * net.largest_weight(info.shape, info.n_classes,
-                                   config.get('unit'), cnn and
-                                   config.get('cnn_size', 'small') or None)
+    try:
+        info = datasets.get_info(config.get('dataset', 'mnist'))
+        cnn = config.get('arch', 'mlp') == 'cnn'
+        bound = 8 * net.largest_weight(info.shape, info.n_classes,
+                                       config.get('unit'), cnn and
+                                       config.get('cnn_size', 'small') or None)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError('{}: its config.json describes no network of '
+                          'train_mnist.py ({})'.format(snapshot, e))
     try:
         with input_files.open_regular(snapshot) as f:
             arrays = npz_arrays.read_arrays(f, PREFIX, bound, FLOATS)

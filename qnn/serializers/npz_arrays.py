@@ -22,14 +22,16 @@ Every way reading an archive can fail becomes one line through
 A caller opens a user's file with :func:`qnn.utils.input_files.
 open_regular` (no FIFO or device) and passes the open file.
 """
+import io
 import math
 import zipfile
 
 import numpy
 
 _ZIP_MAGIC = b'PK\x03\x04'
+_NPY_MAGIC = b'\x93NUMPY'
 # what a member's ZIP entry may hold beyond its array: the .npy header
-# (NumPy pads it to at most 64 KiB for any shape)
+# (NumPy writes a few hundred bytes for any shape)
 _HEADER_BYTES = 1 << 16
 # real floats a model's parameters may be stored as
 FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -71,12 +73,28 @@ class WrongDtype(ArchiveRefused):
 
 def read_header(stream):
     """``(shape, dtype)`` from the ``.npy`` header at the start of
-    ``stream``; nothing after the header is read."""
-    version = numpy.lib.format.read_magic(stream)
+    ``stream``; nothing after the header is read, and a header that says it
+    is longer than 64 KiB is refused before it is read (NumPy's reader
+    would read it whole first)."""
+    prefix = stream.read(10)  # magic, version, a 2-byte length
+    if len(prefix) < 10 or not prefix.startswith(_NPY_MAGIC):
+        raise ValueError('a member is no .npy array (it starts with '
+                         '{!r})'.format(prefix[:6]))
+    if prefix[6] == 1:
+        length = int.from_bytes(prefix[8:10], 'little')
+    else:  # versions 2 and 3: a 4-byte length
+        prefix += stream.read(2)
+        length = int.from_bytes(prefix[8:12], 'little')
+    if length > _HEADER_BYTES:
+        raise MemberTooLarge('a member\'s .npy header says it is {} bytes '
+                             'long, more than {}'.format(length,
+                                                         _HEADER_BYTES))
+    header = io.BytesIO(prefix + stream.read(length))
+    version = numpy.lib.format.read_magic(header)
     if version == (1, 0):
-        shape, _, dtype = numpy.lib.format.read_array_header_1_0(stream)
+        shape, _, dtype = numpy.lib.format.read_array_header_1_0(header)
     else:
-        shape, _, dtype = numpy.lib.format.read_array_header_2_0(stream)
+        shape, _, dtype = numpy.lib.format.read_array_header_2_0(header)
     return shape, dtype
 
 
@@ -102,35 +120,40 @@ def _member_bytes(shape, dtype):
     return math.prod(shape) * dtype.itemsize
 
 
-def headers(archive, max_bytes=None):
+def headers(archive):
     """``{key: (shape, dtype)}`` of each array of the open
-    :class:`zipfile.ZipFile` ``archive``, from the headers alone.
-
-    With ``max_bytes``, raises :class:`MemberTooLarge` for the first member
-    whose uncompressed size in the archive's directory, or whose shape
-    times its item size, is larger, before anything past its header is
-    decompressed.
-    """
+    :class:`zipfile.ZipFile` ``archive``, from the headers alone (each at
+    most 64 KiB: :func:`read_header`)."""
     found = {}
     for info in archive.infolist():
-        if max_bytes is not None and \
-                info.file_size > max_bytes + _HEADER_BYTES:
+        if info.filename.endswith('.npy'):
+            with archive.open(info) as stream:
+                found[info.filename[:-len('.npy')]] = read_header(stream)
+    return found
+
+
+def check_sizes(archive, found, max_bytes, keys=None):
+    """Raises :class:`MemberTooLarge` for the first member of ``archive``
+    (of ``keys`` only, if given) whose uncompressed size in the archive's
+    directory, or whose declared shape times its item size (``found``:
+    :func:`headers`), is larger than ``max_bytes``: before anything past
+    its header is decompressed."""
+    for info in archive.infolist():
+        key = info.filename[:-len('.npy')] if info.filename.endswith(
+            '.npy') else None
+        if keys is not None and key not in keys:
+            continue
+        if info.file_size > max_bytes + _HEADER_BYTES:
             raise MemberTooLarge(
                 'its member {} is {} bytes uncompressed, more than the {} '
                 'its reader allows'.format(info.filename, info.file_size,
                                            max_bytes))
-        if not info.filename.endswith('.npy'):
-            continue
-        key = info.filename[:-len('.npy')]
-        with archive.open(info) as stream:
-            found[key] = read_header(stream)
-        nbytes = _member_bytes(*found[key])
-        if max_bytes is not None and nbytes > max_bytes:
+        nbytes = _member_bytes(*found[key]) if key in found else 0
+        if nbytes > max_bytes:
             raise MemberTooLarge(
                 'it declares {} of shape {} ({} bytes), more than the {} '
                 'bytes its reader allows'.format(
                     key, tuple(found[key][0]), nbytes, max_bytes))
-    return found
 
 
 def refuse_objects(found):
@@ -158,18 +181,21 @@ def read_arrays(file, prefix='', max_bytes=None, floats=(), keys=None):
     others are never decompressed).
 
     Raises, before any array is loaded: :class:`NotAnArchive`;
-    :class:`MemberTooLarge` for any member, read or not, larger than
-    ``max_bytes`` (:func:`headers`); :class:`PythonObjectInArchive` if any
-    member is an object array; :class:`WrongDtype` if a member read whose
+    :class:`PythonObjectInArchive` if any member is an object array;
+    :class:`MemberTooLarge` for a member to read larger than ``max_bytes``
+    (:func:`check_sizes`; the others are never decompressed);
+    :class:`WrongDtype` if a member read whose
     key ends in one of ``floats`` (``'/W'``) is not float32 or float64.
     Whatever NumPy, :mod:`zipfile` or :mod:`zlib` raise for a damaged
     archive otherwise (:func:`describe` says it in one line).
     """
     with open_archive(file) as archive:
-        found = headers(archive, max_bytes)
+        found = headers(archive)
         refuse_objects(found)
         wanted = [key for key in found if key.startswith(prefix) and (
             keys is None or key in keys)]
+        if max_bytes is not None:
+            check_sizes(archive, found, max_bytes, wanted)
         require_dtypes(found, [key for key in wanted if key.endswith(
             tuple(floats))] if floats else (), FLOATS, 'float32 or float64')
         arrays = {}

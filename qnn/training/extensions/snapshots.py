@@ -294,7 +294,8 @@ def _check_members(archive, expected):
     if members > len(expected) + _EXTRA_MEMBERS:
         raise SnapshotError('it holds {} members where a snapshot of this '
                             'run holds {}'.format(members, len(expected)))
-    found = npz_arrays.headers(archive, _bound(expected))
+    found = npz_arrays.headers(archive)
+    npz_arrays.check_sizes(archive, found, _bound(expected))
     npz_arrays.refuse_objects(found)
     extra = sum(math.prod(shape) * dtype.itemsize for key, (shape, dtype)
                 in found.items() if key not in expected)

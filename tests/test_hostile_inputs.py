@@ -129,7 +129,7 @@ def raw_number(*path):
 
 
 FORGED = [
-    ('input of one pixel', one_pixel_input, None, 'input.shape'),
+    ('input of one pixel', one_pixel_input, 'one pixel', 'input.shape'),
     ('input size', set_in('input', 'size', value=1), None, 'input.size'),
     ('unknown data set', set_in('input', 'dataset', value='imagenet'),
      None, 'input.dataset'),
@@ -174,9 +174,16 @@ FORGED = [
 
 
 def _patch(good, what):
-    """A ``patch`` of the body: the first weight row's padding bits set, or
-    the output layer's first mean a NaN."""
+    """A ``patch`` of the body: the first layer's weights as 16 rows of
+    one input (all else a valid file), the first weight row's padding
+    bits set, or the output layer's first mean a NaN."""
     header, _ = split(good)
+    if what == 'one pixel':
+        at = header['layers'][0]['arrays']['weights']['offset'] + 4096
+        rows = numpy.arange(16, dtype='<u8') % 2
+        return lambda body: body.__setitem__(
+            slice(at, at + 16 * 13 * 8),
+            rows.tobytes() + bytes(16 * 12 * 8))
     if what == 'padding':
         at = header['layers'][0]['arrays']['weights']['offset'] + 4096
         return lambda body: body.__setitem__(at + 12 * 8 + 7, 0x80)

@@ -163,8 +163,11 @@ def main(argv=None):
     if args.summary:
         print(packed_summary.summary(network))
         return 0
+    # the packed file and the data set's files are the inputs
+    inputs = [args.file] + datasets.paths(
+        args.dataset or network.input['dataset'], args.data_dir)
     if args.predictions is not None:  # before the work, not after it
-        write_predictions(args.predictions, None, [args.file])
+        write_predictions(args.predictions, None, inputs)
     images, labels = load_test(network, args)
     if args.gpu is not None:
         use_gpu(args.gpu)
@@ -175,7 +178,7 @@ def main(argv=None):
     predictions, seconds = predict(network, images, args.batchsize,
                                    args.backend)
     if args.predictions is not None:
-        write_predictions(args.predictions, predictions, [args.file])
+        write_predictions(args.predictions, predictions, inputs)
     accuracy = float((predictions == labels).mean())
     print('accuracy: {:.4f} ({} images, {:.3f} s, {:.0f} images/s)'.format(
         accuracy, len(images), seconds, len(images) / seconds))

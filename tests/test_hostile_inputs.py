@@ -272,22 +272,25 @@ def run_files(run, tmp_path):
 
 @pytest.mark.parametrize('kind', ['fifo', 'device', 'read-only',
                                   'directory', 'dir/', 'the input',
-                                  'config.json', 'log'])
+                                  'a data file', 'config.json', 'log'])
 def test_predictions_replace_nothing(tmp_path, good_file, kind):
     network = tmp_path / 'net.bnn'
     network.write_bytes(good_file['mlp'])
     (tmp_path / 'run').mkdir()
     (tmp_path / 'run' / 'config.json').write_text('{}')
     (tmp_path / 'run' / 'log').write_text('[]')
+    data = tmp_path / 'data'
+    shutil.copytree(mnist.EMBEDDED_DIR, str(data))
     output = {'the input': str(network), 'dir/': str(tmp_path) + '/',
+              'a data file': str(data / 't10k-labels-idx1-ubyte.gz'),
               'config.json': str(tmp_path / 'run' / 'config.json'),
               'log': str(tmp_path / 'run' / 'log')}.get(
                   kind, str(tmp_path / 'predictions.txt'))
     if kind in ('fifo', 'device', 'read-only', 'directory'):
         special_file(output, kind)
-    refused(tmp_path, ['inference.py', str(network), '--predictions',
-                       output], 'inference.py', 'cannot write',
-            timeout=60)
+    refused(tmp_path, ['inference.py', str(network), '--data-dir',
+                       str(data), '--predictions', output], 'inference.py',
+            'cannot write', timeout=60)
 
 
 @pytest.mark.parametrize('kind', ['fifo', 'device', 'read-only',

@@ -24,6 +24,8 @@ environment_check.require('export.py')
 
 
 from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
+import net
+from qnn import datasets
 from qnn.packed import folding
 from qnn.packed import format as packed_format
 from qnn.packed import model
@@ -32,9 +34,12 @@ from qnn.serializers import npz_arrays
 from qnn.training import run_history
 from qnn.utils import atomic_files
 from qnn.utils import errors
+from qnn.utils import input_files
 from qnn.utils.errors import fail
 
 PREFIX = 'updater/model:main/predictor/'
+# the parameters folded, which must hold real floats
+FLOATS = ('/W', '/gamma', '/beta', '/avg_mean', '/avg_var')
 # --format: the default output's suffix (SNAPSHOT + suffix; c: a directory)
 SUFFIXES = {'packed': '.bnn', 'onnx': '.onnx', 'qonnx': '.qonnx.onnx',
             'c': '_c'}
@@ -77,31 +82,36 @@ def read_options(snapshot):
         raise ExportError('{}: {}'.format(snapshot, e))
 
 
-def read_parameters(snapshot):
+def read_parameters(snapshot, options):
     """``{'l1/W': array, 'b1/gamma': array, ...}`` of the model in the
-    snapshot."""
+    snapshot; no member may declare more bytes than the largest weight of
+    the network of ``options`` (:func:`read_options`), in float64."""
+    info = datasets.get_info(options.dataset)
+    bound = 8 * net.largest_weight(
+        info.shape, info.n_classes, options.unit,
+        options.cnn_size if options.arch == 'cnn' else None)
     try:
-        arrays = npz_arrays.read_arrays(snapshot, PREFIX)
-    except npz_arrays.PythonObjectInArchive as e:
-        raise ExportError('cannot export {}: {}'.format(snapshot, e))
-    except OSError as e:
-        raise ExportError('{}: cannot read it ({})'.format(
-            snapshot, e.strerror or e))
+        with input_files.open_regular(snapshot) as f:
+            arrays = npz_arrays.read_arrays(f, PREFIX, bound, FLOATS)
     except Exception as e:  # zipfile, zlib and NumPy raise many types
-        raise ExportError('{}: not a readable snapshot ({}: {})'.format(
-            snapshot, type(e).__name__, e))
+        raise ExportError('cannot export {}: {}'.format(
+            snapshot, npz_arrays.describe(e)))
     return {key[len(PREFIX):]: array for key, array in arrays.items()}
 
 
 def load(snapshot):
     """The folded network (:func:`qnn.packed.model.fold`) of
     ``snapshot``."""
-    if not os.path.isfile(snapshot):
-        raise ExportError('{}: no such file'.format(snapshot))
+    try:  # a FIFO or a device is no snapshot (nor a reason to wait)
+        input_files.open_regular(snapshot).close()
+    except OSError as e:
+        raise ExportError('{}: {}'.format(snapshot, 'no such file' if
+                                          isinstance(e, FileNotFoundError)
+                                          else e.strerror or e))
     options, record = read_options(snapshot)
     try:
         model.check_packable(options)
-        return model.fold(read_parameters(snapshot), options,
+        return model.fold(read_parameters(snapshot, options), options,
                           model.source_of(snapshot, options, record))
     except model.Unsupported as e:
         raise ExportError('{}: {}'.format(snapshot, e))
@@ -111,11 +121,11 @@ def load(snapshot):
         raise ExportError('{}: cannot fold it: {}'.format(snapshot, e))
 
 
-def write_packed(network, output):
-    """Writes the packed file; returns its summary (of the file read
-    back)."""
+def write_packed(network, output, snapshot):
+    """Writes the packed file of ``network`` (of ``snapshot``); returns its
+    summary (of the file read back)."""
     try:
-        packed_format.save(output, network)
+        packed_format.save(output, network, inputs=[snapshot])
     except OSError as e:
         raise ExportError('cannot write {}: {}'.format(
             output, e.strerror or e))
@@ -146,7 +156,8 @@ def write_onnx(network, output, dialect, snapshot):
             snapshot, dialect, e))
     data = graph.SerializeToString()
     try:
-        atomic_files.write_atomically(output, lambda f: f.write(data))
+        atomic_files.write_atomically(output, lambda f: f.write(data),
+                                      inputs=[snapshot])
     except OSError as e:
         raise ExportError('cannot write {}: {}'.format(
             output, e.strerror or e))
@@ -157,7 +168,7 @@ def write_onnx(network, output, dialect, snapshot):
 def export(snapshot, output):
     """Writes the packed file of ``snapshot`` to ``output``; returns the
     network read back from it."""
-    write_packed(load(snapshot), output)
+    write_packed(load(snapshot), output, snapshot)
     return packed_format.load(output)
 
 
@@ -188,7 +199,7 @@ def main(argv=None):
             onnx_exporter(args.format)  # before any work: is onnx there?
         network = load(args.snapshot)
         if args.format == 'packed':
-            text = write_packed(network, output)
+            text = write_packed(network, output, args.snapshot)
         elif args.format == 'c':
             text = write_c(network, output, args.snapshot)
         else:

@@ -75,11 +75,10 @@ def parse_args(argv=None):
                         help='print the model summary instead of running')
     args = parser.parse_args(argv)
     args.backend, args.gpu = backend_of(args.device, args.kernel, parser)
-    outputs = [path for path in (args.predictions, args.logits) if path]
-    paths = [os.path.realpath(path) for path in [args.file] + outputs]
-    if len(set(paths)) < len(paths):
-        parser.error('--predictions and --logits must name files other '
-                     'than each other and FILE')
+    # (an output naming an input is refused before the work: main)
+    if args.predictions and args.logits and os.path.realpath(
+            args.predictions) == os.path.realpath(args.logits):
+        parser.error('--predictions and --logits name the same file')
     return args
 
 
@@ -100,8 +99,10 @@ def load_test(network, args):
         images, labels = datasets.load_raw(name, args.data_dir)['test']
     except datasets.DatasetError as e:
         fail(e)
-    shape = tuple(network.input.get('shape') or (network.input['size'],))
-    if images.shape[1] != network.input['size']:
+    shape = tuple(network.input['shape'])
+    # the kernels read rows of the first layer's n_in pixels
+    if images.shape[1] != network.input['size'] or \
+            images.shape[1] != network.layers[0].n_in:
         fail('{}: takes images of {} ({} values), but {} images have '
              '{}'.format(args.file, 'x'.join(map(str, shape)),
                          network.input['size'], datasets.get_info(name).label,
@@ -111,23 +112,28 @@ def load_test(network, args):
     return images, labels
 
 
-def write_predictions(path, predictions):
-    """One class per line, all or nothing."""
+def write_output(path, write, inputs):
+    """Writes ``path`` with ``write(f)``, all or nothing, over no file of
+    ``inputs`` (with ``write`` None, only checks that ``path`` may be
+    written: :func:`qnn.utils.atomic_files.check_output`)."""
+    try:
+        if write is None:
+            return atomic_files.check_output(path, inputs)
+        atomic_files.write_atomically(path, write, inputs)
+    except OSError as e:
+        fail('cannot write {}: {}'.format(path, e.strerror or e))
+
+
+def predictions_text(predictions):
+    """One class per line."""
     text = ''.join('{}\n'.format(int(c)) for c in predictions)
-    try:
-        atomic_files.write_atomically(
-            path, lambda f: f.write(text.encode('ascii')))
-    except OSError as e:
-        fail('cannot write {}: {}'.format(path, e.strerror or e))
+    return lambda f: f.write(text.encode('ascii'))
 
 
-def write_logits(path, logits):
-    """The logits as a float32 ``.npy`` file, all or nothing."""
-    try:
-        atomic_files.write_atomically(path, lambda f: numpy.save(
-            f, numpy.asarray(logits, numpy.float32), allow_pickle=False))
-    except OSError as e:
-        fail('cannot write {}: {}'.format(path, e.strerror or e))
+def logits_npy(logits):
+    """The logits as a float32 ``.npy`` file."""
+    return lambda f: numpy.save(f, numpy.asarray(logits, numpy.float32),
+                                allow_pickle=False)
 
 
 def predict(network, images, batchsize, backend):
@@ -177,6 +183,14 @@ def main(argv=None):
     if args.summary:
         print(packed_summary.summary(network))
         return 0
+    # the packed file and the data set's files are the inputs
+    inputs = [args.file] + datasets.paths(
+        args.dataset or network.input['dataset'], args.data_dir)
+    outputs = {name: path for name, path in (
+        ('predictions', args.predictions), ('logits', args.logits))
+        if path is not None}
+    for path in outputs.values():  # before the work, not after it
+        write_output(path, None, inputs)
     images, labels = load_test(network, args)
     if args.gpu is not None:
         use_gpu(args.gpu)
@@ -186,10 +200,10 @@ def main(argv=None):
         fail('{}: {}'.format(args.file, e))
     predictions, seconds, logits = predict(network, images, args.batchsize,
                                            args.backend)
-    if args.predictions is not None:
-        write_predictions(args.predictions, predictions)
-    if args.logits is not None:
-        write_logits(args.logits, logits)
+    results = {'predictions': predictions_text(predictions),
+               'logits': logits_npy(logits)}
+    for name, path in outputs.items():
+        write_output(path, results[name], inputs)
     accuracy = float((predictions == labels).mean())
     print('accuracy: {:.4f} ({} images, {:.3f} s, {:.0f} images/s)'.format(
         accuracy, len(images), seconds, len(images) / seconds))

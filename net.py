@@ -321,3 +321,27 @@ class BinaryConvNet(QuantizedNetwork):
             else:
                 h = self[bn](h)
         return h
+
+
+def largest_weight(in_shape, n_out, n_units=None, arch=None):
+    """Elements of the largest weight of the network on images of
+    ``in_shape`` with ``n_out`` classes: :class:`MnistMLP` of ``n_units``
+    units (``arch`` None) or :class:`BinaryConvNet` ``arch``, from the
+    sizes alone (nothing is built); what a reader of its snapshots may
+    expect at most."""
+    channels, height, width = in_shape
+    if arch is None:
+        return n_units * max(channels * height * width, n_units, n_out)
+    arch = arch if isinstance(arch, dict) else ARCHITECTURES[arch]
+    largest = 0
+    for stage in arch['conv']:
+        for out in stage:
+            largest = max(largest, out * channels * 9)
+            channels = out
+        height, width = (conv.get_conv_outsize(size, 2, 2, 0, cover_all=True)
+                         for size in (height, width))
+    size_in = channels * height * width
+    for n in tuple(arch['fc']) + (n_out,):
+        largest = max(largest, size_in * n)
+        size_in = n
+    return largest

@@ -220,7 +220,7 @@ def test_export_of_a_network_on_symmetric_pixels(tmp_path):
     # read as [0, 1] pixels, the same weights predict something else
     options, _ = export.read_options(snapshot)
     options.input_range = 'unit'
-    unit = model.fold(export.read_parameters(snapshot), options, {})
+    unit = model.fold(export.read_parameters(snapshot, options), options, {})
     assert (packed_forward.forward(unit, images, 'numba').argmax(axis=1) !=
             logits.argmax(axis=1)).any()
 

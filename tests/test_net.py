@@ -543,3 +543,17 @@ def test_unknown_weight_init():
         net.MnistMLP(weight_init='glorot')
     with pytest.raises(ValueError, match='weight_init'):
         net.BinaryConvNet(weight_init='normal')
+
+
+@pytest.mark.parametrize('make, args', [
+    (lambda: net.MnistMLP(784, 1000, 10), ((1, 28, 28), 10, 1000, None)),
+    (lambda: net.MnistMLP(784, 100, 10), ((1, 28, 28), 10, 100, None)),
+    (lambda: net.BinaryConvNet(10, 'small'), ((1, 28, 28), 10, None,
+                                              'small')),
+    (lambda: net.BinaryConvNet(10, 'paper'), ((3, 32, 32), 10, None,
+                                              'paper'))])
+def test_largest_weight_from_the_sizes_alone(make, args):
+    # what a snapshot's reader may expect at most, without building
+    largest = max(param.size for param in make().params()
+                  if param.name == 'W')
+    assert net.largest_weight(*args) == largest

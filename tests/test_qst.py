@@ -317,9 +317,8 @@ def test_ste_equals_reference(n, dtype):
 DTYPES = [numpy.float16, numpy.float32, numpy.float64]
 
 # CI replays the same examples every run; elsewhere each run explores anew.
-settings.register_profile('qst', max_examples=150, deadline=None,
-                          derandomize=bool(os.environ.get('CI')))
-settings.load_profile('qst')
+PROPERTIES = settings(max_examples=150, deadline=None,
+                      derandomize=bool(os.environ.get('CI')))
 
 
 @st.composite
@@ -336,6 +335,7 @@ def cases(draw, max_bits=8, finite=False):
     return x, bits, quantizer
 
 
+@PROPERTIES
 @given(cases())
 def test_on_the_documented_grid(case):
     x, bits, quantizer = case
@@ -345,12 +345,14 @@ def test_on_the_documented_grid(case):
     assert set(numpy.unique(y)) <= levels
 
 
+@PROPERTIES
 @given(cases())
 def test_at_most_two_to_the_bits_values(case):
     x, bits, quantizer = case
     assert len(numpy.unique(qst.quantize(x, bits, quantizer))) <= 2 ** bits
 
 
+@PROPERTIES
 @given(cases())
 def test_inside_minus_one_one(case):
     x, bits, quantizer = case
@@ -358,6 +360,7 @@ def test_inside_minus_one_one(case):
     assert ((-1 <= y) & (y <= 1)).all()
 
 
+@PROPERTIES
 @given(cases())
 def test_idempotent(case):
     x, bits, quantizer = case
@@ -365,6 +368,7 @@ def test_idempotent(case):
     numpy.testing.assert_array_equal(qst.quantize(y, bits, quantizer), y)
 
 
+@PROPERTIES
 @given(cases())
 def test_monotone_non_decreasing(case):
     x, bits, quantizer = case
@@ -372,6 +376,7 @@ def test_monotone_non_decreasing(case):
     assert (numpy.diff(y.astype(numpy.float64)) >= 0).all()
 
 
+@PROPERTIES
 @given(cases(max_bits=1))
 def test_one_bit_is_sign(case):
     x, _, quantizer = case
@@ -379,6 +384,7 @@ def test_one_bit_is_sign(case):
         qst.quantize(x, 1, quantizer), sign_reference(x))
 
 
+@PROPERTIES
 @given(cases())
 def test_32_bits_is_identity_inside_the_clip(case):
     x, _, quantizer = case
@@ -389,6 +395,7 @@ def test_32_bits_is_identity_inside_the_clip(case):
         numpy.testing.assert_array_equal(y[inside], x[inside])
 
 
+@PROPERTIES
 @given(cases())
 def test_stochastic_values_are_on_the_grid(case):
     x, bits, quantizer = case
@@ -397,6 +404,7 @@ def test_stochastic_values_are_on_the_grid(case):
     assert set(numpy.unique(y)) <= levels
 
 
+@PROPERTIES
 @given(cases(max_bits=4, finite=True))
 def test_ste_mask_for_every_quantizer(case):
     x, bits, quantizer = case
@@ -487,6 +495,7 @@ def gradients(draw):
     return g, bits
 
 
+@PROPERTIES
 @given(gradients())
 def test_gradient_quantization_keeps_sign_and_bounds_error(case):
     g, bits = case

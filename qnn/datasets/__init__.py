@@ -19,6 +19,7 @@ See :mod:`qnn.datasets.mnist`, :mod:`qnn.datasets.fashion_mnist` and
 :mod:`qnn.datasets.cifar10`.
 """
 import collections
+import os
 
 import numpy
 
@@ -27,6 +28,7 @@ from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from qnn.datasets import cifar10
 from qnn.datasets import fashion_mnist
 from qnn.datasets import files
+from qnn.datasets import idx
 from qnn.datasets import mnist
 
 DatasetError = files.DatasetError
@@ -147,3 +149,26 @@ def load_raw(name, data_dir=None):
     if name == 'fashion-mnist':
         return fashion_mnist.load_raw(data_dir)
     return cifar10.load_raw(data_dir)
+
+
+def paths(name, data_dir=None):
+    """The files of the data set ``name`` that :func:`load_raw` would read
+    (those that exist), so that no output of a command replaces them."""
+    get_info(name)
+    if name == 'cifar10':
+        if data_dir is None or not os.path.isdir(data_dir):
+            return []
+        directory = cifar10.batch_directory(data_dir)
+        return [os.path.join(directory, batch) for batch in
+                cifar10.TRAIN_BATCHES + (cifar10.TEST_BATCH,)]
+    directories = [data_dir] if data_dir is not None else \
+        [mnist.EMBEDDED_DIR] if name == 'mnist' else \
+        [fashion_mnist.DEBIAN_DIR]
+    found = []
+    for directory in directories:
+        for file_name in idx.file_names():
+            for path in (os.path.join(directory, file_name + '.gz'),
+                         os.path.join(directory, file_name)):
+                if os.path.lexists(path):
+                    found.append(path)
+    return found

@@ -94,10 +94,13 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise ForbiddenGlobal('{}.{}'.format(module, name))
 
 
-def _unpickle(path):
-    """Returns the object pickled in ``path``, read as the official files
-    are meant to be read in Python 3 (``encoding='bytes'``)."""
-    content = files.read_content(path, _REPLACE)
+def _unpickle(path, rows=ROWS_PER_BATCH):
+    """Returns the object pickled in ``path``, a batch of ``rows`` images,
+    read as the official files are meant to be read in Python 3
+    (``encoding='bytes'``)."""
+    # the pixels, and labels and file names of some 30 bytes each
+    content = files.read_content(path, _REPLACE,
+                                 rows * (_PIXELS + 256) + (1 << 20))
     stream = io.BytesIO(content)
     try:
         obj = RestrictedUnpickler(stream, encoding='bytes').load()
@@ -205,8 +208,9 @@ def load_raw(data_dir, rows_per_batch=None):
     if rows_per_batch is None:
         rows_per_batch = ROWS_PER_BATCH
     directory = batch_directory(data_dir)
+    # a FIFO or a device is there, and refused when it is read
     missing = [name for name in TRAIN_BATCHES + (TEST_BATCH,)
-               if not os.path.isfile(os.path.join(directory, name))]
+               if not os.path.lexists(os.path.join(directory, name))]
     if missing:
         tarball = os.path.join(directory, 'cifar-10-python.tar.gz')
         fix = ('unpack it with `tar xzf {} -C {}`'.format(tarball, directory)
@@ -224,8 +228,8 @@ def load_raw(data_dir, rows_per_batch=None):
         parts = []
         for name in names:
             path = os.path.join(directory, name)
-            images, labels = _check_batch(_unpickle(path), path,
-                                          rows_per_batch)
+            images, labels = _check_batch(_unpickle(path, rows_per_batch),
+                                          path, rows_per_batch)
             digest = hashlib.sha256(images.tobytes()).hexdigest()
             if digest in seen:  # e.g. one batch copied over another
                 raise files.DatasetError(

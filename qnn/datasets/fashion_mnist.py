@@ -45,6 +45,8 @@ DEBIAN_PACKAGE = 'dataset-fashion-mnist'
 
 # The shape of one image: (channels, height, width).
 SHAPE = (1, 28, 28)
+# bytes of each file's uncompressed content
+SIZES = idx.sizes(60000, 10000, SHAPE)
 
 _INSTALL = ('apt-get install {} (or make fashion-mnist), or pass --data-dir '
             'DIR holding the four Fashion-MNIST IDX files'
@@ -64,7 +66,7 @@ def _content(name, data_dir):
     path = idx.find(name, directory)
     if path is not None:
         return idx.load_file(path, name, SHA256[name], 'Fashion-MNIST',
-                             _fix_for(directory))
+                             _fix_for(directory), SIZES[name])
     if data_dir is not None:
         raise files.DatasetError(
             '{}: neither {}.gz nor {} is in this data directory; copy the '
@@ -85,8 +87,11 @@ def _content(name, data_dir):
 def available(data_dir=None):
     """Whether all four files are present (not whether they are right)."""
     directory = DEBIAN_DIR if data_dir is None else data_dir
-    return all(idx.find(name, directory) is not None
-               for name, _ in FILES)
+    try:
+        return all(idx.find(name, directory) is not None
+                   for name, _ in FILES)
+    except files.DatasetError:  # a directory this user cannot look into
+        return False
 
 
 def load_raw(data_dir=None):

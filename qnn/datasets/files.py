@@ -10,6 +10,7 @@ line. They also turn ``uint8`` pixels into the same float datasets, by
 import gzip
 import zlib
 
+from qnn.utils import input_files
 from qnn.utils.pixels import PIXEL_MAX
 
 
@@ -25,21 +26,41 @@ class DatasetError(Exception):
         super(DatasetError, self).__init__(' '.join(message.splitlines()))
 
 
-def read_content(path, fix):
-    """Returns the bytes of ``path``, uncompressed if its name ends in .gz.
+def read_content(path, fix, limit):
+    """Returns the bytes of ``path``, uncompressed if its name ends in .gz,
+    if they are at most ``limit`` (what the file holds at most).
 
-    Any failure to read (missing, unreadable, truncated or damaged gzip
+    Any failure to read (missing, not a regular file, unreadable, larger
+    than ``limit`` or, for a .gz, decompressing to more, which is found out
+    after decompressing ``limit`` + 1 bytes, truncated or damaged gzip
     stream) is a :class:`DatasetError` ending with ``fix``.
     """
     try:
-        if path.endswith('.gz'):
-            with gzip.open(path, 'rb') as f:
-                return f.read()
-        with open(path, 'rb') as f:
-            return f.read()
+        with input_files.open_regular(path) as f:
+            size = input_files.size_of(f)
+            if path.endswith('.gz'):
+                return decompress(f, limit, path, fix)
+            if size > limit:
+                raise input_files.TooLarge(path, size, limit, 'the file')
+            return f.read(limit + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(
-            '{}: cannot be read ({}); {}'.format(path, e, fix))
+            '{}: cannot be read ({}); {}'.format(
+                path, e.strerror if isinstance(e, OSError) and e.strerror
+                else e, fix))
+
+
+def decompress(stream, limit, source, fix):
+    """The gzip-compressed content of the binary file ``stream``,
+    decompressed no further than ``limit`` + 1 bytes (so a gzip bomb costs
+    ``limit`` bytes); :class:`DatasetError` naming ``source`` if it holds
+    more than ``limit``."""
+    with gzip.GzipFile(fileobj=stream, mode='rb') as f:
+        content = f.read(limit + 1)
+    if len(content) > limit:
+        raise DatasetError('{}: decompresses to more than the {} bytes the '
+                           'file holds; {}'.format(source, limit, fix))
+    return content
 
 
 def to_dataset(images, labels, shape, withlabel, ndim, scale, dtype,

@@ -47,13 +47,36 @@ def file_names():
                  for pattern in (IMAGES, LABELS))
 
 
+def sizes(n_train, n_test, shape):
+    """``{file name: bytes of its uncompressed content}`` of a data set of
+    ``n_train`` and ``n_test`` images of ``shape`` (channels, rows,
+    columns; one channel)."""
+    pixels = shape[1] * shape[2]
+    items = {'train': n_train, 't10k': n_test}
+    return {pattern.format(prefix): offset + items[prefix] * each
+            for _, prefix in SPLITS
+            for pattern, offset, each in ((IMAGES, 16, pixels),
+                                          (LABELS, 8, 1))}
+
+
 def find(name, directory):
-    """Returns the path of ``name.gz`` or else ``name`` in ``directory``,
-    or ``None`` if neither is a file there."""
+    """Returns the path of ``name.gz`` or else ``name`` in ``directory``
+    (whatever it is: a FIFO or a device is refused when it is read), or
+    ``None`` if neither is there; raises
+    :class:`qnn.datasets.files.DatasetError` if the directory cannot be
+    looked into (no permission)."""
     for path in (os.path.join(directory, name + '.gz'),
                  os.path.join(directory, name)):
-        if os.path.isfile(path):
-            return path
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            raise files.DatasetError(
+                '{}: cannot be read ({}); give this user access to {} or '
+                'choose another data directory'.format(
+                    path, e.strerror or e, directory))
+        return path
     return None
 
 
@@ -73,10 +96,11 @@ def verified(content, name, sha256, label, source, fix):
     return content
 
 
-def load_file(path, name, sha256, label, fix):
-    """Reads ``path`` (``.gz`` or plain) and checks it is ``name``."""
-    return verified(files.read_content(path, fix), name, sha256, label,
-                    path, fix)
+def load_file(path, name, sha256, label, fix, size):
+    """Reads ``path`` (``.gz`` or plain; no more than the ``size`` bytes
+    the file ``name`` holds) and checks it is ``name``."""
+    return verified(files.read_content(path, fix, size), name, sha256,
+                    label, path, fix)
 
 
 def parse(content, source):

@@ -14,7 +14,7 @@ Where the files are looked for:
    ``~/.chainer/dataset/qnn/mnist``); a file found in neither is downloaded
    from present-day public mirrors into that cache and checked the same way.
 """
-import gzip
+import io
 import os
 import tempfile
 from urllib import request
@@ -50,6 +50,8 @@ MIRRORS = (
 
 # The shape of one image: (channels, height, width).
 SHAPE = (1, 28, 28)
+# bytes of each file's uncompressed content
+SIZES = idx.sizes(60000, 10000, SHAPE)
 
 # Kept for train_mnist.py and older callers: all data set readers raise the
 # one type, files.DatasetError, whose message is one line.
@@ -71,7 +73,8 @@ def _verified(name, content, source, fix):
 
 def _load(name, path):
     fix = _fix_for(os.path.dirname(path))
-    return idx.load_file(path, name, SHA256[name], 'MNIST', fix)
+    return idx.load_file(path, name, SHA256[name], 'MNIST', fix,
+                         SIZES[name])
 
 
 def _download(name, cache_dir, mirrors, timeout):
@@ -84,7 +87,9 @@ def _download(name, cache_dir, mirrors, timeout):
             with request.urlopen(url, timeout=timeout) as response:
                 compressed = response.read()
             content = _verified(
-                name, gzip.decompress(compressed), url, 'trying next mirror')
+                name, files.decompress(io.BytesIO(compressed), SIZES[name],
+                                       url, 'trying next mirror'),
+                url, 'trying next mirror')
         except Exception as e:  # any failure moves on to the next mirror
             errors.append('{}: {}'.format(url, e))
             continue

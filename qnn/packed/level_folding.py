@@ -41,10 +41,9 @@ from qnn.functions.batch_normalization_sign import DEFAULT_EPS
 from qnn.packed import folding
 from qnn.packed.bits import n_levels
 from qnn.packed.bits import pack_levels
+from qnn.packed.format import MAX_BITS  # NOQA: F401  (the format's limit)
 from qnn.packed.format import TAPS
 from qnn.utils.pixels import PIXEL_MAX
-
-MAX_BITS = 4
 
 
 def weight_levels(W, bits):

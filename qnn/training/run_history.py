@@ -35,6 +35,8 @@ from qnn.utils import errors
 from qnn.utils import input_files
 
 CONFIG_NAME = 'config.json'
+# a record is some 2 kB, and 500 bytes more for each resumed run
+MAX_CONFIG_BYTES = 1 << 20
 
 # options that change only what is written, kept or shown, not what is
 # trained or how; every other option (and the number of processes) must
@@ -47,8 +49,6 @@ _RECORD_KEYS = frozenset(['device', 'versions', 'resumed', 'started'])
 # what read_options skips: the record's own keys (its device is the one
 # used, not as specified)
 _NOT_OPTIONS = _RECORD_KEYS | {'processes'}
-# a record of a run resumed a few thousand times stays below this
-MAX_CONFIG_BYTES = 1 << 22
 # an option that is no more -> the options that took its place with its
 # value
 REPLACED = {
@@ -64,11 +64,15 @@ def read_config(directory):
     """The record in ``directory`` (in today's option names:
     :func:`upgrade`), or ``None`` if it has none."""
     path = os.path.join(directory, CONFIG_NAME)
-    if not os.path.lexists(path):
-        return None
     try:
-        config = input_files.read_json(path, MAX_CONFIG_BYTES)
-    except input_files.InputFileError as e:
+        config = input_files.read_json(path, MAX_CONFIG_BYTES,
+                                       'a config.json')
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RunHistoryError('cannot read {}: {}'.format(
+            path, e.strerror or e))
+    except ValueError as e:
         raise RunHistoryError('cannot read {}: {}'.format(path, e))
     if not isinstance(config, dict):
         raise RunHistoryError('{} is not a run record'.format(path))
@@ -213,4 +217,5 @@ def write_config(args, device, processes=1, record=None, resumed_from=None,
             'versions': _versions(device)}]
     text = json.dumps(config, indent=2, sort_keys=True) + '\n'
     atomic_files.write_atomically(os.path.join(args.out, CONFIG_NAME),
-                                  lambda f: f.write(text.encode('utf-8')))
+                                  lambda f: f.write(text.encode('utf-8')),
+                                  run_output=True)

@@ -20,13 +20,11 @@ from qnn.training import output_lock
 from qnn.training import recipes
 from qnn.training import run_history
 from qnn.training.extensions import snapshots
+from qnn.utils import atomic_files
 from qnn.utils.errors import fail
 from qnn.utils.errors import warn
 import qst
 
-# what a run writes into --out (besides its snapshots and the lock)
-RUN_FILES = (run_history.CONFIG_NAME, 'log', 'cg.dot', 'loss.png',
-             'accuracy.png')
 
 
 def check_output_dir(args):
@@ -67,7 +65,8 @@ def other_run_files(args):
                              args.out):
         return []
     return sorted(name for name in os.listdir(args.out)
-                  if name in RUN_FILES or snapshots.is_snapshot_name(name))
+                  if atomic_files.RUN_FILE.match(name) and
+                  not name.startswith(output_lock.LOCK_NAME))
 
 
 def make_output_dir(args):
@@ -105,20 +104,35 @@ def opened(trainer, args, device, snapshot, record, processes):
     lock = None
     with processes.all_or_none():
         if processes.is_root:
-            make_output_dir(args)
-            lock = output_lock.OutputLock(args.out)
-            try:
-                lock.acquire()
-            except output_lock.OutputBusy as e:
-                fail(e)
-            run_history.write_config(
-                args, device, processes.size, record if resumed_from else
-                None, resumed_from, trainer.updater.iteration)
+            lock = open_output(args, device, processes.size,
+                               record if resumed_from else None,
+                               resumed_from, trainer.updater.iteration)
     try:
         yield
     finally:
         if lock is not None:
             lock.release()
+
+
+def open_output(args, device, processes, record, resumed_from, iteration):
+    """Creates ``args.out``, takes its lock (:mod:`qnn.training.output_lock`)
+    and writes ``config.json`` (:mod:`qnn.training.run_history`); returns the
+    lock, or fails with one line if another run holds the directory or
+    ``config.json`` cannot be written."""
+    make_output_dir(args)
+    lock = output_lock.OutputLock(args.out)
+    try:
+        lock.acquire()
+    except output_lock.OutputBusy as e:
+        fail(e)
+    try:
+        run_history.write_config(args, device, processes, record,
+                                 resumed_from, iteration)
+    except OSError as e:  # a FIFO or a read-only file in its place
+        lock.release()
+        fail('cannot write {}: {}'.format(os.path.join(
+            args.out, run_history.CONFIG_NAME), e.strerror or e))
+    return lock
 
 
 def print_header(args, device, processes=1):

@@ -19,8 +19,11 @@ def test_read_content_of_a_file_and_of_its_gzip(tmp_path):
     plain.write_bytes(b'\x00\x01\x02')
     packed = tmp_path / 'data.gz'
     packed.write_bytes(gzip.compress(b'\x00\x01\x02'))
-    assert files.read_content(str(plain), 'fix') == b'\x00\x01\x02'
-    assert files.read_content(str(packed), 'fix') == b'\x00\x01\x02'
+    assert files.read_content(str(plain), 'fix', 3) == b'\x00\x01\x02'
+    assert files.read_content(str(packed), 'fix', 3) == b'\x00\x01\x02'
+    for path in (plain, packed):  # more than the format holds
+        with pytest.raises(files.DatasetError, match='more than'):
+            files.read_content(str(path), 'fix', 2)
 
 
 @pytest.mark.parametrize('content', [b'not gzip', gzip.compress(b'x' * 99)[
@@ -29,7 +32,7 @@ def test_damaged_gzip_names_the_file_and_the_fix(tmp_path, content):
     path = tmp_path / 'data.gz'
     path.write_bytes(content)
     with pytest.raises(files.DatasetError) as e:
-        files.read_content(str(path), 'download it again')
+        files.read_content(str(path), 'download it again', 1000)
     assert str(e.value).startswith(str(path) + ': cannot be read')
     assert str(e.value).endswith('; download it again')
 

@@ -164,7 +164,7 @@ def test_read_options_fills_the_recipe_defaults(tmp_path):
 
 @pytest.mark.parametrize('make, reason', [
     (lambda p: os.mkfifo(p), 'a FIFO'),
-    (lambda p: open(p, 'w').write('[' * 200000), 'nested too deeply'),
+    (lambda p: open(p, 'w').write('[' * 200000), 'nested too deep'),
     (lambda p: os.symlink('/dev/zero', p), 'a character device'),
     (lambda p: open(p, 'w').write('{"unit": 1,' + ' ' * (1 << 23) + '}'),
      'more than the'),

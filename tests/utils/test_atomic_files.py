@@ -1,4 +1,5 @@
 import os
+import stat
 
 import pytest
 
@@ -82,3 +83,91 @@ def test_directory_permissions_follow_the_umask(tmp_path):
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o750
     assert os.stat(os.path.join(path, 'a.c')).st_mode & 0o777 == 0o640
+
+
+def refusal(path, **options):
+    with pytest.raises(atomic_files.RefusedOutput) as e:
+        atomic_files.write_atomically(str(path), lambda f: f.write(b'new'),
+                                      **options)
+    assert '\n' not in e.value.strerror
+    return e.value.strerror
+
+
+def test_a_fifo_stays_a_fifo(tmp_path):
+    path = tmp_path / 'fifo'
+    os.mkfifo(str(path))
+    assert 'FIFO' in refusal(path)
+    assert stat.S_ISFIFO(os.lstat(str(path)).st_mode)
+    assert os.listdir(str(tmp_path)) == ['fifo']  # no temporary left
+
+
+def test_a_link_to_a_device_is_not_followed_into_a_file(tmp_path):
+    path = tmp_path / 'null'
+    os.symlink('/dev/null', str(path))
+    assert 'character device' in refusal(path)
+    assert os.path.islink(str(path))
+
+
+@pytest.mark.parametrize('name', ['directory', 'directory/'])
+def test_a_directory_is_named_as_one(tmp_path, name):
+    (tmp_path / 'directory').mkdir()
+    assert 'directory' in refusal(str(tmp_path / name))
+
+
+def test_a_missing_directory_is_named(tmp_path):
+    assert 'does not exist' in refusal(tmp_path / 'none' / 'f')
+
+
+def test_a_read_only_file_is_kept(tmp_path):
+    path = tmp_path / 'f'
+    path.write_bytes(b'old')
+    os.chmod(str(path), 0o444)
+    assert 'read-only (mode 0444)' in refusal(path)
+    assert path.read_bytes() == b'old'
+
+
+def test_an_input_is_kept_under_any_name(tmp_path):
+    path = tmp_path / 'input'
+    path.write_bytes(b'old')
+    os.symlink('input', str(tmp_path / 'alias'))
+    assert 'which this command reads' in refusal(tmp_path / 'alias',
+                                                 inputs=[str(path)])
+    assert path.read_bytes() == b'old'
+
+
+@pytest.mark.parametrize('marker', ['config.json', '.lock'])
+@pytest.mark.parametrize('name', ['config.json', 'log', 'snapshot_iter_10',
+                                  'snapshot_iter_999', 'cg.dot'])
+def test_a_run_directory_keeps_its_files(tmp_path, marker, name):
+    (tmp_path / marker).write_bytes(b'{}')
+    assert 'training run' in refusal(tmp_path / name)
+    # the run itself writes them; other names are free
+    atomic_files.write_atomically(str(tmp_path / name),
+                                  lambda f: f.write(b'new'), run_output=True)
+    atomic_files.write_atomically(str(tmp_path / (name + '.bnn')),
+                                  lambda f: f.write(b'new'))
+
+
+def test_the_run_files_are_those_a_run_writes():
+    from qnn.training import output_lock
+    from qnn.training import run_history
+    from qnn.training.extensions import snapshots
+    for name in (run_history.CONFIG_NAME, output_lock.LOCK_NAME,
+                 output_lock.OWNER_NAME, snapshots.snapshot_name(12000)):
+        assert atomic_files.RUN_FILE.match(name), name
+    assert run_history.CONFIG_NAME in atomic_files.RUN_MARKERS
+    assert output_lock.LOCK_NAME in atomic_files.RUN_MARKERS
+    assert not atomic_files.RUN_FILE.match('snapshot_iter_10.bnn')
+
+
+def test_a_fifo_put_in_place_while_writing_is_kept(tmp_path):
+    path = tmp_path / 'f'
+
+    def race(f):
+        f.write(b'new')
+        os.mkfifo(str(path))
+
+    with pytest.raises(atomic_files.RefusedOutput):
+        atomic_files.write_atomically(str(path), race)
+    assert stat.S_ISFIFO(os.lstat(str(path)).st_mode)
+    assert os.listdir(str(tmp_path)) == ['f']

@@ -89,10 +89,8 @@ def packed_file(tmp_path_factory):
     from qnn.packed import format as packed_format
     from helpers import random_network
     path = str(tmp_path_factory.mktemp('packed') / 'net.bnn')
-    network = random_network(numpy.random.default_rng(5), (784, 33, 10))
-    # what a file's input says besides the size (docs/deployment.md)
-    network.input.update(dataset='mnist', shape=[1, 28, 28], shift=0)
-    packed_format.save(path, network)
+    packed_format.save(path, random_network(numpy.random.default_rng(5),
+                                            (784, 33, 10)))
     return path
 
 

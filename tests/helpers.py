@@ -364,8 +364,10 @@ def random_network(rng, sizes):
         layers.append(packed_format.Layer(name, kind, n_in, n_out, 'sign',
                                           packed_bits.pack_bits(bits),
                                           thresholds=T))
-    return packed_format.PackedNetwork(
-        layers, {'size': sizes[0], 'pixel_bits': 8, 'scale': 255})
+    pixels = {'size': sizes[0], 'pixel_bits': 8, 'scale': 255, 'shift': 0}
+    if sizes[0] == 784:  # MNIST's images, which a file can hold
+        pixels.update(dataset='mnist', shape=[1, 28, 28])
+    return packed_format.PackedNetwork(layers, pixels)
 
 
 def with_kernels(monkeypatch, kernels, function, *args):

@@ -176,7 +176,7 @@ def measure(command, threads):
 
 def run_project(args):
     stdout, usage = measure(
-        [sys.executable, os.path.abspath(__file__), '--child', 'project',
+        [sys.executable, os.path.abspath(__file__), '--child',
          '--iterations', str(args.iterations), '--device', args.device],
         args.threads)
     usage.update(json.loads(stdout))
@@ -244,7 +244,7 @@ def peer_python(venv):
 def blas_floor(args):
     """``(seconds, GFLOP/s)`` of an epoch's matrix products with NumPy."""
     stdout, _ = measure([sys.executable, os.path.abspath(__file__),
-                         '--child', 'blas'], args.threads)
+                         '--blas-child'], args.threads)
     floor = json.loads(stdout)
     return floor['epoch_s'], floor['gflops']
 
@@ -297,10 +297,12 @@ def main(argv=None):
                                                             '.venv-peer'))
     parser.add_argument('--out', default=os.path.join(ROOT, 'result',
                                                       'bench-speed'))
-    parser.add_argument('--child', choices=('project', 'blas'),
+    parser.add_argument('--child', action='store_true',
+                        help=argparse.SUPPRESS)
+    parser.add_argument('--blas-child', action='store_true',
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child == 'blas':
+    if args.blas_child:
         return blas_child()
     if args.child:
         return child(args)

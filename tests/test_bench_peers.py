@@ -115,10 +115,16 @@ def test_float_graph_is_plain(snapshot):
     assert model.graph.input[0].type.tensor_type.elem_type == \
         onnx.TensorProto.FLOAT
     ops = {node.op_type for node in model.graph.node}
-    assert ops <= {'MatMul', 'Conv', 'MaxPool', 'Mul', 'Add', 'Where',
-                   'GreaterOrEqual', 'Clip', 'Floor', 'Reshape', 'Flatten'}
+    assert ops <= {'MatMul', 'Conv', 'MaxPool', 'BatchNormalization', 'Mul',
+                   'Add', 'Where', 'GreaterOrEqual', 'Clip', 'Floor',
+                   'Reshape', 'Flatten'}
     weights = {init.name: onnx.numpy_helper.to_array(init)
                for init in model.graph.initializer}
+    for node in model.graph.node:  # a multiply-add: mean 0, variance 1
+        if node.op_type == 'BatchNormalization':
+            assert not weights[node.input[3]].any()
+            assert (weights[node.input[4]] == 1).all()
+            assert onnx.helper.get_node_attr_value(node, 'epsilon') == 0
     products = [node for node in model.graph.node
                 if node.op_type in ('MatMul', 'Conv')]
     levels = 2 ** options.weight_bits

@@ -57,13 +57,9 @@ import net  # NOQA: E402
 from qnn import datasets  # NOQA: E402
 from qnn.functions.batch_normalization_sign import DEFAULT_EPS  # NOQA: E402
 from qnn.packed import folding  # NOQA: E402
+# the opset, IR version and tensor names of our own export's graph
+from qnn.packed.onnx_export import INPUT, IR_VERSION, OPSET, OUTPUT  # NOQA
 import qst  # NOQA: E402
-
-INPUT = 'pixels'
-OUTPUT = 'logits'
-# opset 17 and its IR version: what the project's own export writes
-OPSET = 17
-IR_VERSION = 8
 
 
 class GraphError(Exception):
@@ -76,8 +72,10 @@ class Graph(object):
     nodes and returns the name of their output."""
 
     def __init__(self):
+        import onnx
         import onnx.helper
         import onnx.numpy_helper
+        self.float32 = onnx.TensorProto.FLOAT
         self.helper = onnx.helper
         self.numpy_helper = onnx.numpy_helper
         self.nodes = []
@@ -130,8 +128,10 @@ class Graph(object):
         self.nodes[-1].output[0] = OUTPUT
         graph = helper.make_graph(
             self.nodes, 'float_peer',
-            [helper.make_tensor_value_info(INPUT, 1, ['N', in_size])],
-            [helper.make_tensor_value_info(OUTPUT, 1, ['N', n_out])],
+            [helper.make_tensor_value_info(INPUT, self.float32,
+                                           ['N', in_size])],
+            [helper.make_tensor_value_info(OUTPUT, self.float32,
+                                           ['N', n_out])],
             self.initializers)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid('', OPSET)],

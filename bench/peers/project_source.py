@@ -50,7 +50,8 @@ def _read_idx(directory, name, magic):
         path += '.gz'
     with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
         content = f.read()
-    found, count = struct.unpack('>II', content[:8])
+    found, count = struct.unpack('>II', content[:8]) if len(content) >= 16 \
+        else (None, 0)
     if found != magic:
         raise ValueError('{}: not an IDX file of {}'.format(
             path, 'images' if magic == _IMAGES else 'labels'))

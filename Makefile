@@ -5,6 +5,7 @@
 #   make onnx    add onnx, onnxruntime and qonnx for export.py --format onnx
 #   make c-toolchains   Debian's compilers and emulators that the tests of
 #                export.py --format c run the C source with
+#   make bench-peers  .venv-peer: PyTorch for the benchmarks' peers
 #   make gpu     add CuPy 14 for the driver's CUDA 12 or 13 (CUDA=12|13)
 #   make gpu-check   GPU tests, a --gpu=0 training against the CPU, speed
 #   make wheels  download every pinned wheel into wheels/ for a machine
@@ -31,7 +32,7 @@ PTH_STAMP := $(VENV)/.installed-pth
 # one. chainer_compat.py supplies what NumPy 2 and Python 3.12+ removed.
 BUILD_PINS := setuptools==73.0.1 wheel==0.45.1
 
-.PHONY: setup train test gpu gpu-check wheels mpi onnx clean
+.PHONY: setup train test gpu gpu-check wheels mpi onnx bench-peers clean
 
 setup: $(STAMP) $(PTH_STAMP)
 
@@ -88,8 +89,21 @@ $(ONNX_STAMP): $(STAMP) requirements-onnx.txt
 	$(PIP) -r requirements-onnx.txt
 	touch $@
 
+# the PyTorch peers of bench/speed.py (bench/peers/torch_*.py) in an
+# environment of their own: torch is never a dependency of the project
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+
+bench-peers: $(PEER_STAMP)
+
+$(PEER_STAMP): requirements-bench.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		$(if $(WHEELS),--no-index --find-links $(WHEELS)) -r requirements-bench.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) result
+	rm -rf $(VENV) $(PEER_VENV) result
 
 # Fashion-MNIST (--dataset fashion-mnist and its tests) from Debian's package
 # dataset-fashion-mnist, installed with apt-get as root or through sudo when

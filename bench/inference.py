@@ -6,10 +6,11 @@ it, on the 10,000 MNIST test images at one batch size:
 
 * throughput: ``--rounds`` times, the Chainer model in evaluation mode
   (float32 pixels / 255, what train_mnist.py evaluates) and then the packed
-  network (uint8 pixels, numba), and, with ``make onnx``, onnxruntime
-  running the network's own ONNX export (``export.py --format onnx``, the
-  float peer, numba's number of threads), each timed over the forward
-  passes alone; median images/s of each and their ratios;
+  network (uint8 pixels, numba), and, with ``make onnx``, the float peer
+  (``bench/peers/onnxruntime_float.py``: onnxruntime running the trained
+  network as a plain float32 graph, float32 pixels / 255 as Chainer's,
+  numba's number of threads), each timed over the forward passes alone;
+  median images/s of each and their ratios;
 * the first layer alone, both ways, alternating: the packed file's
   bit-plane layer (8 AND-popcounts per word, integer thresholds) against a
   float first layer (float32 pixels times the +-1 weights as one BLAS
@@ -80,33 +81,32 @@ def chainer_forward(predictor, x, batchsize):
     return numpy.concatenate(out)
 
 
-def packed_forward(network, images, batchsize):
+def packed_logits(network, images, batchsize):
     return numpy.concatenate([
         packed_forward.forward(network, images[lo:lo + batchsize])
         for lo in range(0, len(images), batchsize)])
 
 
-def onnx_peer(network):
-    """``forward(images, batchsize)`` of onnxruntime running the
-    network's own ONNX export (``export.py --format onnx``) with numba's
-    number of threads, or ``None`` without onnxruntime (``make onnx``)."""
+def onnx_peer(snapshot):
+    """``forward(x, batchsize)`` of the float peer
+    (:mod:`peers.onnxruntime_float`) of ``snapshot`` on float32 pixels in
+    [0, 1], with numba's number of threads, or ``None`` without onnx and
+    onnxruntime (``make onnx``); exits with one line if the snapshot has
+    no float graph."""
     try:
-        import onnxruntime
-        from qnn.packed import onnx_export
-        onnx_export.import_onnx()
+        import onnx  # NOQA: F401
+        import onnxruntime  # NOQA: F401
     except ImportError:
         return None
-    settings = onnxruntime.SessionOptions()
-    settings.intra_op_num_threads = __import__('numba').get_num_threads()
-    session = onnxruntime.InferenceSession(
-        onnx_export.to_onnx(network).SerializeToString(), settings,
-        providers=['CPUExecutionProvider'])
-
-    def forward(images, batchsize):
-        return numpy.concatenate([
-            session.run(None, {'pixels': images[lo:lo + batchsize]})[0]
-            for lo in range(0, len(images), batchsize)])
-    return forward
+    import export
+    from peers import onnxruntime_float
+    try:
+        model, _ = onnxruntime_float.load(snapshot)
+    except (export.ExportError, onnxruntime_float.GraphError) as e:
+        sys.exit('{}: no float graph of it: {}'.format(snapshot, e))
+    session = onnxruntime_float.session(
+        model, __import__('numba').get_num_threads())
+    return lambda x, batchsize: onnxruntime_float.run(session, x, batchsize)
 
 
 def timed(function, *args):
@@ -176,7 +176,7 @@ def child(kind, snapshot, path, batchsize):
                         batchsize)
     else:
         network = packed_format.load(path)
-        packed_forward(network, images, batchsize)
+        packed_logits(network, images, batchsize)
     # VmHWM, not getrusage's ru_maxrss: Linux carries the latter over
     # from the parent across fork and exec
     with open('/proc/self/status') as f:
@@ -217,17 +217,17 @@ def main(argv=None):
     packed_forward.warm_up(network.layers, images)
     chainer_forward(predictor, x[:args.batchsize], args.batchsize)
 
-    peer = onnx_peer(network)
+    peer = onnx_peer(args.snapshot)
     seconds = {'chainer': [], 'packed': [], 'onnxruntime': []}
     for _ in range(args.rounds):
         t, chainer_logits = timed(chainer_forward, predictor, x,
                                   args.batchsize)
         seconds['chainer'].append(t)
-        t, logits = timed(packed_forward, network, images, args.batchsize)
+        t, logits = timed(packed_logits, network, images, args.batchsize)
         seconds['packed'].append(t)
         if peer is not None:
             seconds['onnxruntime'].append(timed(
-                peer, images, args.batchsize)[0])
+                peer, x, args.batchsize)[0])
     n = len(images)
     rate = {k: n / statistics.median(v) for k, v in seconds.items() if v}
     layer1 = first_layer(network, images, x, args.batchsize, args.rounds)
@@ -255,8 +255,9 @@ def main(argv=None):
         (logits.argmax(1) == labels).mean()))
     if 'onnxruntime' in rate:
         print()
-        print('onnxruntime on export.py --format onnx (the float peer), '
-              'median: {:.0f} images/s; packed {:.2f}x'.format(
+        print('the float peer (onnxruntime on bench/peers/onnxruntime_float.'
+              'py\'s float32 graph), median: {:.0f} images/s; packed '
+              '{:.2f}x'.format(
                   rate['onnxruntime'], rate['packed'] / rate['onnxruntime']))
     print()
     print('| size | bytes | vs packed |')

@@ -12,13 +12,16 @@ runs the test set the network was trained on:
   of the packed arithmetic (exact integers; ``--reference-images`` of
   them, the reference being slow for ConvNets);
 * sizes: the float32 weights and BN parameters, the packed file;
-* speed: images per second of the Chainer model, of the packed network
-  and of onnxruntime running the same folded network as a float32 graph
-  (``export.py --format onnx``, the float engine a user would deploy
-  with; the same number of threads as numba's) at batch ``--batchsize``
-  (all test images) and at batch 1 (latency, over ``--latency-images``),
-  each the median of ``--rounds`` rounds, the three alternating in one
-  run; and how many of onnxruntime's logits equal the packed network's.
+* speed: images per second of the Chainer model, of the packed network,
+  of the float peer (``bench/peers/onnxruntime_float.py``: onnxruntime
+  running the same trained network as a plain float32 graph, +-1 weights,
+  BN as multiply-add, sign as compare) and of onnxruntime running our ONNX
+  export (``export.py --format onnx``), each with as many threads as
+  numba's, at batch ``--batchsize`` (all test images) and at batch 1
+  (latency, over ``--latency-images``), each the median of ``--rounds``
+  rounds, the four alternating in one run; the predictions of the float
+  peer that differ from the Chainer model's, and how many of the export's
+  logits equal the packed network's.
 
     .venv/bin/python bench/packed_networks.py result/cnn/snapshot_iter_1200 ...
 
@@ -38,28 +41,21 @@ sys.path.insert(0, ROOT)
 from qnn.backends import inference_threads  # NOQA: E402
 inference_threads.configure()  # before NumPy and numba start
 
+import numba  # NOQA: E402
 import numpy  # NOQA: E402
 
 from qnn.backends import chainer_compat  # NOQA: E402,F401  (before chainer)
 import chainer  # NOQA: E402
 
 import export  # NOQA: E402
-import train_mnist  # NOQA: E402
+from peers import onnxruntime_float  # NOQA: E402
+import reference  # NOQA: E402
 from qnn import datasets  # NOQA: E402
 from qnn.packed import format as packed_format  # NOQA: E402
 from qnn.packed import forward as packed_forward  # NOQA: E402
 from qnn.packed import model  # NOQA: E402
 from qnn.packed import summary as packed_summary  # NOQA: E402
-from qnn.training import options as train_options  # NOQA: E402
 from qnn.training.extensions import snapshots  # NOQA: E402
-
-
-def chainer_predictor(snapshot, options):
-    args = train_options.parse_args([])
-    vars(args).update(vars(options))
-    model = train_mnist.build_model(args)
-    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
-    return model.predictor
 
 
 def in_batches(function, x, batchsize):
@@ -90,7 +86,7 @@ def measure(snapshot, options):
     pixels = datasets.INPUT_RANGES[config.input_range]
     x = images.astype(numpy.float32) * numpy.float32(pixels['scale'] / 255.)
     x += numpy.float32(pixels['shift'])
-    predictor = chainer_predictor(snapshot, config)
+    predictor = reference.chainer_predictor(snapshot, config)
 
     def chainer_logits(batch):
         with chainer.using_config('train', False), \
@@ -101,6 +97,12 @@ def measure(snapshot, options):
         return packed_forward.forward(network, batch, 'numba')
 
     session = onnx_session(network)
+    peer = onnxruntime_float.session(onnxruntime_float.load(snapshot)[0],
+                                     numba.get_num_threads())
+    unit = onnxruntime_float.unit_pixels(images)
+
+    def float_logits(batch):
+        return peer.run(None, {onnxruntime_float.INPUT: batch})[0]
 
     def onnx_logits(batch):
         if session is None:  # a network the ONNX export refuses: no peer
@@ -111,9 +113,10 @@ def measure(snapshot, options):
     ours = in_batches(packed_logits, images, options.batchsize)
     theirs = in_batches(chainer_logits, x, options.batchsize)
     n_ref = min(options.reference_images, len(images))
-    reference = in_batches(lambda b: packed_forward.forward(
+    exact = in_batches(lambda b: packed_forward.forward(
         network, b, 'numpy'), images[:n_ref], 100)
-    floats = in_batches(onnx_logits, images, options.batchsize)  # NaN: none
+    exported = in_batches(onnx_logits, images, options.batchsize)  # NaN: none
+    floats = in_batches(float_logits, unit, options.batchsize)
     differ = numpy.flatnonzero(ours.argmax(1) != theirs.argmax(1))
     latency = slice(0, options.latency_images)
     runs = [
@@ -121,9 +124,11 @@ def measure(snapshot, options):
                                        options.batchsize)),
         ('packed', lambda: in_batches(packed_logits, images,
                                       options.batchsize)),
+        ('float', lambda: in_batches(float_logits, unit, options.batchsize)),
         ('onnx', lambda: in_batches(onnx_logits, images, options.batchsize)),
         ('chainer-1', lambda: in_batches(chainer_logits, x[latency], 1)),
         ('packed-1', lambda: in_batches(packed_logits, images[latency], 1)),
+        ('float-1', lambda: in_batches(float_logits, unit[latency], 1)),
         ('onnx-1', lambda: in_batches(onnx_logits, images[latency], 1)),
     ]
     speed = alternate([run for run in runs
@@ -136,9 +141,10 @@ def measure(snapshot, options):
         'snapshot': snapshot, 'network': model.describe(config), 'dataset': name,
         'images': len(images), 'differ': differ,
         'equal_chainer': int((ours == theirs).all(axis=1).sum()),
-        'equal_onnx': int((ours == floats).all(axis=1).sum())
+        'float_differ': int((floats.argmax(1) != theirs.argmax(1)).sum()),
+        'equal_onnx': int((ours == exported).all(axis=1).sum())
         if session is not None else '-',
-        'equal_reference': int((ours[:n_ref] == reference).all(
+        'equal_reference': int((ours[:n_ref] == exact).all(
             axis=1).sum()), 'reference_images': n_ref,
         'accuracy': ((theirs.argmax(1) == labels).mean(),
                      (ours.argmax(1) == labels).mean()),
@@ -151,55 +157,52 @@ def measure(snapshot, options):
 
 
 def onnx_session(network):
-    """onnxruntime on the network's ONNX graph, as many threads as numba."""
-    import onnxruntime
+    """onnxruntime on our ONNX export of the packed network (``export.py
+    --format onnx``), as many threads as numba; ``None`` for a network the
+    export refuses."""
     from qnn.packed import onnx_export
-    settings = onnxruntime.SessionOptions()
-    settings.intra_op_num_threads = __import__('numba').get_num_threads()
-    settings.inter_op_num_threads = 1
     try:
         graph = onnx_export.to_onnx(network)
     except onnx_export.UnsupportedLayer:
         return None  # (k-bit convolutions)
-    return onnxruntime.InferenceSession(
-        graph.SerializeToString(), settings,
-        providers=['CPUExecutionProvider'])
+    return onnxruntime_float.session(graph, numba.get_num_threads())
 
 
 def report(results, options):
     print('| network | data set | test images | predictions differing | '
-          'logits = Chainer\'s | logits = reference | logits = '
-          'onnxruntime\'s | accuracy Chainer / packed | float32 B | file B '
-          '| smaller |')
-    print('|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|')
+          'logits = Chainer\'s | logits = reference | float peer\'s '
+          'predictions differing | logits = our ONNX export\'s | accuracy '
+          'Chainer / packed | float32 B | file B | smaller |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|')
     for r in results:
-        print('| {} | {} | {} | {} | {} | {} of {} | {} | {:.4f} / {:.4f} | '
-              '{} | {} | {:.1f}x |'.format(
+        print('| {} | {} | {} | {} | {} | {} of {} | {} | {} | {:.4f} / '
+              '{:.4f} | {} | {} | {:.1f}x |'.format(
                   r['network'], r['dataset'], r['images'], len(r['differ']),
                   r['equal_chainer'], r['equal_reference'],
-                  r['reference_images'], r['equal_onnx'], r['accuracy'][0],
-                  r['accuracy'][1], r['float32_bytes'], r['file_bytes'],
-                  r['float32_bytes'] / r['file_bytes']))
+                  r['reference_images'], r['float_differ'], r['equal_onnx'],
+                  r['accuracy'][0], r['accuracy'][1], r['float32_bytes'],
+                  r['file_bytes'], r['float32_bytes'] / r['file_bytes']))
     print()
-    print('images/s, median of {} rounds alternating; numba threads '
-          '{}'.format(options.rounds,
-                      __import__('numba').get_num_threads()))
-    print()
+    print('images/s, median of {} rounds alternating; numba and onnxruntime '
+          'threads {}; float peer: bench/peers/onnxruntime_float.py; our '
+          'ONNX export: export.py --format onnx'.format(
+              options.rounds, numba.get_num_threads()))
     for batch, suffix in ((options.batchsize, ''), (1, '-1')):
         print()
-        print('batch {}: | network | data set | Chainer | onnxruntime | '
-              'packed | packed / onnxruntime | packed / Chainer |'.format(
-                  batch))
-        print('|---|---|---:|---:|---:|---:|---:|')
+        print('batch {}: | network | data set | Chainer | onnxruntime float '
+              'peer | our ONNX export | packed | packed / float peer | '
+              'packed / Chainer | packed us/image |'.format(batch))
+        print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
         for r in results:
             rate = {k[:-len(suffix)] if suffix else k: v
                     for k, v in r['rate'].items() if k.endswith(suffix) and
                     (suffix or '-' not in k)}
-            print('| {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.2f}x | {:.2f}x '
-                  '|'.format(r['network'], r['dataset'], rate['chainer'],
-                             rate['onnx'], rate['packed'],
-                             rate['packed'] / rate['onnx'],
-                             rate['packed'] / rate['chainer']))
+            print('| {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f}x | '
+                  '{:.2f}x | {:.1f} |'.format(
+                      r['network'], r['dataset'], rate['chainer'],
+                      rate['float'], rate['onnx'], rate['packed'],
+                      rate['packed'] / rate['float'],
+                      rate['packed'] / rate['chainer'], 1e6 / rate['packed']))
     for r in results:
         for index in r['differ'][:5]:
             print('{}: image {}, label {}, Chainer {}, packed {}'.format(
@@ -223,6 +226,7 @@ def main(argv=None):
         try:
             results.append(measure(snapshot, options))
         except (export.ExportError, datasets.DatasetError,
+                onnxruntime_float.GraphError,
                 snapshots.SnapshotError) as e:
             sys.exit('{}: {}'.format(snapshot, e))
     report(results, options)

@@ -51,6 +51,21 @@ def stack():
         platform.python_version(), numpy.__version__, chainer.__version__)
 
 
+def chainer_predictor(snapshot, options):
+    """The trained predictor of ``snapshot``, built from ``options`` (the
+    run's, as ``export.read_options`` returns them); raises
+    ``snapshots.SnapshotError`` if its arrays cannot be loaded."""
+    sys.path.insert(0, ROOT)
+    import train_mnist
+    from qnn.training import options as train_options
+    from qnn.training.extensions import snapshots
+    args = train_options.parse_args([])
+    vars(args).update(vars(options))
+    model = train_mnist.build_model(args)
+    snapshots.load_arrays(snapshot, model, 'updater/model:main/')
+    return model.predictor
+
+
 def bench_parser(doc):
     """An argument parser for a benchmark script documented by ``doc``."""
     return argparse.ArgumentParser(

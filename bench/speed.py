@@ -10,25 +10,28 @@ weights clipped):
   ``--iterations`` steps (scaled to the 600 steps of an epoch), then its
   Evaluator (``evaluators``) over the 10k test images at train_mnist.py's
   evaluation batch size;
-* peer: ``../shared/bench/peer_torch_bnn.py --epochs 1`` (one epoch, then
-  evaluation at batch 100), in a virtual environment of its own with
-  torch==2.13.0 (made on first use, ``--peer-venv``; torch is never a
-  dependency of the project);
+* peer: ``bench/peers/torch_mlp.py --epochs 1`` (the same network and
+  training in PyTorch: one epoch, then evaluation at the project's
+  evaluation batch size), run by the Python of ``--peer-venv``
+  (``make bench-peers`` makes ``.venv-peer`` with torch==2.13.0; torch is
+  never a dependency of the project);
 
 and prints the median train seconds per epoch, evaluation seconds, their
 sum (the whole epoch), user and system CPU seconds of the whole process
 (start-up and data loading included, for both), peak RSS, and the
-project/peer ratios; then the BLAS floor of the matrix products, from
-``../shared/bench/blas_gflops.py``, measured in the same run.
+project/peer ratios; then the BLAS floor: NumPy's float32 matrix products
+of an epoch (the forward, input-gradient and weight-gradient products of
+600 steps at batch 100), timed in a process of its own in the same run.
 
 ConvNet. For each size of ``--cnn`` (default: small and wide, MNIST-sized,
 batch 100), alternates ``--rounds`` times ``bench/cnn_step.py`` and
-``../shared/bench/peer_torch_cnn_step.py`` (the same BinaryConvNet in
+``bench/peers/torch_convnet_step.py`` (the same BinaryConvNet in
 PyTorch), ``--cnn-steps`` timed steps each, and prints the medians of
 their median training step and evaluation batch, and the ratios.
 
 Every process gets ``--threads`` BLAS/torch/numba threads.
 
+    make bench-peers                                # once: .venv-peer
     .venv/bin/python bench/speed.py                 # CPU, both, 3 rounds
     .venv/bin/python bench/speed.py --threads 1 --cnn   # MLP only, 1 thread
     .venv/bin/python bench/speed.py --device 0      # GPU: project only
@@ -48,16 +51,48 @@ import time
 import reference
 
 ROOT = reference.ROOT
-SHARED_BENCH = os.path.join(os.path.dirname(ROOT), 'shared', 'bench')
-PEER_SCRIPT = os.path.join(SHARED_BENCH, 'peer_torch_bnn.py')
-PEER_CNN_SCRIPT = os.path.join(SHARED_BENCH, 'peer_torch_cnn_step.py')
+PEERS = os.path.join(ROOT, 'bench', 'peers')
+PEER_SCRIPT = os.path.join(PEERS, 'torch_mlp.py')
+PEER_CNN_SCRIPT = os.path.join(PEERS, 'torch_convnet_step.py')
 CNN_SCRIPT = os.path.join(ROOT, 'bench', 'cnn_step.py')
 # "train step 0.049 s, eval batch 0.018 s" (cnn_step.py) and "train step
 # 0.0559 s, eval batch 0.0271 s" (the peer)
 CNN_TIMES = re.compile(r'train step ([\d.]+) s, eval batch ([\d.]+) s')
-BLAS_SCRIPT = os.path.join(SHARED_BENCH, 'blas_gflops.py')
-PEER_PINS = ['torch==2.13.0', 'numpy==1.26.4']
 EPOCH_ITERATIONS = 600  # 60000 images / batch 100
+MLP_SIZES = (784, 1000, 1000, 10)  # train_mnist.py's default MLP
+BATCH = 100
+
+
+def epoch_products(sizes=MLP_SIZES, batch=BATCH):
+    """``(a, b)`` shapes of the float32 matrix products of one training
+    step of the MLP of layer ``sizes``: each layer's forward product, its
+    weight gradient and, but for the first layer, its input gradient."""
+    shapes = []
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        shapes.append(((batch, n_in), (n_in, n_out)))  # forward
+        shapes.append(((n_out, batch), (batch, n_in)))  # weight gradient
+        if n_in != sizes[0]:
+            shapes.append(((batch, n_out), (n_out, n_in)))  # input gradient
+    return shapes
+
+
+def blas_child():
+    """Runs in its own process: seconds of an epoch's matrix products
+    (:func:`epoch_products`, 600 steps) with NumPy's BLAS, as JSON."""
+    import numpy
+    rng = numpy.random.default_rng(0)
+    pairs = [(rng.standard_normal(a, numpy.float32),
+              rng.standard_normal(b, numpy.float32))
+             for a, b in epoch_products()]
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+    steps, start = 0, time.perf_counter()
+    while steps < 20 or time.perf_counter() - start < 1.0:
+        for a, b in pairs:
+            numpy.matmul(a, b)
+        steps += 1
+    seconds = (time.perf_counter() - start) / steps
+    json.dump({'epoch_s': seconds * EPOCH_ITERATIONS,
+               'gflops': flops / seconds / 1e9}, sys.stdout)
 
 
 def child(args):
@@ -149,15 +184,17 @@ def run_project(args):
     return usage
 
 
-def run_peer(args, python):
-    path = os.path.join(args.out, 'peer.json')
-    _, usage = measure([python, PEER_SCRIPT, '--epochs', '1', '--threads',
-                        str(args.threads), '--json', path], args.threads)
-    with open(path) as f:
-        record = json.load(f)['records'][0]
-    usage.update({'train_s': record['train_s'], 'eval_s': record['eval_s'],
+def run_peer(args, python, eval_batch):
+    stdout, usage = measure(
+        [python, PEER_SCRIPT, '--epochs', '1', '--threads', str(args.threads),
+         '--eval-batch', str(eval_batch), '--json'], args.threads)
+    peer = json.loads(stdout)
+    record = peer['records'][0]
+    usage.update({'torch': peer['torch'], 'train_s': record['train_s'],
+                  'eval_s': record['eval_s'],
                   'epoch_s': record['train_s'] + record['eval_s'],
-                  'val_acc': record['val_acc'], 'eval_batch': 100})
+                  'val_acc': record['test_accuracy'],
+                  'eval_batch': eval_batch})
     return usage
 
 
@@ -195,29 +232,21 @@ def run_cnn(args, python):
 
 
 def peer_python(venv):
-    """The peer's interpreter, after making its virtual environment if it
-    does not exist yet."""
+    """The Python of the peers' environment (``make bench-peers``); exits
+    with one line if it is not there."""
     python = os.path.join(venv, 'bin', 'python')
-    stamp = os.path.join(venv, '.installed')
-    if not os.path.exists(stamp):
-        sys.stderr.write('making {} with {} (once)\n'.format(
-            venv, ' '.join(PEER_PINS)))
-        subprocess.check_call([sys.executable, '-m', 'venv', venv])
-        subprocess.check_call([python, '-m', 'pip', 'install', '--quiet',
-                               '--disable-pip-version-check'] + PEER_PINS)
-        open(stamp, 'w').close()
+    if not os.path.isfile(os.path.join(venv, '.installed')):
+        sys.exit('bench/speed.py: error: no PyTorch peer environment in {}: '
+                 'run make bench-peers (or pass --no-peer)'.format(venv))
     return python
 
 
 def blas_floor(args):
-    stdout, _ = measure([sys.executable, BLAS_SCRIPT, '--threads',
-                         str(args.threads), '--seconds', '1'], args.threads)
-    match = re.search(r'numpy\s+floor at batch-100 rate \(([\d.]+) GFLOP/s\): '
-                      r'([\d.]+) s/epoch', stdout)
-    if match is None:
-        raise RuntimeError('no floor in the output of {}:\n{}'.format(
-            BLAS_SCRIPT, stdout))
-    return float(match.group(2)), float(match.group(1))
+    """``(seconds, GFLOP/s)`` of an epoch's matrix products with NumPy."""
+    stdout, _ = measure([sys.executable, os.path.abspath(__file__),
+                         '--blas-child'], args.threads)
+    floor = json.loads(stdout)
+    return floor['epoch_s'], floor['gflops']
 
 
 def row(name, runs):
@@ -246,7 +275,7 @@ def table(rows):
     return '\n'.join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,7 +299,11 @@ def main():
                                                       'bench-speed'))
     parser.add_argument('--child', action='store_true',
                         help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument('--blas-child', action='store_true',
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.blas_child:
+        return blas_child()
     if args.child:
         return child(args)
     if args.rounds < 1 or args.iterations < 1 or args.threads < 1:
@@ -300,7 +333,7 @@ def run_mlp(args, python):
         sys.stderr.write('round {}: project {:.2f} s/epoch'.format(
             i + 1, project[-1]['train_s']))
         if python:
-            peer.append(run_peer(args, python))
+            peer.append(run_peer(args, python, project[-1]['eval_batch']))
             sys.stderr.write(', peer {:.2f} s/epoch'.format(
                 peer[-1]['train_s']))
         sys.stderr.write('\n')
@@ -312,16 +345,16 @@ def report(args, project, peer, floor, cnn, minutes):
     rows = [row('project (Chainer, {})'.format(project[0]['device']),
                 project)]
     if peer:
-        rows.append(row('peer (PyTorch 2.13.0)', peer))
+        rows.append(row('peer (PyTorch {})'.format(peer[0]['torch']), peer))
     lines = [
         '# {}; {} cores; {} thread(s) per process; {} round(s), medians; '
         '{}; {:.1f} min'.format(
             reference.cpu_model(), os.cpu_count(), args.threads, args.rounds,
             reference.stack(), minutes),
-        '# MLP: project {} timed iterations scaled to 600, evaluation batch '
-        '{}; peer: one epoch, evaluation batch 100; CPU seconds and RSS are '
-        'of the whole process'.format(args.iterations,
-                                      project[0]['eval_batch']),
+        '# MLP: project {} timed iterations scaled to 600, peer one epoch '
+        '(bench/peers/torch_mlp.py); evaluation batch {}; CPU seconds and '
+        'RSS are of the whole process'.format(args.iterations,
+                                              project[0]['eval_batch']),
         '',
         table(rows),
         '',
@@ -332,12 +365,13 @@ def report(args, project, peer, floor, cnn, minutes):
     ]
     if floor is not None:
         lines.append(
-            'BLAS floor (NumPy, matrix products only, batch-100 shapes at '
-            '{1:.0f} GFLOP/s): {0:.2f} s/epoch; project train time is '
-            '{2:.1f}x the floor'.format(*floor, rows[0][1]['train_s'] /
+            'BLAS floor (NumPy float32, the matrix products of 600 steps at '
+            'batch 100, {1:.0f} GFLOP/s): {0:.2f} s/epoch; project train time '
+            'is {2:.1f}x the floor'.format(*floor, rows[0][1]['train_s'] /
                                         floor[0]))
     if cnn:
-        lines += ['', '# ConvNet (MNIST-sized, random images): medians of '
+        lines += ['', '# ConvNet (MNIST-sized, random images; peer: '
+                  'bench/peers/torch_convnet_step.py): medians of '
                   '{} rounds of {} timed steps each'.format(
                       args.rounds, args.cnn_steps), '', cnn]
     return '\n'.join(lines)

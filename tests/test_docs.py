@@ -33,8 +33,10 @@ def makefile_targets():
 # `make train`, `make gpu-check WHEELS=...`: the word after make, in code
 # (backticks or an indented block), not in prose
 MAKE_TARGETS = named(r'(?:`|^    (?:.*; )?)make ([a-z][\w-]*)')
-# `.venv/bin/python bench/speed.py`, `./train_mnist.py`, `python export.py`
-SCRIPTS = named(r'(?:\.venv/bin/python |\./|python )((?:bench/)?[a-z_]+\.py)')
+# `.venv/bin/python bench/speed.py`, `./train_mnist.py`, `python export.py`,
+# `.venv-peer/bin/python bench/peers/torch_mlp.py`
+SCRIPTS = named(r'(?:\.venv/bin/python |\./|python )'
+                r'((?:bench/(?:peers/)?)?[a-z_]+\.py)')
 LINKS = [(os.path.relpath(path, ROOT), link) for path in DOCS
          for link in re.findall(r'\]\(([^)#:]+\.md)(?:#[^)]*)?\)',
                                 read(path))]

@@ -20,6 +20,7 @@ TEST_FILES_OF_NO_MODULE = {
     'packed/test_conv_kernels_cuda.py',  # conv_kernels' CUDA source on g++
     'packed/test_c_targets.py',  # exported C on four targets
     'test_hostile_inputs.py',  # every command on hostile files and paths
+    'test_bench_peers.py',  # the benchmarks' own peers (bench/peers/)
 }
 # folders that import nothing of the project but the stack's compatibility
 BOTTOM = {'qnn.utils', 'qnn.serializers'}

@@ -24,11 +24,22 @@ open_regular` (no FIFO or device) and passes the open file.
 """
 import io
 import math
+import struct
 import zipfile
 
 import numpy
 
 _ZIP_MAGIC = b'PK\x03\x04'
+# the end of the central directory: its record and where a ZIP64 one is
+_END = b'PK\x05\x06'
+_END_BYTES = 22
+_ZIP64_LOCATOR = b'PK\x06\x07'
+_ZIP64_END = b'PK\x06\x06'
+# zipfile holds every member's entry in memory before anything can be
+# checked: a snapshot has a few hundred members, a bomb could claim
+# millions
+MAX_MEMBERS = 65535
+MAX_DIRECTORY_BYTES = 16 << 20
 _NPY_MAGIC = b'\x93NUMPY'
 # what a member's ZIP entry may hold beyond its array: the .npy header
 # (NumPy writes a few hundred bytes for any shape)
@@ -98,11 +109,53 @@ def read_header(stream):
     return shape, dtype
 
 
+def _directory_size(stream):
+    """``(members, bytes)`` of the central directory that the end of the
+    ZIP archive ``stream`` declares, or None where it declares none (then
+    :mod:`zipfile` refuses the file without reading a directory)."""
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - _END_BYTES - 0xFFFF))  # record and comment
+    tail = stream.read()
+    at = tail.rfind(_END)
+    if at < 0 or len(tail) - at < _END_BYTES:
+        return None
+    members, directory_bytes = struct.unpack_from('<HI', tail, at + 10)
+    if members == 0xFFFF or directory_bytes == 0xFFFFFFFF:
+        locator = at - 20
+        if locator < 0 or tail[locator:locator + 4] != _ZIP64_LOCATOR:
+            return None
+        offset, = struct.unpack_from('<Q', tail, locator + 8)
+        stream.seek(offset)
+        record = stream.read(56)
+        if len(record) < 56 or not record.startswith(_ZIP64_END):
+            return None
+        members, directory_bytes = struct.unpack_from('<QQ', record, 32)
+    return members, directory_bytes
+
+
+def _check_directory(file):
+    if hasattr(file, 'seek'):
+        found = _directory_size(file)
+        file.seek(0)
+    else:
+        with open(file, 'rb') as stream:
+            found = _directory_size(stream)
+    if found is not None and (found[0] > MAX_MEMBERS
+                              or found[1] > MAX_DIRECTORY_BYTES):
+        raise ArchiveRefused(
+            'its ZIP directory declares {} members in {} bytes; a snapshot '
+            'has at most {} members'.format(found[0], found[1], MAX_MEMBERS))
+
+
 def open_archive(file):
     """The :class:`zipfile.ZipFile` of ``file`` (a path or an open binary
     file); raises :class:`NotAnArchive` for a file that does not even start
-    like one, :class:`zipfile.BadZipFile` for a damaged one."""
+    like one, :class:`ArchiveRefused` for one whose directory declares more
+    members or bytes than a snapshot has (before :mod:`zipfile` would hold
+    them all in memory), :class:`zipfile.BadZipFile` for a damaged one."""
     try:
+        _check_directory(file)
         return zipfile.ZipFile(file)
     except zipfile.BadZipFile:
         if hasattr(file, 'seek'):

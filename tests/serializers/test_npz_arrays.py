@@ -10,7 +10,9 @@ line naming the file and the key, and nothing may be written to ``--out``.
 import os
 import shutil
 import subprocess
+import struct
 import sys
+import zipfile
 
 import numpy
 import pytest
@@ -228,3 +230,53 @@ def test_bench_bn_statistics(poisoned):
     assert proc.stdout.count('\n') == 2  # the table's header alone
     assert_refused(proc, '{}: cannot load it into the network of its '
                    'config.json: '.format(path), marker)
+
+
+def many_members(path, members):
+    with zipfile.ZipFile(path, 'w') as archive:
+        for i in range(members):
+            archive.writestr('m{}.npy'.format(i), b'')
+
+
+def declares_members(path, members):
+    """A ZIP archive whose ZIP64 end record declares ``members`` entries."""
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.writestr('a.npy', b'')
+    data = bytearray(open(path, 'rb').read())
+    end = data.rfind(b'PK\x05\x06')
+    directory_bytes, directory_at = struct.unpack_from('<II', data, end + 12)
+    record = (b'PK\x06\x06' + struct.pack('<QHHII', 44, 45, 45, 0, 0)
+              + struct.pack('<QQQQ', members, members, directory_bytes,
+                            directory_at))
+    locator = b'PK\x06\x07' + struct.pack('<IQI', 0, end, 1)
+    data[end + 8:end + 12] = struct.pack('<HH', 0xFFFF, 0xFFFF)
+    open(path, 'wb').write(bytes(data[:end]) + record + locator
+                           + bytes(data[end:]))
+
+
+@pytest.mark.parametrize('make', [
+    lambda path: many_members(path, npz_arrays.MAX_MEMBERS + 1),
+    lambda path: declares_members(path, 10 ** 9)])
+def test_a_directory_of_more_members_than_a_snapshot_is_refused_unread(
+        make, tmp_path, monkeypatch):
+    path = str(tmp_path / 'bomb.npz')
+    make(path)
+
+    def no_zipfile(*args, **kwargs):
+        raise AssertionError('zipfile read the directory')
+    monkeypatch.setattr(zipfile, 'ZipFile', no_zipfile)
+    with pytest.raises(npz_arrays.ArchiveRefused, match='ZIP directory'):
+        npz_arrays.open_archive(path)
+    with open(path, 'rb') as f:
+        with pytest.raises(npz_arrays.ArchiveRefused, match='ZIP directory'):
+            npz_arrays.open_archive(f)
+
+
+def test_the_directory_check_reads_a_zip64_end_record(tmp_path):
+    path = str(tmp_path / 'small.npz')
+    declares_members(path, 1)
+    assert npz_arrays._directory_size(open(path, 'rb'))[0] == 1
+    many_members(path, 3)
+    assert npz_arrays._directory_size(open(path, 'rb'))[0] == 3
+    assert npz_arrays.open_archive(path).namelist() == [
+        'm0.npy', 'm1.npy', 'm2.npy']

@@ -90,7 +90,7 @@ def quantize(x, bits):
         return utils.force_array(xp.clip(x, -1, 1), x.dtype)
     s = sigma(bits)
     v = utils.force_array(xp.clip(x, -1 + s, 1 - s)).astype(
-        qst._work_dtype(x.dtype))
+        qst._work_dtype(x.dtype), copy=False)
     v /= s
     v = qst._round(v, False)
     v *= s

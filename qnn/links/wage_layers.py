@@ -7,7 +7,14 @@ import chainer
 import chainer.functions as F
 
 from qnn.functions import wage_quantizers
+from qnn.functions.quantized_convolution_2d import quantized_convolution_2d
 import qst
+
+# the project's CPU convolution (patches taken once, in the order of one
+# matrix product; Chainer's tensordot copies them twice) on a filter that
+# is quantized already: 32 bits only clips to [-1, 1], which Q_k(W) / alpha
+# is in
+_PLAIN = qst.Quantization(weight_bits=32, activation_bits=32)
 
 
 def wage_initializer(bits, fan_in):
@@ -88,4 +95,5 @@ class WageConvolution2D(WageLayer, chainer.links.Convolution2D):
             initialW=initializer)
 
     def forward(self, x):
-        return F.convolution_2d(x, self._quantized_W(), pad=self.pad)
+        return quantized_convolution_2d(x, self._quantized_W(), pad=self.pad,
+                                        quantization=_PLAIN)

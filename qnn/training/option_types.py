@@ -97,28 +97,16 @@ def randomizer_bits(text):
     return bits(text, low=1)
 
 
-def parse_lr_steps(text):
-    """``[(epoch, lr)]`` of a ``--lr-steps`` value ``'E:LR,E:LR,...'``:
-    epochs positive integers in increasing order, step sizes positive."""
-    steps = []
-    for item in text.split(','):
-        epoch, sep, lr = item.partition(':')
-        if not sep:
-            raise argparse.ArgumentTypeError(
-                '{!r} is not EPOCH:LR'.format(item))
-        epoch, lr = positive_int(epoch), positive_float(lr)
-        if steps and epoch <= steps[-1][0]:
-            raise argparse.ArgumentTypeError(
-                'epochs must increase, got {} after {}'.format(
-                    epoch, steps[-1][0]))
-        steps.append((epoch, lr))
-    return steps
-
-
 def lr_steps(text):
-    """A ``--lr-steps`` value, checked (:func:`parse_lr_steps`) and kept
-    as the text."""
-    parse_lr_steps(text)
+    """A ``--lr-steps`` value, checked
+    (:func:`qnn.training.extensions.step_size_schedule.parse_lr_steps`)
+    and kept as the text."""
+    # here: the other types serve inference.py without Chainer
+    from qnn.training.extensions import step_size_schedule
+    try:
+        step_size_schedule.parse_lr_steps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
     return text
 
 

@@ -15,12 +15,12 @@ import os
 import sys
 import tempfile
 
-from qnn.training import option_types
 from qnn.training import options as train_options
 from qnn.training import output_lock
 from qnn.training import recipes
 from qnn.training import run_history
 from qnn.training.extensions import snapshots
+from qnn.training.extensions import step_size_schedule
 from qnn.utils import atomic_files
 from qnn.utils.errors import fail
 from qnn.utils.errors import warn
@@ -162,7 +162,7 @@ def print_header(args, device, processes=1):
     elif args.lr_schedule == 'steps':
         print('# {} alpha: {:g}, then {}'.format(
             optimizer, args.lr, ', '.join('{:g} after epoch {}'.format(lr, e)
-                                         for e, lr in option_types.
+                                         for e, lr in step_size_schedule.
                                          parse_lr_steps(args.lr_steps))))
     elif args.lr_schedule == 'halving':
         print('# {} alpha: {:g}, halved every {} epochs'.format(

@@ -3,7 +3,27 @@ from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 from chainer.training import extension
 from chainer.training import extensions
 
-from qnn.training import option_types
+
+def parse_lr_steps(text):
+    """``[(epoch, lr)]`` of a ``--lr-steps`` value ``'E:LR,E:LR,...'``;
+    raises ``ValueError`` unless the epochs are positive integers in
+    increasing order and the step sizes positive finite numbers."""
+    steps = []
+    for item in text.split(','):
+        epoch, sep, lr = item.partition(':')
+        try:
+            epoch, lr = int(epoch), float(lr)
+        except ValueError:
+            epoch = None
+        if not sep or epoch is None or epoch <= 0 or \
+                not 0 < lr < float('inf'):
+            raise ValueError('{!r} is not EPOCH:LR with a positive epoch and '
+                             'step size'.format(item))
+        if steps and epoch <= steps[-1][0]:
+            raise ValueError('epochs must increase, got {} after {}'.format(
+                epoch, steps[-1][0]))
+        steps.append((epoch, lr))
+    return steps
 
 
 class StepSchedule(extension.Extension):
@@ -48,8 +68,8 @@ def step_size_schedule(args, epochs):
     ``--lr``, then the values of ``--lr-steps`` (:class:`StepSchedule`).
     """
     if args.lr_schedule == 'steps':
-        return (StepSchedule(args.lr, option_types.parse_lr_steps(
-            args.lr_steps)), (1, 'epoch'))
+        return (StepSchedule(args.lr, parse_lr_steps(args.lr_steps)),
+                (1, 'epoch'))
     if args.lr_schedule == 'exponential':
         rate = (args.lr_final / args.lr) ** (1.0 / max(1, epochs - 1))
         return (extensions.ExponentialShift('alpha', rate, init=args.lr),

@@ -28,3 +28,17 @@ def sum_squared_error(y, t):
     xp = chainer.backend.get_array_module(y)
     onehot = xp.eye(y.shape[1], dtype=y.dtype)[chainer.as_array(t)]
     return F.sum(F.square(y - onehot)) * (0.5 / len(y))
+
+
+def softmax_sum_squared_error(y, t):
+    """:func:`sum_squared_error` of the softmax of the outputs:
+
+    .. math::
+
+        \\ell = \\frac{1}{N} \\sum_{n=1}^{N} \\frac{1}{2}
+                \\sum_{c} (\\mathrm{softmax}(y_n)_c - [t_n = c])^2
+
+    the loss of the seed logs' LeNet-5, whose last layer is a softmax
+    (``qsoftmax``) trained towards the one-hot targets by squared error.
+    """
+    return sum_squared_error(F.softmax(y), t)

@@ -14,6 +14,7 @@ from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer.functions as F
 
 from qnn.functions.squared_hinge import squared_hinge
+from qnn.functions.sum_squared_error import softmax_sum_squared_error
 from qnn.functions.sum_squared_error import sum_squared_error
 from qnn.optimizers.inplace_adam import InplaceAdam
 from qnn.optimizers.shift_adamax import ShiftAdaMax
@@ -22,7 +23,8 @@ from qnn.optimizers.wage_sgd import WageSGD
 # the classifier's loss: name -> function(y, t)
 LOSSES = {'softmax_cross_entropy': F.softmax_cross_entropy,
           'squared_hinge': squared_hinge,
-          'sum_squared_error': sum_squared_error}
+          'sum_squared_error': sum_squared_error,
+          'softmax_sum_squared_error': softmax_sum_squared_error}
 # the optimizer: name -> class taking alpha (the step size)
 OPTIMIZERS = {'adam': InplaceAdam, 'shift_adamax': ShiftAdaMax,
               'wage_sgd': WageSGD}

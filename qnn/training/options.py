@@ -357,7 +357,8 @@ def _add_recipe_network_options(group):
                        help='squared_hinge: mean of max(0, 1 - t y)^2 on '
                             'targets t = 2 onehot - 1; sum_squared_error: '
                             'half the squared distance to the one-hot '
-                            'target (WAGE\'s)')
+                            'target (WAGE\'s); softmax_sum_squared_error: '
+                            'the same of the softmax')
     group.add_argument('--input-dropout', type=option_types.fraction,
                        metavar='P', help='Dropout ratio of the input pixels')
     group.add_argument('--hidden-dropout', type=option_types.fraction,

@@ -5,6 +5,7 @@ from qnn.backends import chainer_compat  # NOQA: F401  (before chainer)
 import chainer
 from chainer import gradient_check
 
+from qnn.functions.sum_squared_error import softmax_sum_squared_error
 from qnn.functions.sum_squared_error import sum_squared_error
 
 
@@ -40,3 +41,14 @@ def test_gradient():
     t = rng.randint(0, 5, 4).astype(numpy.int32)
     gradient_check.check_backward(lambda y: sum_squared_error(y, t), y,
                                   numpy.array(1.0), dtype=numpy.float64)
+
+
+def test_softmax_variant_is_the_reference_of_the_softmax():
+    rng = numpy.random.RandomState(2)
+    y = rng.uniform(-3, 3, (5, 10))
+    t = rng.randint(0, 10, 5).astype(numpy.int32)
+    p = numpy.exp(y) / numpy.exp(y).sum(axis=1, keepdims=True)
+    numpy.testing.assert_allclose(
+        softmax_sum_squared_error(y, t).array, reference(p, t), rtol=1e-12)
+    # bounded: at most 1 per example
+    assert softmax_sum_squared_error(y * 100, t).array <= 1

@@ -270,3 +270,13 @@ def test_steps_schedule_needs_its_steps(capsys):
     assert e.value.code == 2
     assert '--lr-schedule steps goes with --lr-steps' in \
         capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('option', [['--quantizer', 'log'],
+                                    ['--stochastic-weights']])
+def test_wage_refuses_the_other_quantizers(option, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--recipe', 'wage-seed'] + option)
+    assert e.value.code == 2
+    assert "--arch wage quantizes with WAGE's own grids" in \
+        capsys.readouterr().err.strip().splitlines()[-1]

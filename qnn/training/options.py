@@ -48,6 +48,11 @@ def combination_problem(args):
         if mlp_only:
             return '--arch {}: {} set the MLP only'.format(args.arch, ', '.join(
                 '--' + name.replace('_', '-') for name in mlp_only))
+    if args.arch == 'wage' and (args.quantizer != 'linear' or
+                                args.stochastic_weights or
+                                args.stochastic_activations):
+        return '--arch wage quantizes with WAGE\'s own grids: leave out ' \
+            '--quantizer, --stochastic-weights and --stochastic-activations'
     if (args.lr_schedule == 'steps') != (args.lr_steps is not None):
         return '--lr-schedule steps goes with --lr-steps, and only it'
     if args.bn_population and args.bn_population < args.batchsize:

@@ -17,6 +17,11 @@ of, per setting:
   seed's ``qsoftmax``, gives); with a fraction :math:`p` of such
   examples, a batch of :math:`B` has an all-zero error with probability
   :math:`p^B`, one step in :math:`1/p^B`.
+* fewest nonzero E: the fewest nonzero elements of a quantized error
+  tensor in any step (and the 1st percentile): how near a step came to
+  an all-zero error. An error of 8 bits keeps only the elements above
+  :math:`2^{-8}` of the tensor's largest, and the ReLUs and A's clip then
+  zero more of what reaches the layer below.
 * zero steps: the fraction of weights whose step is 0 (the randomizer's
   rounding of :math:`\\eta \\, g / \\mathrm{Shift}(\\max|g|)` to
   :math:`2^{1-k_R}`, then the stochastic rounding); clipped: the fraction
@@ -55,6 +60,7 @@ class Counts(object):
 
     def __init__(self):
         self.errors = self.zero_errors = 0
+        self.nonzero_errors = []
         self.grads = self.zero_grads = 0
         self.steps = self.zero_steps = 0
         self._error = wage_quantizers.quantize_error
@@ -63,7 +69,9 @@ class Counts(object):
     def quantize_error(self, e, bits):
         self.errors += 1
         self.zero_errors += not numpy.abs(e).max()
-        return self._error(e, bits)
+        q = self._error(e, bits)
+        self.nonzero_errors.append(int(numpy.count_nonzero(q)))
+        return q
 
     def wage_update(self, grad, *args, **kwargs):
         self.grads += 1
@@ -126,6 +134,9 @@ def measure(snapshot, train, batchsize, randomizer_bits, steps, seed):
             'exact outputs': exact[0], 'exact softmax': exact[1],
             '1 / p^B': 1 / exact[1] ** batchsize if exact[1] else
             float('inf'),
+            'fewest nonzero E': min(counts.nonzero_errors),
+            'nonzero E, 1st percentile': float(numpy.percentile(
+                counts.nonzero_errors, 1)),
             'zero steps': counts.zero_steps / counts.steps,
             'clipped': (numpy.abs(weights) >= bound).mean()}
 

@@ -32,6 +32,8 @@ def wage_update(grad, lr, gradient_bits, randomizer_bits, stochastic=True):
     within :math:`\\sigma(k_G) \\sigma(k_R) / 2`. :math:`\\Delta W` is an
     integer multiple of :math:`\\sigma(k_G)`. A zero gradient gives a zero
     step (:math:`\\mathrm{Shift}(0) = 1`); a NaN anywhere, NaN everywhere.
+    ``gradient_bits=32`` is the plain step :math:`\\eta \\, g` (WAGE's
+    unquantized G).
 
     Args:
         grad (:ref:`ndarray`): Gradient.
@@ -44,6 +46,8 @@ def wage_update(grad, lr, gradient_bits, randomizer_bits, stochastic=True):
     Returns:
         :ref:`ndarray`: :math:`\\Delta W`, of ``grad``'s shape and dtype.
     """
+    if gradient_bits == qst.FULL_PRECISION:
+        return (grad * grad.dtype.type(lr)).astype(grad.dtype, copy=False)
     xp = backend.get_array_module(grad)
     dtype = qst._work_dtype(grad.dtype)
     x = utils.force_array(grad, dtype).copy()

@@ -73,6 +73,12 @@ def test_optimizer_steps_and_clips():
         link.W.array, [0.0, bound, -bound, 0.5 - 2.0 ** -7])
 
 
+def test_32_gradient_bits_is_the_plain_step():
+    g = numpy.random.RandomState(4).standard_normal(7).astype('f')
+    numpy.testing.assert_array_equal(wage_sgd.wage_update(g, 0.5, 32, 8),
+                                     g * numpy.float32(0.5))
+
+
 def test_alpha_is_the_learning_rate_hyperparameter():
     opt = wage_sgd.WageSGD(alpha=1.0)
     opt.alpha = 0.5

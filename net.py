@@ -11,8 +11,12 @@ from link_quantized_linear import QuantizedLinear
 from qnn.functions.batch_normalization_sign import DEFAULT_EPS
 from qnn.functions.batch_normalization_sign import batch_normalization_sign
 from qnn.functions.max_pooling_2x2 import max_pooling_2x2
+from qnn.functions.wage_quantizers import wage_activation
+from qnn.functions.wage_quantizers import wage_error
 from qnn.links.quantized_convolution_2d import QuantizedConvolution2D
 from qnn.links.shift_batch_normalization import ShiftBatchNormalization
+from qnn.links.wage_layers import WageConvolution2D
+from qnn.links.wage_layers import WageLinear
 import qst
 
 BATCH_NORMALIZATIONS = ('standard', 'shift')
@@ -345,3 +349,90 @@ def largest_weight(in_shape, n_out, n_units=None, arch=None):
         largest = max(largest, size_in * n)
         size_in = n
     return largest
+
+
+# WAGE's LeNet-5s (Wu et al. 2018), no bias, no batch normalization: the
+# 5x5 convolutions (channels, zero padding) of each stage, each followed by
+# 2x2 max pooling, and the hidden dense layers' units
+WAGE_NETWORKS = {
+    # the seed logs' Keras LeNet-5: 6C5-MP2-8C5-MP2-120FC-84FC-10, valid
+    # convolutions (28 -> 24 -> 12 -> 8 -> 4: 128 features), 27,630 weights
+    'seed': {'conv': ((6, 0), (8, 0)), 'fc': (120, 84)},
+    # WAGE's MNIST LeNet-5: 32C5-MP2-64C5-MP2-512FC-10, valid convolutions
+    # (1,024 features), 581,408 weights (its log's "Total")
+    'wage': {'conv': ((32, 0), (64, 0)), 'fc': (512,)},
+}
+
+
+class WageLeNet5(QuantizedNetwork):
+
+    """WAGE's LeNet-5: every layer's weights, activations and errors
+    quantized (:mod:`qnn.functions.wage_quantizers`), no batch
+    normalization, no bias; the layers' fixed power-of-two scales
+    :math:`\\alpha` (:mod:`qnn.links.wage_layers`) keep the activations in
+    range instead.
+
+    .. math::
+
+        h &\\leftarrow Q_A(x) \\\\
+        h &\\leftarrow Q_A(E(\\mathrm{ReLU}(\\mathrm{MP}(
+            (Q_W(W)/\\alpha) \\star h))))
+            \\quad \\text{(each convolution)} \\\\
+        h &\\leftarrow Q_A(E(\\mathrm{ReLU}(h \\, (Q_W(W)/\\alpha)^\\top)))
+            \\quad \\text{(each hidden dense layer)} \\\\
+        y &= E(h \\, (Q_W(W)/\\alpha)^\\top)
+
+    :math:`E` is the identity forward and quantizes the error backward
+    (:func:`qnn.functions.wage_quantizers.wage_error`). The gradients are
+    quantized by the optimizer, :class:`qnn.optimizers.wage_sgd.WageSGD`.
+
+    Args:
+        n_out (int): Number of classes.
+        size (str): A key of :data:`WAGE_NETWORKS`.
+        in_shape (tuple): Shape of one image (a flat input is reshaped).
+        quantization (qst.Quantization): ``weight_bits`` (:math:`k_W`),
+            ``activation_bits`` (:math:`k_A`) and ``error_bits``
+            (:math:`k_E`); its other fields are not used.
+    """
+
+    def __init__(self, n_out=10, size='seed', in_shape=(1, 28, 28),
+                 quantization=None):
+        super(WageLeNet5, self).__init__(quantization)
+        if size not in WAGE_NETWORKS:
+            raise ValueError('size={!r}: must be one of {}'.format(
+                size, ', '.join(WAGE_NETWORKS)))
+        self.size = size
+        self.in_shape = tuple(in_shape)
+        bits = self.quantization.weight_bits
+        channels, height, width = self.in_shape
+        self._convs, self._fcs = [], []
+        with self.init_scope():
+            for i, (out, pad) in enumerate(WAGE_NETWORKS[size]['conv'], 1):
+                name = 'conv{}'.format(i)
+                setattr(self, name, WageConvolution2D(
+                    channels, out, 5, pad=pad, weight_bits=bits))
+                self._convs.append(name)
+                channels = out
+                height, width = ((s + 2 * pad - 4) // 2
+                                 for s in (height, width))
+            size_in = channels * height * width
+            for i, n in enumerate(WAGE_NETWORKS[size]['fc'] + (n_out,), 1):
+                name = 'fc{}'.format(i)
+                setattr(self, name, WageLinear(size_in, n, weight_bits=bits))
+                self._fcs.append(name)
+                size_in = n
+
+    def _activation(self, h):
+        q = self.quantization
+        h = wage_error(F.relu(h), q.error_bits)
+        return wage_activation(h, q.activation_bits)
+
+    def forward(self, x):
+        if x.ndim == 2:
+            x = F.reshape(x, (len(x),) + self.in_shape)
+        h = wage_activation(x, self.quantization.activation_bits)
+        for name in self._convs:
+            h = self._activation(max_pooling_2x2(self[name](h)))
+        for name in self._fcs[:-1]:
+            h = self._activation(self[name](h))
+        return wage_error(self[self._fcs[-1]](h), self.quantization.error_bits)

@@ -59,7 +59,10 @@ def build_model(args):
     """The classifier that main() trains (bench/speed.py times the same)."""
     info = datasets.get_info(args.dataset)
     quantization = qst.Quantization.of(args)
-    if args.arch == 'cnn':
+    if args.arch == 'wage':
+        predictor = net.WageLeNet5(info.n_classes, args.wage_net,
+                                   info.shape, quantization)
+    elif args.arch == 'cnn':
         predictor = net.BinaryConvNet(
             info.n_classes, args.cnn_size, in_shape=info.shape,
             quantization=quantization, weight_init=args.weight_init)
@@ -76,14 +79,19 @@ def build_model(args):
 
 def build_optimizer(args, model):
     """Adam (Chainer's arithmetic, updated in place) or shift-based AdaMax,
-    with the weights clipped to [-1, 1] after every update."""
-    options = {'round_norm': args.adamax_norm == 'rounded'} \
-        if args.optimizer == 'shift_adamax' else {}
+    with the weights clipped to [-1, 1] after every update, or WAGE's
+    quantized step, which clips the weights itself."""
+    options = {
+        'shift_adamax': {'round_norm': args.adamax_norm == 'rounded'},
+        'wage_sgd': {'gradient_bits': args.gradient_bits,
+                     'randomizer_bits': args.randomizer_bits},
+    }.get(args.optimizer, {})
     optimizer = choices.OPTIMIZERS[args.optimizer](alpha=args.lr, **options)
     optimizer.setup(model)
     if args.glorot_step_sizes:
         step_sizes.scale_step_sizes(model, optimizer)
-    optimizer.add_hook(WeightClip(-1.0, 1.0))
+    if args.optimizer != 'wage_sgd':
+        optimizer.add_hook(WeightClip(-1.0, 1.0))
     return optimizer
 
 

@@ -114,6 +114,24 @@ def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
         'config.json', os.path.basename(snapshot)]  # nothing written
 
 
+@pytest.mark.parametrize('bits', [(1, 2), (2, 8)])
+def test_wage_networks_are_refused(trained, tmp_path, capsys, bits):
+    snapshot = copy_run(trained, tmp_path)
+    path = os.path.join(os.path.dirname(snapshot), 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    config.update(arch='wage', recipe='wage-seed', optimizer='wage_sgd',
+                  loss='sum_squared_error', lr_schedule='steps',
+                  lr_steps='75:0.5', unit=1000, weight_bits=bits[0],
+                  activation_bits=bits[1])
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    code, out, err = run_export(capsys, snapshot)
+    assert_one_line(code, out, err, snapshot, 'WAGE network')
+    assert sorted(os.listdir(str(tmp_path / 'run'))) == [
+        'config.json', os.path.basename(snapshot)]  # nothing written
+
+
 def test_source_records_the_stochastic_options(trained, tmp_path):
     network = export.export(trained, str(tmp_path / 'new.bnn'))
     assert network.source['config']['stochastic_activations'] is False

@@ -557,3 +557,46 @@ def test_largest_weight_from_the_sizes_alone(make, args):
     largest = max(param.size for param in make().params()
                   if param.name == 'W')
     assert net.largest_weight(*args) == largest
+
+
+@pytest.mark.parametrize('size,weights,alphas', [
+    # the seed logs' summary: 27,630 weights
+    ('seed', 27630, None),
+    # WAGE's log of its 2-bit LeNet-5: "Total: 581408", scales 2, 16, 16, 8
+    ('wage', 581408, [2, 16, 16, 8])])
+def test_wage_lenet5_sizes(size, weights, alphas):
+    bits = 1 if size == 'seed' else 2
+    model = net.WageLeNet5(10, size, quantization=qst.Quantization(
+        bits, 2, error_bits=8))
+    assert sum(p.size for p in model.params()) == weights
+    assert all(link.b is None for link in model.children())
+    if alphas is not None:
+        assert [model[n].alpha for n in ('conv1', 'conv2', 'fc1', 'fc2')] \
+            == alphas
+    x = numpy.random.RandomState(0).uniform(-1, 1, (3, 784)).astype('f')
+    assert model(x).shape == (3, 10)
+
+
+def test_wage_lenet5_quantizes_activations_and_errors():
+    model = net.WageLeNet5(10, 'seed', quantization=qst.Quantization(
+        1, 2, error_bits=8))
+    x = numpy.random.RandomState(1).uniform(-1, 1, (4, 1, 28, 28))
+    x = chainer.Variable(x.astype('f'))
+    hidden = model._activation(model.fc1(
+        numpy.random.RandomState(2).uniform(-1, 1, (4, 128)).astype('f')))
+    # 2-bit levels after a ReLU: 0 and 1/2
+    assert set(numpy.unique(hidden.array)) <= {0.0, 0.5}
+    y = model(x)
+    y.grad = numpy.random.RandomState(3).standard_normal(y.shape).astype('f')
+    model.cleargrads()
+    y.backward()
+    # the first layer's weight gradient sums products of its quantized
+    # input (levels of 1/2) and the quantized error (levels of 2^-7; the
+    # max pooling passes it to one element of each window)
+    g = model.conv1.W.grad / 2.0 ** -8
+    assert numpy.array_equal(g, numpy.round(g)) and g.any()
+
+
+def test_wage_lenet5_refuses_an_unknown_size():
+    with pytest.raises(ValueError):
+        net.WageLeNet5(10, 'alexnet')

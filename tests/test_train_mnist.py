@@ -228,3 +228,55 @@ def test_fashion_mnist_mlp_trains(tmp_path, capsys):
     assert read_log(out)[-1]['validation/main/accuracy'] > 0.3
 
 
+
+
+def test_tiny_wage_seed_run_trains_above_chance(tmp_path):
+    out = tmp_path / 'result'
+    assert train_mnist.main(['--recipe', 'wage-seed', '--epoch', '5',
+                             '--noplot', '--out', str(out),
+                             '--train-subset', '4000', '--test-subset',
+                             '500', '--batchsize', '50']) == 0
+    log = read_log(out)
+    # ten classes: chance is 0.1 (the 1-bit weights learn slowly at first:
+    # about 0.2 after 200 steps, 0.45 after 470, 0.85 after 10 epochs of
+    # MNIST)
+    assert log[-1]['validation/main/accuracy'] > 0.3
+    assert log[-1]['main/loss'] < log[1]['main/loss']
+    with numpy.load(str(out / 'snapshot_iter_400')) as snapshot:
+        w = snapshot['updater/model:main/predictor/fc1/W']
+    # WageSGD keeps the weights in [-1 + 2^-7, 1 - 2^-7], on its grid of
+    # 2^-7 steps away from the initial values
+    assert w.shape == (120, 128) and abs(w).max() <= 1 - 2.0 ** -7
+
+
+@pytest.mark.parametrize('option,value', [
+    ('--randomizer-bits', '0'), ('--randomizer-bits', '33'),
+    ('--gradient-bits', '1'), ('--error-bits', '40'),
+    ('--weight-bits', '0'), ('--lr-steps', '75'), ('--lr-steps', '9:1,5:1'),
+    ('--wage-net', 'alexnet')])
+def test_bad_wage_values_exit_2_with_argparses_error(option, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--recipe', 'wage-seed', option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('usage:') and 'Traceback' not in err
+    last = err.strip().splitlines()[-1]
+    assert ': error: argument {}'.format(option) in last
+
+
+def test_steps_schedule_needs_its_steps(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--lr-schedule', 'steps'])
+    assert e.value.code == 2
+    assert '--lr-schedule steps goes with --lr-steps' in \
+        capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('option', [['--quantizer', 'log'],
+                                    ['--stochastic-weights']])
+def test_wage_refuses_the_other_quantizers(option, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mnist.main(['--recipe', 'wage-seed'] + option)
+    assert e.value.code == 2
+    assert "--arch wage quantizes with WAGE's own grids" in \
+        capsys.readouterr().err.strip().splitlines()[-1]

@@ -31,6 +31,14 @@ class Unsupported(Exception):
 def check_packable(options):
     """Raises :class:`Unsupported` unless the packed format holds the
     network these options train."""
+    if options.arch == 'wage':
+        raise Unsupported(
+            'a WAGE network ({} LeNet-5, {}-bit weights, {}-bit activations) '
+            'has 5x5 convolutions, ReLUs and layer scales instead of batch '
+            'normalization, which the packed format does not hold; run it '
+            'with train_mnist.py\'s model'.format(
+                options.wage_net, options.weight_bits,
+                options.activation_bits))
     k_bits = (options.weight_bits, options.activation_bits) != (1, 1)
     if max(options.weight_bits, options.activation_bits) > \
             level_folding.MAX_BITS or k_bits and \

@@ -93,6 +93,23 @@ def gradient_bits(text):
     return bits(text, low=2)
 
 
+def randomizer_bits(text):
+    return bits(text, low=1)
+
+
+def lr_steps(text):
+    """A ``--lr-steps`` value, checked
+    (:func:`qnn.training.extensions.step_size_schedule.parse_lr_steps`)
+    and kept as the text."""
+    # here: the other types serve inference.py without Chainer
+    from qnn.training.extensions import step_size_schedule
+    try:
+        step_size_schedule.parse_lr_steps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
                     argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the epilog's table as written."""

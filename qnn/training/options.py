@@ -41,13 +41,20 @@ def parse_args(argv=None):
 def combination_problem(args):
     """What is wrong with the options ``args`` together (each alone being
     valid), or ``None``."""
-    if args.arch == 'cnn':
+    if args.arch != 'mlp':
         plain = build_parser()
         mlp_only = [name for name in MLP_ONLY
                     if getattr(args, name) != plain.get_default(name)]
         if mlp_only:
-            return '--arch cnn: {} set the MLP only'.format(', '.join(
+            return '--arch {}: {} set the MLP only'.format(args.arch, ', '.join(
                 '--' + name.replace('_', '-') for name in mlp_only))
+    if args.arch == 'wage' and (args.quantizer != 'linear' or
+                                args.stochastic_weights or
+                                args.stochastic_activations):
+        return '--arch wage quantizes with WAGE\'s own grids: leave out ' \
+            '--quantizer, --stochastic-weights and --stochastic-activations'
+    if (args.lr_schedule == 'steps') != (args.lr_steps is not None):
+        return '--lr-schedule steps goes with --lr-steps, and only it'
     if args.bn_population and args.bn_population < args.batchsize:
         return '--bn-population {}: at least one minibatch (--batchsize {}) ' \
             'or 0'.format(args.bn_population, args.batchsize)
@@ -102,7 +109,8 @@ _NUMBER_TYPES = (option_types.integer, option_types.positive_int,
                  option_types.non_negative_int, option_types.seed,
                  option_types.frequency, option_types.number,
                  option_types.positive_float, option_types.fraction,
-                 option_types.bits, option_types.gradient_bits)
+                 option_types.bits, option_types.gradient_bits,
+                 option_types.randomizer_bits)
 _FLAGS = (argparse._StoreTrueAction, argparse._StoreFalseAction,
           argparse.BooleanOptionalAction)
 
@@ -227,7 +235,12 @@ def _add_run_options(parser):
 def _add_network_and_data_options(parser):
     parser.add_argument('--arch', choices=choices.ARCHS,
                         help='mlp: net.MnistMLP; cnn: net.BinaryConvNet '
-                             '(convolution, max pooling, BN, sign)')
+                             '(convolution, max pooling, BN, sign); wage: '
+                             'net.WageLeNet5 (no BN, WAGE\'s quantizers)')
+    parser.add_argument('--wage-net', choices=tuple(net.WAGE_NETWORKS),
+                        help='WageLeNet5 setting: seed (6C5-MP2-8C5-MP2-'
+                             '120FC-84FC-10) or wage (32C5-MP2-64C5-MP2-'
+                             '512FC-10)')
     parser.add_argument('--cnn-size', choices=tuple(net.ARCHITECTURES),
                         help='BinaryConvNet setting: small (CPU-sized, '
                              '16C3-MP2-32C3-MP2-64C3-MP2-2x512FC), wide '
@@ -262,7 +275,12 @@ def _add_step_size_options(parser):
                              '--lr-final (the paper decays it '
                              'exponentially); halving: halve it every '
                              '--lr-halving-epochs epochs (BinaryNet\'s Torch7 '
-                             'script); constant: keep --lr (plain Adam)')
+                             'script); steps: --lr, then the values of '
+                             '--lr-steps; constant: keep --lr (plain Adam)')
+    parser.add_argument('--lr-steps', type=option_types.lr_steps,
+                        metavar='E:LR[,E:LR...]',
+                        help='With --lr-schedule=steps: the step size LR '
+                             'from epoch E + 1 on (after E epochs)')
     parser.add_argument('--lr-halving-epochs', type=option_types.positive_int,
                         default=20, metavar='N',
                         help='Epochs between two halvings when '
@@ -327,6 +345,11 @@ def _add_quantization_options(group):
                        default=32, metavar='K',
                        help='Bit width of the errors propagated between '
                             'layers')
+    group.add_argument('--randomizer-bits', type=option_types.randomizer_bits,
+                       metavar='K',
+                       help='--optimizer wage_sgd: bits of the randomizer '
+                            'of the stochastic rounding of the step (the '
+                            'resolution of its probability, 2^(1-K))')
 
 
 def _add_recipe_network_options(group):
@@ -337,7 +360,10 @@ def _add_recipe_network_options(group):
                        metavar='N', help='Hidden layers')
     group.add_argument('--loss', choices=tuple(choices.LOSSES),
                        help='squared_hinge: mean of max(0, 1 - t y)^2 on '
-                            'targets t = 2 onehot - 1')
+                            'targets t = 2 onehot - 1; sum_squared_error: '
+                            'half the squared distance to the one-hot '
+                            'target (WAGE\'s); softmax_sum_squared_error: '
+                            'the same of the softmax')
     group.add_argument('--input-dropout', type=option_types.fraction,
                        metavar='P', help='Dropout ratio of the input pixels')
     group.add_argument('--hidden-dropout', type=option_types.fraction,
@@ -369,7 +395,9 @@ def _add_recipe_training_options(group):
                             '1/sqrt(1.5/(fan_in+fan_out))')
     group.add_argument('--optimizer', choices=tuple(choices.OPTIMIZERS),
                        help='shift_adamax: AdaMax with power-of-two step '
-                            'sizes (step size --lr)')
+                            'sizes (step size --lr); wage_sgd: WAGE\'s '
+                            'quantized momentum-free step (learning rate '
+                            '--lr, --gradient-bits, --randomizer-bits)')
     group.add_argument('--adamax-norm', choices=choices.ADAMAX_NORMS,
                        help='shift_adamax\'s infinity norm: decaying (the '
                             'paper\'s AdaMax) or rounded (stored as a power '

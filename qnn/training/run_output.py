@@ -20,6 +20,7 @@ from qnn.training import output_lock
 from qnn.training import recipes
 from qnn.training import run_history
 from qnn.training.extensions import snapshots
+from qnn.training.extensions import step_size_schedule
 from qnn.utils import atomic_files
 from qnn.utils.errors import fail
 from qnn.utils.errors import warn
@@ -143,6 +144,8 @@ def print_header(args, device, processes=1):
         print('# dataset: {}'.format(args.dataset))
     if args.arch == 'cnn':
         print('# network: BinaryConvNet {}'.format(args.cnn_size))
+    elif args.arch == 'wage':
+        print('# network: WageLeNet5 {}'.format(args.wage_net))
     else:
         print('# unit: {}'.format(args.unit))
     print('# Minibatch-size: {}'.format(args.batchsize))
@@ -151,11 +154,16 @@ def print_header(args, device, processes=1):
               .format(processes, args.communicator,
                       processes * args.batchsize))
     print('# epoch: {}'.format(args.epoch))
-    optimizer = {'adam': 'Adam', 'shift_adamax': 'ShiftAdaMax'}[
-        args.optimizer]
+    optimizer = {'adam': 'Adam', 'shift_adamax': 'ShiftAdaMax',
+                 'wage_sgd': 'WageSGD'}[args.optimizer]
     if args.lr_schedule == 'exponential':
         print('# {} alpha: {:g} -> {:g} (exponential decay)'.format(
             optimizer, args.lr, args.lr_final))
+    elif args.lr_schedule == 'steps':
+        print('# {} alpha: {:g}, then {}'.format(
+            optimizer, args.lr, ', '.join('{:g} after epoch {}'.format(lr, e)
+                                         for e, lr in step_size_schedule.
+                                         parse_lr_steps(args.lr_steps))))
     elif args.lr_schedule == 'halving':
         print('# {} alpha: {:g}, halved every {} epochs'.format(
             optimizer, args.lr, args.lr_halving_epochs))
@@ -166,9 +174,12 @@ def print_header(args, device, processes=1):
         ('weights', args.stochastic_weights),
         ('activations', args.stochastic_activations)) if on)
     print('# bits: weights {}, activations {}, gradients {}, errors {} '
-          '({}{})'.format(args.weight_bits, args.activation_bits,
-                          args.gradient_bits, args.error_bits, args.quantizer,
-                          ', stochastic ' + stochastic if stochastic else ''))
+          '({}{}{})'.format(args.weight_bits, args.activation_bits,
+                            args.gradient_bits, args.error_bits,
+                            args.quantizer,
+                            ', stochastic ' + stochastic if stochastic else '',
+                            ', randomizer {}'.format(args.randomizer_bits)
+                            if args.optimizer == 'wage_sgd' else ''))
     if args.random_shift or args.random_flip:
         print('# augmentation: {}'.format(', '.join(filter(None, (
             args.random_shift and 'shifts of up to {} pixel{}'.format(

@@ -115,6 +115,7 @@ def test_get_recipe_copies_and_checks():
     with pytest.raises(ValueError):
         recipes.get_recipe('binarynet')
     assert recipes.describe('default').startswith(
-        'default: adamax_norm=decaying, arch=mlp, batchsize=100')
+        'default: activation_bits=1, adamax_norm=decaying, arch=mlp, '
+        'batchsize=100')
     assert 'random_shift=2 on mnist, 0 otherwise' in recipes.describe(
         'binarized-cnn')

@@ -3,6 +3,7 @@ of train_mnist.py: exponential decay, halving, resumed."""
 import pytest
 
 from qnn.training import options as train_options
+from qnn.training.extensions import step_size_schedule
 import train_mnist
 
 from helpers import SMALL, read_log
@@ -44,3 +45,38 @@ def test_resumed_halving_schedule_goes_on(tmp_path):
         == 0
     alphas = [entry['alpha'] for entry in read_log(out)[1:]]
     assert alphas == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
+WAGE_SMALL = ['--recipe', 'wage-seed', '--train-subset', '256',
+              '--test-subset', '100', '--batchsize', '64', '--noplot']
+
+
+def test_steps_schedule_in_a_run_and_resumed(tmp_path, capsys):
+    out = tmp_path / 'result'
+    args = WAGE_SMALL + ['--out', str(out), '--lr', '2',
+                         '--lr-steps', '2:1,3:0.5']
+    assert train_mnist.main(['--epoch', '2'] + args) == 0
+    assert 'WageSGD alpha: 2, then 1 after epoch 2, 0.5 after epoch 3' in \
+        capsys.readouterr().out
+    assert train_mnist.main(['--epoch', '4', '--resume', 'auto'] + args) \
+        == 0
+    alphas = [entry['alpha'] for entry in read_log(out)[1:]]
+    assert alphas == [2, 2, 1, 0.5]
+
+
+@pytest.mark.parametrize('text', ['75:0.5', '1:2,5:0.5,6:0.25'])
+def test_parse_lr_steps(text):
+    steps = step_size_schedule.parse_lr_steps(text)
+    assert ','.join('{}:{:g}'.format(e, lr) for e, lr in steps) == text
+
+
+@pytest.mark.parametrize('text', ['', '75', '0:1', '5:0', '5:-1', 'a:1',
+                                  '5:1,5:2', '6:1,5:2', '5:inf', '5:nan'])
+def test_bad_lr_steps(text):
+    with pytest.raises(ValueError):
+        step_size_schedule.parse_lr_steps(text)
+
+
+def test_step_schedule_values():
+    schedule = step_size_schedule.StepSchedule(1.0, [(75, 0.5)])
+    assert [schedule.value(e) for e in (0, 74, 75, 149)] == [1, 1, 0.5, 0.5]

@@ -72,28 +72,71 @@ def _run_numba(layers, pixels):
     # writable too: numba compiles a separate (slow to build) version of
     # each kernel for read-only arrays such as numpy.frombuffer's
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
-    hidden = layers[1:-1]
     if layers[0].kind in LEVEL_KINDS:
         return _run_levels(
             layers, x, level_kernels.popcount_sums,
             level_kernels.count_levels,
             lambda layer, x: level_kernels.conv_level_maps(
                 layer, x, level_kernels.count_levels))
-    if any(layer.kind in CONV_KINDS for layer in layers):
-        return _run_numba_layers(layers, x)
-    if hidden and layers[-1].output != 'sign' and all(
-            layer.output == 'sign' for layer in layers[:-1]):
-        sums = numpy.empty((len(x), layers[-1].n_out), numpy.int64)
-        dense_kernels.numba_kernels()['network'](
-            x, layers[0].transposed_weights(),
+    plan = mlp_plan(layers)
+    if plan is not None:
+        return _run_mlp(plan, x)[0]
+    # layer by layer: ConvNets, and a network of two layers (no hidden
+    # XNOR layer)
+    return _run_numba_layers(layers, x)
+
+
+def mlp_plan(layers):
+    """``(kernels, arguments)`` of the ``'network'`` kernels for a
+    binarized MLP (a ``'planes'`` layer, one or more ``'xnor'`` ones, an
+    ``'affine'`` output), made once per list of layers; ``None`` for any
+    other network."""
+    hidden = layers[1:-1]
+    if not hidden or layers[0].kind != 'planes' or any(
+            layer.kind != 'xnor' for layer in layers[1:]) or any(
+            layer.output != 'sign' for layer in layers[:-1]) or \
+            layers[-1].output != 'affine':
+        return None
+
+    def make():
+        k = dense_kernels.numba_kernels()
+        words = n_words(layers[0].n_in)
+        last = layers[-1]
+        args = (
+            layers[0].transposed_weights(),
             dense_kernels.word_thresholds(layers[0]),
             tuple(layer.transposed_weights() for layer in hidden),
             tuple(dense_kernels.word_thresholds(layer) for layer in hidden),
-            layers[-1].transposed_weights(),
-            numpy.array([layer.n_in for layer in layers], numpy.int64), sums)
-        return sums
-    # layer by layer: a network of two layers (no hidden XNOR layer)
-    return _run_numba_layers(layers, x)
+            last.transposed_weights(),
+            numpy.array([layer.n_in for layer in layers], numpy.int64),
+            numpy.array([getattr(last, name) for name in (
+                'mean', 'inv_std', 'gamma', 'beta')], numpy.float32))
+        # the layers themselves too: their ids in the key stay theirs
+        return tuple(layers), (k['network'](words),
+                               k['network_units'](words)), args
+    key = ('mlp_plan',) + tuple(id(layer) for layer in layers)
+    return layers[0].cached(key, make)[1:]
+
+
+def _run_mlp(plan, x):
+    """The sums and logits of a binarized MLP (:func:`mlp_plan`) on
+    ``uint8`` pixels ``x``: a batch of fewer images than numba has
+    threads runs each image's layers on all cores
+    (``'network_units'``), a larger one an image per core."""
+    (images, units), args = plan
+    n = len(args[-1][0])
+    sums = numpy.empty((len(x), n), numpy.int64)
+    logits = numpy.empty((len(x), n), numpy.float32)
+    kernel = units if len(x) < numba_threads() else images
+    kernel(x, *args, sums, logits)
+    return sums, logits
+
+
+def numba_threads():
+    """The threads numba runs a parallel loop on (``numba.
+    set_num_threads``)."""
+    import numba
+    return numba.get_num_threads()
 
 
 def _run_numba_layers(layers, x):
@@ -220,11 +263,19 @@ def affine_logits(sums, layer):
 def forward(network, pixels, backend='numba'):
     """Logits ``(B, classes)`` of the packed ``network`` for ``uint8``
     ``pixels`` ``(B, n)``."""
+    if backend == 'numba':
+        plan = mlp_plan(network.layers)
+        if plan is not None:
+            # one call from pixels to logits: the least Python a call
+            return _run_mlp(plan, numpy.require(
+                pixels, numpy.uint8, ['C', 'W']))[1]
     return affine_logits(layer_sums(network.layers, pixels, backend),
                          network.layers[-1])
 
 
 def warm_up(layers, pixels, backend='numba'):
-    """Runs ``layers`` once on the first two images, so that the kernels of
-    ``backend`` are compiled (numba, CUDA) before anything is timed."""
+    """Runs ``layers`` on the first image and on the first two, so that
+    the kernels of ``backend`` for one image and for more (numba, CUDA)
+    are compiled before anything is timed."""
+    layer_sums(layers, pixels[:1], backend)
     layer_sums(layers, pixels[:2], backend)

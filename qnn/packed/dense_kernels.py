@@ -103,7 +103,7 @@ _numba = None
 def numba_kernels():
     """The numba kernels by name (built once, on first use: numba is
     imported only by a user of this path): ``'planes'``, ``'xnor'``,
-    ``'threshold_pack'``; ``'network'`` and ``'network_units'`` are
+    ``'threshold_pack'``, ``'tail'``; ``'network'`` and ``'network_units'`` are
     functions of the number of words of the first layer's input that
     return the kernel compiled for it (``'planes'`` picks its own: see
     :func:`_planes_accumulator`)."""
@@ -135,7 +135,7 @@ def _build_numba():
 
     return {'xnor': xnor_kernels.get()['xnor'],
             'threshold_pack': _threshold_pack_kernel(numba),
-            'planes': planes,
+            'tail': _tail_kernel(numba, steps), 'planes': planes,
             'network': lambda words: for_words(words)['network'],
             'network_units': lambda words: for_words(words)['network_units']}
 
@@ -313,6 +313,41 @@ def _network_kernel(numba, steps, pack_planes, plane_ones, planes_acc):
             affine(sums, A, i, logits)
 
     return network_sums
+
+
+def _tail_kernel(numba, steps):
+    """``'tail'``: the sums and logits of ``'xnor'`` layers, one or more
+    with a sign and an output layer, on packed inputs ``X`` ``(B, words)``
+    (a ConvNet's flattened maps), over the images on all cores: one call
+    for the dense layers instead of two kernels and their arrays a
+    layer."""
+    pack_word, xnor_acc, affine = steps
+
+    @numba.njit(parallel=True)
+    def tail_sums(X, hidden_WT, hidden_T, last_WT, n_ins, A, sums, logits):
+        widest = X.shape[1] << 6
+        for T in hidden_T:
+            widest = max(widest, T.shape[0])
+        for i in numba.prange(X.shape[0]):
+            acc = numpy.zeros(widest, numpy.int64)
+            h = numpy.zeros(widest >> 6, numpy.uint64)
+            h[:X.shape[1]] = X[i]
+            for layer in range(len(hidden_WT)):
+                WT = hidden_WT[layer]
+                T = hidden_T[layer]
+                xnor_acc(h, WT, acc, 0, WT.shape[1])
+                n_in = n_ins[layer]
+                for j in range(T.shape[0]):
+                    acc[j] = n_in - 2 * acc[j]
+                for q in range(T.shape[0] >> 6):
+                    h[q] = pack_word(acc, T, q, 0)
+            M = last_WT.shape[1]
+            xnor_acc(h, last_WT, acc, 0, M)
+            for j in range(M):
+                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
+            affine(sums, A, i, logits)
+
+    return tail_sums
 
 
 def _network_units_kernel(numba, steps, pack_planes, plane_ones,

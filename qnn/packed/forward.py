@@ -81,9 +81,68 @@ def _run_numba(layers, pixels):
     plan = mlp_plan(layers)
     if plan is not None:
         return _run_mlp(plan, x)[0]
-    # layer by layer: ConvNets, and a network of two layers (no hidden
-    # XNOR layer)
-    return _run_numba_layers(layers, x)
+    return _run_convnet(layers, x)[0]
+
+
+def _run_convnet(layers, x):
+    """The sums and logits (``None`` where the network has no
+    :func:`tail_plan`) of a network whose first layers are convolutions,
+    or any other network layer by layer."""
+    convs = 0
+    while convs < len(layers) and layers[convs].kind in CONV_KINDS:
+        convs += 1
+    plan = tail_plan(layers[convs:]) if convs else None
+    if plan is None:
+        # layer by layer: a network of two layers (no hidden XNOR layer)
+        return _run_numba_layers(layers, x), None
+    for layer in layers[:convs]:
+        x = conv_kernels.numba_layer(layer, x)
+    x = numpy.require(_dense_input(layers, convs, x), requirements=[
+        'C', 'W'])
+    kernel, args = plan
+    n = len(args[-1][0])
+    sums = numpy.empty((len(x), n), numpy.int64)
+    logits = numpy.empty((len(x), n), numpy.float32)
+    kernel(x, *args, sums, logits)
+    return sums, logits
+
+
+def _dense_arguments(hidden, last):
+    """The arguments of the network kernels after the first layer's: the
+    ``hidden`` layers' transposed weights and padded thresholds, the last
+    layer's weights, every layer's inputs (``hidden`` and ``last``) and
+    the affine map."""
+    return (tuple(layer.transposed_weights() for layer in hidden),
+            tuple(dense_kernels.word_thresholds(layer) for layer in hidden),
+            last.transposed_weights(),
+            numpy.array([layer.n_in for layer in hidden + [last]],
+                        numpy.int64),
+            numpy.array([getattr(last, name) for name in (
+                'mean', 'inv_std', 'gamma', 'beta')], numpy.float32))
+
+
+def _binarized_tail(layers):
+    """Whether ``layers`` are one or more ``'xnor'`` ``'sign'`` layers
+    and an ``'xnor'`` ``'affine'`` one."""
+    return len(layers) > 1 and all(
+        layer.kind == 'xnor' for layer in layers) and all(
+        layer.output == 'sign' for layer in layers[:-1]) and \
+        layers[-1].output == 'affine'
+
+
+def tail_plan(layers):
+    """``(kernel, arguments)`` of the ``'tail'`` kernel for the dense
+    ``layers`` after a ConvNet's convolutions (:func:`_binarized_tail`),
+    made once per list of layers; ``None`` for other layers."""
+    layers = list(layers)
+    if not _binarized_tail(layers):
+        return None
+
+    def make():
+        return tuple(layers), dense_kernels.numba_kernels()['tail'], \
+            _dense_arguments(layers[:-1], layers[-1])
+    key = ('tail_plan',) + tuple(id(layer) for layer in layers)
+    return layers[0].cached(key, make)[1:]
 
 
 def mlp_plan(layers):
@@ -91,26 +150,20 @@ def mlp_plan(layers):
     binarized MLP (a ``'planes'`` layer, one or more ``'xnor'`` ones, an
     ``'affine'`` output), made once per list of layers; ``None`` for any
     other network."""
-    hidden = layers[1:-1]
-    if not hidden or layers[0].kind != 'planes' or any(
-            layer.kind != 'xnor' for layer in layers[1:]) or any(
-            layer.output != 'sign' for layer in layers[:-1]) or \
-            layers[-1].output != 'affine':
+    layers = list(layers)
+    if layers[0].kind != 'planes' or layers[0].output != 'sign' or \
+            not _binarized_tail(layers[1:]):
         return None
 
     def make():
         k = dense_kernels.numba_kernels()
         words = n_words(layers[0].n_in)
-        last = layers[-1]
-        args = (
-            layers[0].transposed_weights(),
-            dense_kernels.word_thresholds(layers[0]),
-            tuple(layer.transposed_weights() for layer in hidden),
-            tuple(dense_kernels.word_thresholds(layer) for layer in hidden),
-            last.transposed_weights(),
+        hidden, last = layers[1:-1], layers[-1]
+        tail = _dense_arguments(hidden, last)
+        args = (layers[0].transposed_weights(),
+                dense_kernels.word_thresholds(layers[0])) + tail[:3] + (
             numpy.array([layer.n_in for layer in layers], numpy.int64),
-            numpy.array([getattr(last, name) for name in (
-                'mean', 'inv_std', 'gamma', 'beta')], numpy.float32))
+            tail[4])
         # the layers themselves too: their ids in the key stay theirs
         return tuple(layers), (k['network'](words),
                                k['network_units'](words)), args
@@ -263,12 +316,16 @@ def affine_logits(sums, layer):
 def forward(network, pixels, backend='numba'):
     """Logits ``(B, classes)`` of the packed ``network`` for ``uint8``
     ``pixels`` ``(B, n)``."""
-    if backend == 'numba':
+    if backend == 'numba' and network.layers[0].kind not in LEVEL_KINDS:
+        # the output layer's affine map in the last kernel: the least
+        # Python a call
+        x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
         plan = mlp_plan(network.layers)
-        if plan is not None:
-            # one call from pixels to logits: the least Python a call
-            return _run_mlp(plan, numpy.require(
-                pixels, numpy.uint8, ['C', 'W']))[1]
+        sums, logits = _run_mlp(plan, x) if plan is not None else \
+            _run_convnet(network.layers, x)
+        if logits is not None:
+            return logits
+        return affine_logits(sums, network.layers[-1])
     return affine_logits(layer_sums(network.layers, pixels, backend),
                          network.layers[-1])
 

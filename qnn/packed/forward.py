@@ -76,8 +76,7 @@ def _run_numba(layers, pixels):
         return _run_levels(
             layers, x, level_kernels.popcount_sums,
             level_kernels.count_levels,
-            lambda layer, x: level_kernels.conv_level_maps(
-                layer, x, level_kernels.count_levels))
+            level_kernels.numba_conv_levels)
     plan = mlp_plan(layers)
     if plan is not None:
         return _run_mlp(plan, x)[0]

@@ -135,6 +135,48 @@ def conv_level_maps(layer, x, count=None):
     return maps.reshape(B, H2, W2, K)
 
 
+def numba_conv_levels(layer, x):
+    """:func:`conv_level_maps` by the numba kernel ``'conv_levels'``
+    (where every sum is an integer below 2^24, else by
+    :func:`conv_level_maps`): a direct 3x3 convolution of each image in
+    float32, exact on these integers, channels last so that the sums of a
+    position's output channels are one vector, pooled and counted against
+    the thresholds in the same pass."""
+    C, H, Wd = layer.conv['in_shape']
+    K = layer.conv['channels']
+    pixels = layer.kind == 'conv_levels_pixels'
+    L_a = PIXEL_MAX if pixels else n_levels(layer.levels['input_bits'])
+    if TAPS * C * n_levels(layer.levels['weight_bits']) * L_a >= 2 ** 24:
+        return conv_level_maps(layer, x, count_levels)
+    if pixels:  # (B, C*H*W) in channel, row, column order
+        x = numpy.asarray(x, numpy.uint8).reshape(len(x), C, H, Wd)
+        x = x.transpose(0, 2, 3, 1)
+    X = numpy.require(x, numpy.uint8, ['C', 'W'])
+    # the signed inputs u (pixels) or 2 u - L_a
+    scale, offset = (1, 0) if pixels else (2, -L_a)
+    sign, S, T = layer.cached('conv_levels', lambda: _conv_level_weights(
+        layer))
+    _, H2, W2 = layer.out_shape
+    out = numpy.empty((len(X), H2, W2, K), numpy.uint8)
+    numba_kernels()['conv_levels'](X, numpy.float32(scale),
+                                   numpy.float32(offset), S, T, sign,
+                                   layer.conv['pool'], out)
+    return out
+
+
+def _conv_level_weights(layer):
+    """``sign`` ``int64`` ``(K,)`` (-1 for a flipped channel), the signed
+    weights times it as ``float32`` ``(9, C, K)``, and the thresholds as
+    ``int64`` ``(K, levels)``."""
+    C = layer.conv['in_shape'][0]
+    K = layer.conv['channels']
+    sign = numpy.where(layer.flipped.astype(bool), -1, 1).astype(numpy.int64)
+    W = signed_weights_of(layer, TAPS * C).reshape(K, TAPS, C)
+    S = (W * sign[:, None, None]).transpose(1, 2, 0).astype(numpy.float32)
+    return sign, numpy.ascontiguousarray(S), numpy.ascontiguousarray(
+        layer.thresholds, numpy.int64)
+
+
 def reference_conv_levels(layer, x):
     """:func:`conv_level_maps` by integer arithmetic, position by position
     (the reference it is tested against): each position's 3x3 patch of
@@ -181,8 +223,8 @@ _numba = None
 
 
 def numba_kernels():
-    """``'level_sums'`` (compiled once for each number of input words) and
-    ``'count_levels'``, built on first use."""
+    """``'level_sums'`` (compiled once for each number of input words),
+    ``'count_levels'`` and ``'conv_levels'``, built on first use."""
     global _numba
     if _numba is None:
         numba = cpu_kernels.import_numba()
@@ -198,7 +240,8 @@ def numba_kernels():
             by_words[words](values, bits, WT, *args)
 
         _numba = {'level_sums': level_sums,
-                  'count_levels': _count_levels_kernel(numba)}
+                  'count_levels': _count_levels_kernel(numba),
+                  'conv_levels': _conv_levels_kernel(numba)}
     return _numba
 
 
@@ -251,3 +294,53 @@ def _count_levels_kernel(numba):
                 out[i, j] = n
 
     return count_levels
+
+
+def _conv_levels_kernel(numba):
+    """``'conv_levels'``: the output levels of a k-bit convolution
+    (:func:`numba_conv_levels`), over the images on all cores."""
+    @numba.njit(parallel=True)
+    def conv_levels(X, scale, offset, S, T, sign, pool, out):
+        # X (B, H, W, C) uint8, the input scale X + offset; S (9, C, K)
+        # the weights times sign[k], so that pooling by the maximum gives
+        # sign[k] times the layer's pooled sum (its minimum for a flipped
+        # channel); out (B, H', W', K)
+        B, H, Wd, C = X.shape
+        K = S.shape[2]
+        step = 2 if pool else 1
+        for b in numba.prange(B):
+            p = numpy.zeros((H + 2, Wd + 2, C), numpy.float32)
+            for y in range(H):
+                for x in range(Wd):
+                    for c in range(C):
+                        p[y + 1, x + 1, c] = scale * numpy.float32(
+                            X[b, y, x, c]) + offset
+            sums = numpy.zeros((H, Wd, K), numpy.float32)
+            for y in range(H):
+                for x in range(Wd):
+                    acc = sums[y, x]
+                    for t in range(TAPS):
+                        row = p[y + t // 3, x + t % 3]
+                        St = S[t]
+                        for c in range(C):
+                            v = row[c]
+                            for k in range(K):
+                                acc[k] += v * St[c, k]
+            for y in range(out.shape[1]):
+                # cover_all: the last window of an odd size reads its one
+                # row (column) twice
+                y0 = y * step
+                y1 = min(y0 + step - 1, H - 1)
+                for x in range(out.shape[2]):
+                    x0 = x * step
+                    x1 = min(x0 + step - 1, Wd - 1)
+                    for k in range(K):
+                        best = max(max(sums[y0, x0, k], sums[y0, x1, k]),
+                                   max(sums[y1, x0, k], sums[y1, x1, k]))
+                        s = sign[k] * numpy.int64(best)
+                        n = 0
+                        for m in range(T.shape[1]):
+                            n += s >= T[k, m]
+                        out[b, y, x, k] = n
+
+    return conv_levels

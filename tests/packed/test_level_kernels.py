@@ -199,7 +199,7 @@ def test_pixel_conv_layer_is_the_real_layer():
 @pytest.mark.parametrize('weight_bits, act_bits', [(2, 2), (1, 2), (3, 1)])
 @pytest.mark.parametrize('shape, channels, pool', [
     ((3, 7, 5), 5, True), ((16, 6, 6), 8, False), ((70, 3, 4), 3, True),
-    ((1, 9, 7), 6, True)])
+    ((1, 9, 7), 6, True), ((1, 6, 5), 4, False)])
 @pytest.mark.parametrize('batch', [1, 3])
 def test_numba_conv_levels_equal_the_reference(weight_bits, act_bits, shape,
                                                channels, pool, batch):

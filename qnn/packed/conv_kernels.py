@@ -149,12 +149,12 @@ def _build():
         # compiled once for each number of patch words (see _conv_xnor)
         words = WP.shape[0]
         if words not in by_words:
-            by_words[words] = _conv_xnor(numba, popcount, pool_threshold,
-                                         words)
+            by_words[words] = cpu_kernels.by_batch(numba, _conv_xnor(
+                numba, popcount, pool_threshold, words))
         by_words[words](X, WP, *args)
 
     return {'conv_xnor': conv_xnor,
-            'conv_pixels': _conv_pixels(numba)}
+            'conv_pixels': cpu_kernels.by_batch(numba, _conv_pixels(numba))}
 
 
 def _pool_threshold(numba):

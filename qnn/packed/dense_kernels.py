@@ -106,7 +106,9 @@ def numba_kernels():
     ``'threshold_pack'``, ``'tail'``; ``'network'`` and ``'network_units'`` are
     functions of the number of words of the first layer's input that
     return the kernel compiled for it (``'planes'`` picks its own: see
-    :func:`_planes_accumulator`)."""
+    :func:`_planes_accumulator`). ``'network'`` and ``'tail'`` run a batch
+    of fewer images than numba's threads on the calling thread
+    (:func:`qnn.backends.cpu_kernels.by_batch`)."""
     global _numba
     if _numba is None:
         _numba = _build_numba()
@@ -126,7 +128,8 @@ def _build_numba():
                 _planes_accumulator(numba, popcount, words)
             by_words[words] = {
                 'planes': _planes_kernel(numba, *first),
-                'network': _network_kernel(numba, steps, *first),
+                'network': cpu_kernels.by_batch(
+                    numba, _network_kernel(numba, steps, *first)),
                 'network_units': _network_units_kernel(numba, steps, *first)}
         return by_words[words]
 
@@ -135,7 +138,8 @@ def _build_numba():
 
     return {'xnor': xnor_kernels.get()['xnor'],
             'threshold_pack': _threshold_pack_kernel(numba),
-            'tail': _tail_kernel(numba, steps), 'planes': planes,
+            'tail': cpu_kernels.by_batch(numba, _tail_kernel(numba, steps)),
+            'planes': planes,
             'network': lambda words: for_words(words)['network'],
             'network_units': lambda words: for_words(words)['network_units']}
 

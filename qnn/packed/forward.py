@@ -90,7 +90,7 @@ def _run_convnet(layers, x):
     convs = 0
     while convs < len(layers) and layers[convs].kind in CONV_KINDS:
         convs += 1
-    plan = tail_plan(layers[convs:]) if convs else None
+    plan = tail_plan(layers[convs:]) if 0 < convs < len(layers) else None
     if plan is None:
         # layer by layer: a network of two layers (no hidden XNOR layer)
         return _run_numba_layers(layers, x), None
@@ -134,14 +134,21 @@ def tail_plan(layers):
     ``layers`` after a ConvNet's convolutions (:func:`_binarized_tail`),
     made once per list of layers; ``None`` for other layers."""
     layers = list(layers)
-    if not _binarized_tail(layers):
-        return None
 
     def make():
-        return tuple(layers), dense_kernels.numba_kernels()['tail'], \
-            _dense_arguments(layers[:-1], layers[-1])
-    key = ('tail_plan',) + tuple(id(layer) for layer in layers)
-    return layers[0].cached(key, make)[1:]
+        if not _binarized_tail(layers):
+            return None
+        return dense_kernels.numba_kernels()['tail'], _dense_arguments(
+            layers[:-1], layers[-1])
+    return _cached_plan('tail_plan', layers, make)
+
+
+def _cached_plan(name, layers, make):
+    """``make()``, made once per list of ``layers`` (kept with the first
+    layer, keyed by the layers' ids; the layers themselves are kept with
+    it, so that their ids stay theirs)."""
+    key = (name,) + tuple(map(id, layers))
+    return layers[0].cached(key, lambda: (tuple(layers), make()))[1]
 
 
 def mlp_plan(layers):
@@ -150,45 +157,37 @@ def mlp_plan(layers):
     ``'affine'`` output), made once per list of layers; ``None`` for any
     other network."""
     layers = list(layers)
-    if layers[0].kind != 'planes' or layers[0].output != 'sign' or \
-            not _binarized_tail(layers[1:]):
-        return None
 
     def make():
+        if layers[0].kind != 'planes' or layers[0].output != 'sign' or \
+                not _binarized_tail(layers[1:]):
+            return None
         k = dense_kernels.numba_kernels()
         words = n_words(layers[0].n_in)
-        hidden, last = layers[1:-1], layers[-1]
-        tail = _dense_arguments(hidden, last)
+        tail = _dense_arguments(layers[1:-1], layers[-1])
         args = (layers[0].transposed_weights(),
                 dense_kernels.word_thresholds(layers[0])) + tail[:3] + (
             numpy.array([layer.n_in for layer in layers], numpy.int64),
             tail[4])
-        # the layers themselves too: their ids in the key stay theirs
-        return tuple(layers), (k['network'](words),
-                               k['network_units'](words)), args
-    key = ('mlp_plan',) + tuple(id(layer) for layer in layers)
-    return layers[0].cached(key, make)[1:]
+        return (k['network'](words), k['network_units'](words)), args
+    return _cached_plan('mlp_plan', layers, make)
 
 
 def _run_mlp(plan, x):
     """The sums and logits of a binarized MLP (:func:`mlp_plan`) on
-    ``uint8`` pixels ``x``: a batch of fewer images than numba has
-    threads runs each image's layers on all cores
-    (``'network_units'``), a larger one an image per core."""
-    (images, units), args = plan
+    ``uint8`` pixels ``x``: one image per core, or a batch of fewer
+    images than numba has threads on the calling thread alone
+    (:func:`qnn.backends.cpu_kernels.by_batch`). The plan's second
+    kernel, ``'network_units'``, which splits each layer's units between
+    the cores, is not run here: one image took 17 us on one thread
+    against 12 us, and on two cores with another process running
+    0.6-1.7 ms like every parallel loop (2-core AMD EPYC, 2026-12-07)."""
+    (images, _), args = plan
     n = len(args[-1][0])
     sums = numpy.empty((len(x), n), numpy.int64)
     logits = numpy.empty((len(x), n), numpy.float32)
-    kernel = units if len(x) < numba_threads() else images
-    kernel(x, *args, sums, logits)
+    images(x, *args, sums, logits)
     return sums, logits
-
-
-def numba_threads():
-    """The threads numba runs a parallel loop on (``numba.
-    set_num_threads``)."""
-    import numba
-    return numba.get_num_threads()
 
 
 def _run_numba_layers(layers, x):

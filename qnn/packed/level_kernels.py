@@ -283,7 +283,9 @@ _numba = None
 def numba_kernels():
     """``'level_sums'`` (compiled once for each number of input words),
     ``'count_levels'``, ``'conv_levels'`` and ``'conv_levels_pixels'``,
-    built on first use."""
+    built on first use; each runs a batch of fewer images than numba's
+    threads on the calling thread
+    (:func:`qnn.backends.cpu_kernels.by_batch`)."""
     global _numba
     if _numba is None:
         numba = cpu_kernels.import_numba()
@@ -293,15 +295,22 @@ def numba_kernels():
         def level_sums(values, bits, WT, *args):
             words = WT.shape[1]
             if words not in by_words:
-                by_words[words] = _level_sums_kernel(
-                    numba, popcount, words,
-                    numba_plane_packer(numba, words))
+                by_words[words] = cpu_kernels.by_batch(
+                    numba, _level_sums_kernel(
+                        numba, popcount, words,
+                        numba_plane_packer(numba, words)))
             by_words[words](values, bits, WT, *args)
 
+        def one_core_below_threads(kernel):
+            return cpu_kernels.by_batch(numba, kernel)
+
         _numba = {'level_sums': level_sums,
-                  'count_levels': _count_levels_kernel(numba),
-                  'conv_levels': _conv_levels_kernel(numba, popcount),
-                  'conv_levels_pixels': _conv_levels_pixels_kernel(numba)}
+                  'count_levels': one_core_below_threads(
+                      _count_levels_kernel(numba)),
+                  'conv_levels': one_core_below_threads(
+                      _conv_levels_kernel(numba, popcount)),
+                  'conv_levels_pixels': one_core_below_threads(
+                      _conv_levels_pixels_kernel(numba))}
     return _numba
 
 

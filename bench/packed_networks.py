@@ -24,8 +24,8 @@ runs the test set the network was trained on:
   Chainer model's, and how many of the export's logits equal the packed
   network's;
 * the roofline (``bench/roofline.py``, measured once at the start, on as
-  many cores as numba's threads): the packed network's images/s as a
-  fraction of its ceiling at that batch.
+  many cores as numba's threads, ``roofline.peak``): the packed network's
+  images/s as a fraction of its ceiling at that batch.
 
     .venv/bin/python bench/packed_networks.py result/cnn/snapshot_iter_1200 ...
     .venv/bin/python bench/packed_networks.py SNAPSHOT --single-calls 1000
@@ -242,8 +242,8 @@ def main(argv=None):
     options = parser.parse_args(argv)
     if options.single_calls < 1:
         parser.error('--single-calls must be at least 1')
-    options.roofline = roofline.measure(numba.get_num_threads(), 3, 0.3)[
-        numba.get_num_threads()]
+    options.roofline = roofline.peak(roofline.measure(
+        numba.get_num_threads(), 3, 0.3), numba.get_num_threads())
     results = []
     for snapshot in options.snapshots:
         try:

@@ -36,3 +36,11 @@ def test_ceiling_is_the_lower_bound():
     # batch 1000: compute bound; batch 1: the weights read per image
     assert roofline.ceiling(network, rates, 1000) == 1e12 / macs
     assert roofline.ceiling(network, rates, 1) == 1e9 / weights
+
+
+def test_peak_takes_the_larger_rate():
+    rates = {1: {'xor_popcount': 1e12, 'l2_bytes': 1e11},
+             2: {'xor_popcount': 5e11, 'l2_bytes': 3e11}}
+    assert roofline.peak(rates, 2) == {'xor_popcount': 2e12,
+                                       'l2_bytes': 3e11}
+    assert roofline.peak(rates, 1) == rates[1]

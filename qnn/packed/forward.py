@@ -5,8 +5,10 @@
   (:mod:`qnn.packed.dense_kernels`, :mod:`qnn.packed.conv_kernels`,
   :mod:`qnn.packed.level_kernels`);
 * ``'numba'``: their numba kernels on all cores (``numba.set_num_threads``
-  chooses how many); a binarized MLP runs in one parallel region, the
-  ``'network'`` kernel;
+  chooses how many), a batch of fewer images than that on the calling
+  thread; a binarized MLP runs from pixels to logits in one call, the
+  ``'network'`` kernel (:func:`mlp_plan`), and a ConvNet's dense layers
+  after its convolutions in one, ``'tail'`` (:func:`tail_plan`);
 * ``'cupy'``: their CUDA kernels on the current device (binarized
   networks only).
 

@@ -18,12 +18,17 @@ runs the test set the network was trained on:
   BN as multiply-add, sign as compare) and of onnxruntime running our ONNX
   export (``export.py --format onnx``), each with as many threads as
   numba's, at batch ``--batchsize`` (all test images) and at batch 1
-  (latency, over ``--latency-images``), each the median of ``--rounds``
-  rounds, the four alternating in one run; the predictions of the float
-  peer that differ from the Chainer model's, and how many of the export's
-  logits equal the packed network's.
+  (latency: ``--single-calls`` calls of one image each, the test images
+  in turn), each the median of ``--rounds`` rounds, the four alternating
+  in one run; the predictions of the float peer that differ from the
+  Chainer model's, and how many of the export's logits equal the packed
+  network's;
+* the roofline (``bench/roofline.py``, measured once at the start, on as
+  many cores as numba's threads, ``roofline.peak``): the packed network's
+  images/s as a fraction of its ceiling at that batch.
 
     .venv/bin/python bench/packed_networks.py result/cnn/snapshot_iter_1200 ...
+    .venv/bin/python bench/packed_networks.py SNAPSHOT --single-calls 1000
 
 A benchmark, not a test: it asserts nothing. The machines drift; only the
 ratios of one run mean much.
@@ -50,6 +55,7 @@ import chainer  # NOQA: E402
 import export  # NOQA: E402
 from peers import onnxruntime_float  # NOQA: E402
 import reference  # NOQA: E402
+import roofline  # NOQA: E402
 from qnn import datasets  # NOQA: E402
 from qnn.packed import format as packed_format  # NOQA: E402
 from qnn.packed import forward as packed_forward  # NOQA: E402
@@ -118,7 +124,9 @@ def measure(snapshot, options):
     exported = in_batches(onnx_logits, images, options.batchsize)  # NaN: none
     floats = in_batches(float_logits, unit, options.batchsize)
     differ = numpy.flatnonzero(ours.argmax(1) != theirs.argmax(1))
-    latency = slice(0, options.latency_images)
+    # the test images in turn, as many as --single-calls
+    latency = numpy.arange(options.single_calls) % len(images)
+    x1, images1, unit1 = x[latency], images[latency], unit[latency]
     runs = [
         ('chainer', lambda: in_batches(chainer_logits, x,
                                        options.batchsize)),
@@ -126,10 +134,10 @@ def measure(snapshot, options):
                                       options.batchsize)),
         ('float', lambda: in_batches(float_logits, unit, options.batchsize)),
         ('onnx', lambda: in_batches(onnx_logits, images, options.batchsize)),
-        ('chainer-1', lambda: in_batches(chainer_logits, x[latency], 1)),
-        ('packed-1', lambda: in_batches(packed_logits, images[latency], 1)),
-        ('float-1', lambda: in_batches(float_logits, unit[latency], 1)),
-        ('onnx-1', lambda: in_batches(onnx_logits, images[latency], 1)),
+        ('chainer-1', lambda: in_batches(chainer_logits, x1, 1)),
+        ('packed-1', lambda: in_batches(packed_logits, images1, 1)),
+        ('float-1', lambda: in_batches(float_logits, unit1, 1)),
+        ('onnx-1', lambda: in_batches(onnx_logits, images1, 1)),
     ]
     speed = alternate([run for run in runs
                        if session is not None or 'onnx' not in run[0]],
@@ -151,7 +159,10 @@ def measure(snapshot, options):
         'float32_bytes': sum(r['float32_bytes'] for r in rows),
         'file_bytes': network.file_size,
         'rate': {k: (len(images) if '-1' not in k else
-                     len(images[latency])) / v for k, v in speed.items()},
+                     len(latency)) / v for k, v in speed.items()},
+        'ceiling': {batch: roofline.ceiling(network, options.roofline,
+                                            batch)
+                    for batch in (options.batchsize, 1)},
         'labels': labels, 'ours': ours, 'theirs': theirs,
     }
 
@@ -183,26 +194,33 @@ def report(results, options):
                   r['accuracy'][0], r['accuracy'][1], r['float32_bytes'],
                   r['file_bytes'], r['float32_bytes'] / r['file_bytes']))
     print()
-    print('images/s, median of {} rounds alternating; numba and onnxruntime '
-          'threads {}; float peer: bench/peers/onnxruntime_float.py; our '
-          'ONNX export: export.py --format onnx'.format(
-              options.rounds, numba.get_num_threads()))
+    print('images/s, median of {} rounds alternating (batch 1: {} calls '
+          'of one image); numba and onnxruntime threads {}; float peer: '
+          'bench/peers/onnxruntime_float.py; our ONNX export: export.py '
+          '--format onnx; roofline: bench/roofline.py, {:.3g} bit MACs/s '
+          'and L2 {:.1f} GB/s on {} cores'.format(
+              options.rounds, options.single_calls, numba.get_num_threads(),
+              options.roofline['xor_popcount'],
+              options.roofline['l2_bytes'] / 1e9, numba.get_num_threads()))
     for batch, suffix in ((options.batchsize, ''), (1, '-1')):
         print()
         print('batch {}: | network | data set | Chainer | onnxruntime float '
               'peer | our ONNX export | packed | packed / float peer | '
-              'packed / Chainer | packed us/image |'.format(batch))
-        print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+              'packed / Chainer | packed us/image | float peer us/image | '
+              'roofline images/s | packed / roofline |'.format(batch))
+        print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
         for r in results:
             rate = {k[:-len(suffix)] if suffix else k: v
                     for k, v in r['rate'].items() if k.endswith(suffix) and
                     (suffix or '-' not in k)}
             print('| {} | {} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | {:.2f}x | '
-                  '{:.2f}x | {:.1f} |'.format(
+                  '{:.2f}x | {:.1f} | {:.1f} | {:.0f} | {:.0%} |'.format(
                       r['network'], r['dataset'], rate['chainer'],
                       rate['float'], rate['onnx'], rate['packed'],
                       rate['packed'] / rate['float'],
-                      rate['packed'] / rate['chainer'], 1e6 / rate['packed']))
+                      rate['packed'] / rate['chainer'], 1e6 / rate['packed'],
+                      1e6 / rate['float'], r['ceiling'][batch],
+                      rate['packed'] / r['ceiling'][batch]))
     for r in results:
         for index in r['differ'][:5]:
             print('{}: image {}, label {}, Chainer {}, packed {}'.format(
@@ -218,9 +236,14 @@ def main(argv=None):
     parser.add_argument('--data-dir', default=None)
     parser.add_argument('--batchsize', type=int, default=1000)
     parser.add_argument('--rounds', type=int, default=3)
-    parser.add_argument('--latency-images', type=int, default=200)
+    parser.add_argument('--single-calls', '--latency-images', type=int,
+                        default=10000, help='calls of one image at batch 1')
     parser.add_argument('--reference-images', type=int, default=1000)
     options = parser.parse_args(argv)
+    if options.single_calls < 1:
+        parser.error('--single-calls must be at least 1')
+    options.roofline = roofline.peak(roofline.measure(
+        numba.get_num_threads(), 3, 0.3), numba.get_num_threads())
     results = []
     for snapshot in options.snapshots:
         try:

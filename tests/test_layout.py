@@ -21,6 +21,7 @@ TEST_FILES_OF_NO_MODULE = {
     'packed/test_c_targets.py',  # exported C on four targets
     'test_hostile_inputs.py',  # every command on hostile files and paths
     'test_bench_peers.py',  # the benchmarks' own peers (bench/peers/)
+    'test_bench_roofline.py',  # bench/roofline.py's loops and ceilings
 }
 # folders that import nothing of the project but the stack's compatibility
 BOTTOM = {'qnn.utils', 'qnn.serializers'}

@@ -149,12 +149,12 @@ def _build():
         # compiled once for each number of patch words (see _conv_xnor)
         words = WP.shape[0]
         if words not in by_words:
-            by_words[words] = _conv_xnor(numba, popcount, pool_threshold,
-                                         words)
+            by_words[words] = cpu_kernels.by_batch(numba, _conv_xnor(
+                numba, popcount, pool_threshold, words))
         by_words[words](X, WP, *args)
 
     return {'conv_xnor': conv_xnor,
-            'conv_pixels': _conv_pixels(numba)}
+            'conv_pixels': cpu_kernels.by_batch(numba, _conv_pixels(numba))}
 
 
 def _pool_threshold(numba):
@@ -242,7 +242,7 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
 
 
 def _conv_pixels(numba):
-    _plane_sums = _pixel_plane_sums(numba)
+    _plane_sums = pixel_plane_sums(numba)
 
     @numba.njit(parallel=True, cache=True)
     def conv_pixels(P, S, T, sign, pool, out):
@@ -296,7 +296,11 @@ def _conv_pixels(numba):
     return conv_pixels
 
 
-def _pixel_plane_sums(numba):
+def pixel_plane_sums(numba):
+    """``plane_sums(p, w, plane)`` for numba code (inlined): adds to
+    ``plane`` ``(H, W)`` the 3x3 sums of the zero-padded channel ``p``
+    ``(H + 2, W + 2)`` with the 9 weights ``w``, a row's positions a
+    vector."""
     @numba.njit(inline='always')
     def _plane_sums(p, w, plane):
         # plane[y, x] += the 3x3 sum of the padded channel p at (y, x)

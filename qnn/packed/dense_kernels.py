@@ -103,9 +103,12 @@ _numba = None
 def numba_kernels():
     """The numba kernels by name (built once, on first use: numba is
     imported only by a user of this path): ``'planes'``, ``'xnor'``,
-    ``'threshold_pack'`` and ``'network'``; ``'planes'`` and ``'network'``
-    are compiled once for each number of words of the first layer's input
-    (see :func:`_planes_accumulator`)."""
+    ``'threshold_pack'``, ``'tail'``; ``'network'`` and ``'network_units'`` are
+    functions of the number of words of the first layer's input that
+    return the kernel compiled for it (``'planes'`` picks its own: see
+    :func:`_planes_accumulator`). ``'network'`` and ``'tail'`` run a batch
+    of fewer images than numba's threads on the calling thread
+    (:func:`qnn.backends.cpu_kernels.by_batch`)."""
     global _numba
     if _numba is None:
         _numba = _build_numba()
@@ -117,53 +120,72 @@ def _build_numba():
     popcount = xnor_kernels.popcount_intrinsic()
     by_words = {}
 
+    steps = _image_steps(numba, popcount)
+
     def for_words(words):
         if words not in by_words:
-            pack_planes = numba_plane_packer(numba, words)
-            planes_acc = _planes_accumulator(numba, popcount, words)
-            by_words[words] = (
-                _planes_kernel(numba, pack_planes, planes_acc),
-                _network_kernel(numba, popcount, pack_planes, planes_acc))
+            first = (numba_plane_packer(numba, words),) + \
+                _planes_accumulator(numba, popcount, words)
+            by_words[words] = {
+                'planes': _planes_kernel(numba, *first),
+                'network': cpu_kernels.by_batch(
+                    numba, _network_kernel(numba, steps, *first)),
+                'network_units': _network_units_kernel(numba, steps, *first)}
         return by_words[words]
 
     def planes(pixels, WT, sums):
-        for_words(WT.shape[0])[0](pixels, WT, sums)
-
-    def network(pixels, W1T, *args):
-        for_words(W1T.shape[0])[1](pixels, W1T, *args)
+        for_words(WT.shape[0])['planes'](pixels, WT, sums)
 
     return {'xnor': xnor_kernels.get()['xnor'],
             'threshold_pack': _threshold_pack_kernel(numba),
-            'planes': planes, 'network': network}
+            'tail': cpu_kernels.by_batch(numba, _tail_kernel(numba, steps)),
+            'planes': planes,
+            'network': lambda words: for_words(words)['network'],
+            'network_units': lambda words: for_words(words)['network_units']}
 
 
 def _planes_accumulator(numba, popcount, words):
-    """``planes_acc(P, WT, acc)``, inlined in the kernels: adds
-    :math:`\\sum_b 2^b \\mathrm{popcount}(P_b \\wedge W_j)` to ``acc[j]``
-    and returns :math:`\\sum_b 2^b \\mathrm{popcount}(P_b)`.
+    """``planes_acc(P, WT, acc, lo, hi)``, inlined in the kernels: adds
+    :math:`\\sum_b 2^b \\mathrm{popcount}(P_b \\wedge W_j)` to
+    ``acc[j - lo]`` for the units ``lo <= j < hi``; ``plane_ones(P)`` is
+    :math:`\\sum_b 2^b \\mathrm{popcount}(P_b)`.
 
-    ``words`` is a constant of the compiled code: the sum over the words of
-    a plane unrolls inside a loop over the units, which vectorizes (one
-    VPOPCNTQ for 8 units on AVX-512) with the sum in a register; the
-    loop over the words outermost kept it in memory (1.5x slower on the
-    first layer of the MLP, 2-core AMD EPYC, 2026-12-06)."""
+    ``words`` is a constant of the compiled code: the loop over a unit's
+    words unrolls inside a loop over the units, which vectorizes (one
+    VPOPCNTQ for 8 units on AVX-512) with the sums in registers. Two
+    planes a pass: each weight word is read 4 times per image instead of
+    8 (the weights, 104 KB for 1000 units on 784 pixels, are beyond L1),
+    with 26 popcounts unrolled; the first layer of the MLP took 5.5 us an
+    image on one core against 7.8 us one plane a pass, four planes a
+    pass no faster and eight not vectorized by LLVM (2-core AMD EPYC,
+    2026-12-07)."""
     @numba.njit(inline='always')
-    def planes_acc(P, WT, acc):
+    def plane_ones(P):
         ones = 0
         for b in range(PIXEL_BITS):
             for k in range(words):
                 ones += popcount(P[b, k]) << b
-            for j in range(WT.shape[1]):
-                d = 0
-                for k in range(words):
-                    d += popcount(P[b, k] & WT[k, j])
-                acc[j] += d << b
         return ones
 
-    return planes_acc
+    @numba.njit(inline='always')
+    def planes_acc(P, WT, acc, lo, hi):
+        # the unit's index unsigned: with a signed one (j - lo) numba's
+        # test for a negative index kept the loop scalar, 4x slower
+        for b in range(0, PIXEL_BITS, 2):
+            for t in range(hi - lo):
+                j = numpy.uint64(lo) + numpy.uint64(t)
+                d0 = 0
+                d1 = 0
+                for k in range(words):
+                    w = WT[k, j]
+                    d0 += popcount(P[b, k] & w)
+                    d1 += popcount(P[b + 1, k] & w)
+                acc[t] += (d0 << b) + (d1 << (b + 1))
+
+    return plane_ones, planes_acc
 
 
-def _planes_kernel(numba, pack_planes, planes_acc):
+def _planes_kernel(numba, pack_planes, plane_ones, planes_acc):
     """``'planes'``: the sums of a first layer, over the images on all
     cores."""
     @numba.njit(parallel=True)
@@ -175,7 +197,8 @@ def _planes_kernel(numba, pack_planes, planes_acc):
         for i in numba.prange(B):
             P = pack_planes(pixels, i)
             acc = numpy.zeros(M, numpy.int64)
-            ones = planes_acc(P, WT, acc)
+            planes_acc(P, WT, acc, 0, M)
+            ones = plane_ones(P)
             for j in range(M):
                 sums[i, j] = 2 * acc[j] - ones
 
@@ -206,21 +229,64 @@ def _threshold_pack_kernel(numba):
     return threshold_pack
 
 
-def _network_kernel(numba, popcount, pack_planes, planes_acc):
-    """``'network'``: the sums of the last layer of a network of a
-    ``'planes'`` layer, ``'xnor'`` ones and an output layer."""
+def _image_steps(numba, popcount):
+    """The steps of one image through a network, inlined in the network
+    kernels:
+
+    * ``pack_word(values, T, q, lo)``: word ``q`` of a layer's output, bit
+      ``j - 64 q`` set where ``values[j - lo] >= T[j]``; ``T`` is padded to
+      whole words with a value no sum reaches, so that the bits come from
+      a fixed loop of 64 (vectorized; its index unsigned, with no test for
+      a negative one);
+    * ``xnor_acc(h, WT, acc, lo, hi)``: ``acc[j - lo]`` set to
+      :math:`\\mathrm{popcount}(H \\oplus W_j)` for ``lo <= j < hi``;
+    * ``affine(sums, A, i, logits)``: row ``i`` of the logits from the
+      output layer's sums, in the float32 order of :func:`qnn.packed.
+      forward.affine_logits`, ``A`` its mean, inv_std, gamma and beta
+      ``(4, classes)``.
+    """
+    lane = numpy.uint64
+
+    @numba.njit(inline='always')
+    def pack_word(values, T, q, lo):
+        word = lane(0)
+        for bit in range(WORD_BITS):
+            j = lane(q << 6) + lane(bit)
+            word |= lane(values[j - lane(lo)] >= T[j]) << lane(bit)
+        return word
+
+    @numba.njit(inline='always')
+    def xnor_acc(h, WT, acc, lo, hi):
+        n = hi - lo
+        for t in range(n):
+            acc[t] = 0
+        for k in range(WT.shape[0]):
+            x = h[k]
+            for t in range(n):
+                acc[t] += popcount(x ^ WT[k, lane(lo) + lane(t)])
+
+    @numba.njit(inline='always')
+    def affine(sums, A, i, logits):
+        for j in range(logits.shape[1]):
+            v = numpy.float32(sums[i, j])
+            logits[i, j] = ((v - A[0, j]) * A[1, j]) * A[2, j] + A[3, j]
+
+    return pack_word, xnor_acc, affine
+
+
+def _network_kernel(numba, steps, pack_planes, plane_ones, planes_acc):
+    """``'network'``: the sums and logits of a network of a ``'planes'``
+    layer, ``'xnor'`` ones and an output layer, over the images on all
+    cores."""
+    pack_word, xnor_acc, affine = steps
+
     @numba.njit(parallel=True)
     def network_sums(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
-                     sums):
+                     A, sums, logits):
         # the whole network in one parallel region, one image per
         # iteration: one fork and join per call instead of two per layer
         # (on a loaded machine each join waits for a descheduled thread),
         # and each image's activations stay in the core's cache
-        # the thresholds T1 and hidden_T come padded to whole words with
-        # a value no sum reaches, so that the bits are packed a word at a
-        # time by a fixed loop of 64 (vectorized; its index unsigned, with
-        # no test for a negative one)
-        lane = numpy.uint64
         B = pixels.shape[0]
         widest = T1.shape[0]
         for T in hidden_T:
@@ -228,38 +294,122 @@ def _network_kernel(numba, popcount, pack_planes, planes_acc):
         for i in numba.prange(B):
             P = pack_planes(pixels, i)
             acc = numpy.zeros(widest, numpy.int64)
-            ones = planes_acc(P, W1T, acc)
+            planes_acc(P, W1T, acc, 0, W1T.shape[1])
+            ones = plane_ones(P)
+            for j in range(T1.shape[0]):
+                acc[j] = 2 * acc[j] - ones
             h = numpy.zeros(widest >> 6, numpy.uint64)
             for q in range(T1.shape[0] >> 6):
-                word = lane(0)
-                for bit in range(WORD_BITS):
-                    j = lane(q << 6) + lane(bit)
-                    word |= lane(2 * acc[j] - ones >= T1[j]) << lane(bit)
-                h[q] = word
+                h[q] = pack_word(acc, T1, q, 0)
             for layer in range(len(hidden_WT)):
                 WT = hidden_WT[layer]
                 T = hidden_T[layer]
-                M = WT.shape[1]
-                acc[:M] = 0
-                for k in range(WT.shape[0]):
-                    x = h[k]
-                    for j in range(M):
-                        acc[j] += popcount(x ^ WT[k, j])
+                xnor_acc(h, WT, acc, 0, WT.shape[1])
                 n_in = n_ins[layer + 1]
+                for j in range(T.shape[0]):
+                    acc[j] = n_in - 2 * acc[j]
                 for q in range(T.shape[0] >> 6):
-                    word = lane(0)
-                    for bit in range(WORD_BITS):
-                        j = lane(q << 6) + lane(bit)
-                        word |= lane(n_in - 2 * acc[j] >= T[j]) << lane(bit)
-                    h[q] = word
+                    h[q] = pack_word(acc, T, q, 0)
             M = last_WT.shape[1]
+            xnor_acc(h, last_WT, acc, 0, M)
             for j in range(M):
-                d = 0
-                for k in range(last_WT.shape[0]):
-                    d += popcount(h[k] ^ last_WT[k, j])
-                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * d
+                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
+            affine(sums, A, i, logits)
 
     return network_sums
+
+
+def _tail_kernel(numba, steps):
+    """``'tail'``: the sums and logits of ``'xnor'`` layers, one or more
+    with a sign and an output layer, on packed inputs ``X`` ``(B, words)``
+    (a ConvNet's flattened maps), over the images on all cores: one call
+    for the dense layers instead of two kernels and their arrays a
+    layer."""
+    pack_word, xnor_acc, affine = steps
+
+    @numba.njit(parallel=True)
+    def tail_sums(X, hidden_WT, hidden_T, last_WT, n_ins, A, sums, logits):
+        widest = X.shape[1] << 6
+        for T in hidden_T:
+            widest = max(widest, T.shape[0])
+        for i in numba.prange(X.shape[0]):
+            acc = numpy.zeros(widest, numpy.int64)
+            h = numpy.zeros(widest >> 6, numpy.uint64)
+            h[:X.shape[1]] = X[i]
+            for layer in range(len(hidden_WT)):
+                WT = hidden_WT[layer]
+                T = hidden_T[layer]
+                xnor_acc(h, WT, acc, 0, WT.shape[1])
+                n_in = n_ins[layer]
+                for j in range(T.shape[0]):
+                    acc[j] = n_in - 2 * acc[j]
+                for q in range(T.shape[0] >> 6):
+                    h[q] = pack_word(acc, T, q, 0)
+            M = last_WT.shape[1]
+            xnor_acc(h, last_WT, acc, 0, M)
+            for j in range(M):
+                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
+            affine(sums, A, i, logits)
+
+    return tail_sums
+
+
+def _network_units_kernel(numba, steps, pack_planes, plane_ones,
+                          planes_acc):
+    """``'network_units'``: :func:`_network_kernel`'s sums and logits for
+    a few images, one at a time, each layer's output words split into as
+    many runs as numba has threads, one run a core (a fork and join per
+    layer)."""
+    pack_word, xnor_acc, affine = steps
+
+    @numba.njit(inline='always')
+    def words_of(part, parts, n):
+        # the output words of run `part`: a share of n
+        return n * part // parts, n * (part + 1) // parts
+
+    @numba.njit(parallel=True)
+    def network_units(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
+                      A, sums, logits):
+        widest = T1.shape[0]
+        for T in hidden_T:
+            widest = max(widest, T.shape[0])
+        h = numpy.zeros(widest >> 6, numpy.uint64)
+        out = numpy.zeros(widest >> 6, numpy.uint64)
+        parts = numba.get_num_threads()
+        for i in range(pixels.shape[0]):
+            P = pack_planes(pixels, i)
+            ones = plane_ones(P)
+            for part in numba.prange(parts):
+                q0, q1 = words_of(part, parts, T1.shape[0] >> 6)
+                lo = q0 << 6
+                acc = numpy.zeros((q1 - q0) << 6, numpy.int64)
+                planes_acc(P, W1T, acc, lo, min(q1 << 6, W1T.shape[1]))
+                for j in range(len(acc)):
+                    acc[j] = 2 * acc[j] - ones
+                for q in range(q0, q1):
+                    h[q] = pack_word(acc, T1, q, lo)
+            for layer in range(len(hidden_WT)):
+                WT = hidden_WT[layer]
+                T = hidden_T[layer]
+                n_in = n_ins[layer + 1]
+                for part in numba.prange(parts):
+                    q0, q1 = words_of(part, parts, T.shape[0] >> 6)
+                    lo = q0 << 6
+                    acc = numpy.zeros((q1 - q0) << 6, numpy.int64)
+                    xnor_acc(h, WT, acc, lo, min(q1 << 6, WT.shape[1]))
+                    for j in range(len(acc)):
+                        acc[j] = n_in - 2 * acc[j]
+                    for q in range(q0, q1):
+                        out[q] = pack_word(acc, T, q, lo)
+                h[:] = out
+            M = last_WT.shape[1]
+            acc = numpy.zeros(M, numpy.int64)
+            xnor_acc(h, last_WT, acc, 0, M)
+            for j in range(M):
+                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
+            affine(sums, A, i, logits)
+
+    return network_units
 
 
 # --- CUDA -------------------------------------------------------------------

@@ -5,8 +5,10 @@
   (:mod:`qnn.packed.dense_kernels`, :mod:`qnn.packed.conv_kernels`,
   :mod:`qnn.packed.level_kernels`);
 * ``'numba'``: their numba kernels on all cores (``numba.set_num_threads``
-  chooses how many); a binarized MLP runs in one parallel region, the
-  ``'network'`` kernel;
+  chooses how many), a batch of fewer images than that on the calling
+  thread; a binarized MLP runs from pixels to logits in one call, the
+  ``'network'`` kernel (:func:`mlp_plan`), and a ConvNet's dense layers
+  after its convolutions in one, ``'tail'`` (:func:`tail_plan`);
 * ``'cupy'``: their CUDA kernels on the current device (binarized
   networks only).
 
@@ -72,28 +74,122 @@ def _run_numba(layers, pixels):
     # writable too: numba compiles a separate (slow to build) version of
     # each kernel for read-only arrays such as numpy.frombuffer's
     x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
-    hidden = layers[1:-1]
     if layers[0].kind in LEVEL_KINDS:
         return _run_levels(
             layers, x, level_kernels.popcount_sums,
             level_kernels.count_levels,
-            lambda layer, x: level_kernels.conv_level_maps(
-                layer, x, level_kernels.count_levels))
-    if any(layer.kind in CONV_KINDS for layer in layers):
-        return _run_numba_layers(layers, x)
-    if hidden and layers[-1].output != 'sign' and all(
-            layer.output == 'sign' for layer in layers[:-1]):
-        sums = numpy.empty((len(x), layers[-1].n_out), numpy.int64)
-        dense_kernels.numba_kernels()['network'](
-            x, layers[0].transposed_weights(),
-            dense_kernels.word_thresholds(layers[0]),
-            tuple(layer.transposed_weights() for layer in hidden),
+            level_kernels.numba_conv_levels)
+    plan = mlp_plan(layers)
+    if plan is not None:
+        return _run_mlp(plan, x)[0]
+    return _run_convnet(layers, x)[0]
+
+
+def _run_convnet(layers, x):
+    """The sums and logits (``None`` where the network has no
+    :func:`tail_plan`) of a network whose first layers are convolutions,
+    or any other network layer by layer."""
+    convs = 0
+    while convs < len(layers) and layers[convs].kind in CONV_KINDS:
+        convs += 1
+    plan = tail_plan(layers[convs:]) if 0 < convs < len(layers) else None
+    if plan is None:
+        # layer by layer: a network of two layers (no hidden XNOR layer)
+        return _run_numba_layers(layers, x), None
+    for layer in layers[:convs]:
+        x = conv_kernels.numba_layer(layer, x)
+    x = numpy.require(_dense_input(layers, convs, x), requirements=[
+        'C', 'W'])
+    kernel, args = plan
+    n = len(args[-1][0])
+    sums = numpy.empty((len(x), n), numpy.int64)
+    logits = numpy.empty((len(x), n), numpy.float32)
+    kernel(x, *args, sums, logits)
+    return sums, logits
+
+
+def _dense_arguments(hidden, last):
+    """The arguments of the network kernels after the first layer's: the
+    ``hidden`` layers' transposed weights and padded thresholds, the last
+    layer's weights, every layer's inputs (``hidden`` and ``last``) and
+    the affine map."""
+    return (tuple(layer.transposed_weights() for layer in hidden),
             tuple(dense_kernels.word_thresholds(layer) for layer in hidden),
-            layers[-1].transposed_weights(),
-            numpy.array([layer.n_in for layer in layers], numpy.int64), sums)
-        return sums
-    # layer by layer: a network of two layers (no hidden XNOR layer)
-    return _run_numba_layers(layers, x)
+            last.transposed_weights(),
+            numpy.array([layer.n_in for layer in hidden + [last]],
+                        numpy.int64),
+            numpy.array([getattr(last, name) for name in (
+                'mean', 'inv_std', 'gamma', 'beta')], numpy.float32))
+
+
+def _binarized_tail(layers):
+    """Whether ``layers`` are one or more ``'xnor'`` ``'sign'`` layers
+    and an ``'xnor'`` ``'affine'`` one."""
+    return len(layers) > 1 and all(
+        layer.kind == 'xnor' for layer in layers) and all(
+        layer.output == 'sign' for layer in layers[:-1]) and \
+        layers[-1].output == 'affine'
+
+
+def tail_plan(layers):
+    """``(kernel, arguments)`` of the ``'tail'`` kernel for the dense
+    ``layers`` after a ConvNet's convolutions (:func:`_binarized_tail`),
+    made once per list of layers; ``None`` for other layers."""
+    layers = list(layers)
+
+    def make():
+        if not _binarized_tail(layers):
+            return None
+        return dense_kernels.numba_kernels()['tail'], _dense_arguments(
+            layers[:-1], layers[-1])
+    return _cached_plan('tail_plan', layers, make)
+
+
+def _cached_plan(name, layers, make):
+    """``make()``, made once per list of ``layers`` (kept with the first
+    layer, keyed by the layers' ids; the layers themselves are kept with
+    it, so that their ids stay theirs)."""
+    key = (name,) + tuple(map(id, layers))
+    return layers[0].cached(key, lambda: (tuple(layers), make()))[1]
+
+
+def mlp_plan(layers):
+    """``(kernels, arguments)`` of the ``'network'`` kernels for a
+    binarized MLP (a ``'planes'`` layer, one or more ``'xnor'`` ones, an
+    ``'affine'`` output), made once per list of layers; ``None`` for any
+    other network."""
+    layers = list(layers)
+
+    def make():
+        if layers[0].kind != 'planes' or layers[0].output != 'sign' or \
+                not _binarized_tail(layers[1:]):
+            return None
+        k = dense_kernels.numba_kernels()
+        words = n_words(layers[0].n_in)
+        tail = _dense_arguments(layers[1:-1], layers[-1])
+        args = (layers[0].transposed_weights(),
+                dense_kernels.word_thresholds(layers[0])) + tail[:3] + (
+            numpy.array([layer.n_in for layer in layers], numpy.int64),
+            tail[4])
+        return (k['network'](words), k['network_units'](words)), args
+    return _cached_plan('mlp_plan', layers, make)
+
+
+def _run_mlp(plan, x):
+    """The sums and logits of a binarized MLP (:func:`mlp_plan`) on
+    ``uint8`` pixels ``x``: one image per core, or a batch of fewer
+    images than numba has threads on the calling thread alone
+    (:func:`qnn.backends.cpu_kernels.by_batch`). The plan's second
+    kernel, ``'network_units'``, which splits each layer's units between
+    the cores, is not run here: one image took 17 us on one thread
+    against 12 us, and on two cores with another process running
+    0.6-1.7 ms like every parallel loop (2-core AMD EPYC, 2026-12-07)."""
+    (images, _), args = plan
+    n = len(args[-1][0])
+    sums = numpy.empty((len(x), n), numpy.int64)
+    logits = numpy.empty((len(x), n), numpy.float32)
+    images(x, *args, sums, logits)
+    return sums, logits
 
 
 def _run_numba_layers(layers, x):
@@ -220,11 +316,23 @@ def affine_logits(sums, layer):
 def forward(network, pixels, backend='numba'):
     """Logits ``(B, classes)`` of the packed ``network`` for ``uint8``
     ``pixels`` ``(B, n)``."""
+    if backend == 'numba' and network.layers[0].kind not in LEVEL_KINDS:
+        # the output layer's affine map in the last kernel: the least
+        # Python a call
+        x = numpy.require(pixels, numpy.uint8, ['C', 'W'])
+        plan = mlp_plan(network.layers)
+        sums, logits = _run_mlp(plan, x) if plan is not None else \
+            _run_convnet(network.layers, x)
+        if logits is not None:
+            return logits
+        return affine_logits(sums, network.layers[-1])
     return affine_logits(layer_sums(network.layers, pixels, backend),
                          network.layers[-1])
 
 
 def warm_up(layers, pixels, backend='numba'):
-    """Runs ``layers`` once on the first two images, so that the kernels of
-    ``backend`` are compiled (numba, CUDA) before anything is timed."""
+    """Runs ``layers`` on the first image and on the first two, so that
+    the kernels of ``backend`` for one image and for more (numba, CUDA)
+    are compiled before anything is timed."""
+    layer_sums(layers, pixels[:1], backend)
     layer_sums(layers, pixels[:2], backend)

@@ -8,7 +8,19 @@ image: binary (1-bit by 1-bit, done as XNOR and popcount), 8-bit by 1-bit
 plane; a convolution's as integer sums), k-bit (weights or activations of
 2 to 4 bits: exact integer sums, :mod:`qnn.packed.level_kernels`), and
 float (none: the batch normalizations are folded into integer thresholds,
-the last one into 2 float32 multiplies and 2 adds per logit). Then the
+the last one into 2 float32 multiplies and 2 adds per logit). Each row
+also counts its bit-plane MACs (not printed: the roofline of
+``bench/roofline.py`` divides by them), the 1-bit by 1-bit products the
+layer's arithmetic comes to when every operand is split into its bit
+planes:
+
+.. math::
+
+    \\mathrm{bit\\ MACs} = k_w \\, k_x \\, \\mathrm{MACs}
+
+with :math:`k_w` the weight bits and :math:`k_x` the input bits (8 for
+pixels): the first layer of an MLP on 784 pixels with 1000 units is
+:math:`8 \\cdot 784 \\cdot 1000`. Then the
 totals, the size of the same parameters as float32, and the size of the
 file, header and checksum included: the number of bytes on disk.
 """
@@ -80,8 +92,15 @@ def rows(network):
             'int8_macs': macs if kind == 'int8' else 0,
             'multibit_macs': macs if kind == 'multibit' else 0,
             'float_macs': 0,
+            'bit_macs': weight_bits * input_bits * macs,
         })
     return out
+
+
+def bit_macs(network):
+    """Bit-plane multiply-accumulates of one image through ``network``,
+    the sum of the rows' ``bit_macs``."""
+    return sum(row['bit_macs'] for row in rows(network))
 
 
 def summary(network):

@@ -17,3 +17,24 @@ def test_usable():
     assert not cpu_kernels.usable(a, a.astype(numpy.float64))
     assert not cpu_kernels.usable(a.astype(numpy.float16))
     assert not cpu_kernels.usable(numpy.zeros((4, 4), numpy.float32).T[:2])
+
+
+def test_by_batch_runs_few_rows_on_one_core():
+    numba = cpu_kernels.import_numba()
+
+    @numba.njit(parallel=True)
+    def doubled(x, out):
+        for i in numba.prange(len(x)):
+            out[i] = 2 * x[i]
+
+    call = cpu_kernels.by_batch(numba, doubled)
+    x = numpy.arange(5.)
+    for rows in (0, 1, 5):
+        out = numpy.zeros(rows)
+        call(x[:rows], out)
+        numpy.testing.assert_array_equal(out, 2 * x[:rows])
+    assert not call.one_core.targetoptions.get('parallel')
+    assert call.parallel is doubled
+    out = numpy.zeros(1)
+    call.one_core(x[:1], out)
+    assert out[0] == 2 * x[0]

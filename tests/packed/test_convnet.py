@@ -70,6 +70,21 @@ def test_exported_cnn_gives_chainers_logits(trained_cnn):
         packed_forward.forward(network, images[:50], 'numpy'), logits[:50])
 
 
+def test_exported_cnn_one_image_a_call_equals_the_reference(trained_cnn):
+    # batches of 1 and 3: the convolutions, then the dense layers in one
+    # call ('tail'), whatever numba's threads
+    network = packed_format.load(trained_cnn[1])
+    images = datasets.load_raw('mnist')['test'][0][:7]
+    expected = packed_forward.layer_sums(network.layers, images, 'numpy')
+    for lo, hi in ((0, 1), (1, 4), (4, 5)):
+        numpy.testing.assert_array_equal(packed_forward.layer_sums(
+            network.layers, images[lo:hi], 'numba'), expected[lo:hi])
+        numpy.testing.assert_array_equal(
+            packed_forward.forward(network, images[lo:hi], 'numba'),
+            packed_forward.affine_logits(expected[lo:hi],
+                                         network.layers[-1]))
+
+
 @pytest.mark.gpu
 def test_exported_cnn_on_cupy_gives_the_same_logits(trained_cnn):
     import cupy

@@ -194,3 +194,32 @@ def test_pixel_conv_layer_is_the_real_layer():
     numpy.testing.assert_array_equal(maps.transpose(0, 3, 1, 2), expected)
     numpy.testing.assert_array_equal(
         level_kernels.reference_conv_levels(layer, pixels), maps)
+
+
+@pytest.mark.parametrize('weight_bits, act_bits', [(2, 2), (1, 2), (3, 1)])
+@pytest.mark.parametrize('shape, channels, pool', [
+    ((3, 7, 5), 5, True), ((16, 6, 6), 8, False), ((70, 3, 4), 3, True),
+    ((1, 9, 7), 6, True), ((1, 6, 5), 4, False)])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_numba_conv_levels_equal_the_reference(weight_bits, act_bits, shape,
+                                               channels, pool, batch):
+    # hidden layers and a first layer on pixels (one channel), flipped
+    # channels, odd sizes pooled with cover_all
+    rng = numpy.random.RandomState(sum(shape) + 10 * weight_bits + batch)
+    C, H, Wd = shape
+    W = rng.normal(size=(channels, C, 3, 3)).astype(numpy.float32)
+    bn = random_bn(rng, channels, 9 * C)
+    bn[0][:2] = -0.5, 0.5
+    pixels = C == 1
+    layer = conv_layer_of(W, bn, (weight_bits, None if pixels else act_bits,
+                                  act_bits), shape, pool)
+    if pixels:
+        x = rng.randint(0, 256, size=(batch, C * H * Wd))
+    else:
+        x = rng.randint(0, packed_bits.n_levels(act_bits) + 1,
+                        size=(batch, H, Wd, C))
+    expected = level_kernels.reference_conv_levels(layer, x)
+    maps = level_kernels.numba_conv_levels(layer, x.astype(numpy.uint8))
+    assert maps.dtype == numpy.uint8
+    numpy.testing.assert_array_equal(maps, expected)
+    assert len(numpy.unique(maps)) > 1

@@ -6,6 +6,7 @@ import numpy
 from qnn.packed import format as packed_format
 from qnn.packed import summary as packed_summary
 
+from helpers import folded_layer
 from helpers import random_network
 
 
@@ -38,3 +39,29 @@ def test_text_has_the_totals_and_the_file_size(tmp_path):
     size = int(lines[-1].split()[2])
     assert size == tmp_path.joinpath('net.bnn').stat().st_size
     assert 'smaller than float32' in lines[-1]
+
+
+def test_bit_macs_count_every_bit_plane():
+    # the first layer's 8 pixel planes, each a 1-bit product per weight;
+    # the hidden and output layers one product per weight
+    network = random_network(numpy.random.default_rng(3),
+                             (784, 1000, 1000, 10))
+    first, hidden, last = packed_summary.rows(network)
+    assert first['bit_macs'] == 8 * 784 * 1000
+    assert hidden['bit_macs'] == 1000 * 1000
+    assert last['bit_macs'] == 1000 * 10
+    assert packed_summary.bit_macs(network) == (
+        8 * 784 * 1000 + 1000 * 1000 + 1000 * 10)
+
+
+def test_bit_macs_of_convolutions():
+    # a 3x3 convolution's products over its valid taps: 8 planes each on
+    # pixels, one on signs
+    rng = numpy.random.default_rng(4)
+    pixels, _, _ = folded_layer(rng, (1, 5, 4, 16, True), first=True)
+    signs, _, _ = folded_layer(rng, (16, 3, 2, 32, False), first=False)
+    network = packed_format.PackedNetwork([pixels, signs], {
+        'size': 20, 'pixel_bits': 8, 'scale': 255, 'shift': 0})
+    first, second = packed_summary.rows(network)
+    assert first['bit_macs'] == 8 * (3 * 5 - 2) * (3 * 4 - 2) * 1 * 16
+    assert second['bit_macs'] == (3 * 3 - 2) * (3 * 2 - 2) * 16 * 32

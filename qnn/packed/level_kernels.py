@@ -365,9 +365,10 @@ def _count_levels_kernel(numba):
     return count_levels
 
 
-def _conv_levels_kernel(numba, popcount):
-    """``'conv_levels'``: the output levels of a k-bit convolution
-    (:func:`numba_conv_levels`), over the images on all cores."""
+def _conv_level_steps(numba):
+    """The steps of ``'conv_levels'`` for one image, inlined:
+    ``input_planes(X, i, bits, Q)``, ``patch_words(U, y, x, first,
+    shifts, patch)`` and ``pool_levels(sums, sign, T, step, out)``."""
     lane = numpy.uint64
 
     @numba.njit(inline='always')
@@ -397,6 +398,35 @@ def _conv_levels_kernel(numba, popcount):
                 for q in range(Q):
                     patch[b, first[t] + q] |= U[
                         b, y + t // 3, x + t % 3, q] << shifts[t]
+
+    @numba.njit(inline='always')
+    def pool_levels(sums, sign, T, step, out):
+        # sums (H, W, K) of one image times sign[k], out (H', W', K): the
+        # levels of each window's maximum times sign[k]; with cover_all
+        # the last window of an odd size reads its one row (column) twice
+        H, Wd, K = sums.shape
+        for y in range(out.shape[0]):
+            y0 = y * step
+            y1 = min(y0 + step - 1, H - 1)
+            for x in range(out.shape[1]):
+                x0 = x * step
+                x1 = min(x0 + step - 1, Wd - 1)
+                for k in range(K):
+                    best = sign[k] * max(
+                        max(sums[y0, x0, k], sums[y0, x1, k]),
+                        max(sums[y1, x0, k], sums[y1, x1, k]))
+                    n = 0
+                    for m in range(T.shape[1]):
+                        n += best >= T[k, m]
+                    out[y, x, k] = n
+
+    return input_planes, patch_words, pool_levels
+
+
+def _conv_levels_kernel(numba, popcount):
+    """``'conv_levels'``: the output levels of a k-bit convolution
+    (:func:`numba_conv_levels`), over the images on all cores."""
+    input_planes, patch_words, pool_levels = _conv_level_steps(numba)
 
     @numba.njit(parallel=True)
     def conv_levels(X, bits, WP, base, slots, spacing, two_a, minus_a_L_w,
@@ -434,22 +464,7 @@ def _conv_levels_kernel(numba, popcount):
                     for k in range(K):
                         s[k] = sign[k] * (two_a * acc[k] + minus_a_L_w * total
                                           + base[y, x, k])
-            for y in range(out.shape[1]):
-                # cover_all: the last window of an odd size reads its one
-                # row (column) twice; the maximum of sign times the sums
-                y0 = y * step
-                y1 = min(y0 + step - 1, H - 1)
-                for x in range(out.shape[2]):
-                    x0 = x * step
-                    x1 = min(x0 + step - 1, Wd - 1)
-                    for k in range(K):
-                        best = sign[k] * max(
-                            max(sums[y0, x0, k], sums[y0, x1, k]),
-                            max(sums[y1, x0, k], sums[y1, x1, k]))
-                        n = 0
-                        for m in range(T.shape[1]):
-                            n += best >= T[k, m]
-                        out[i, y, x, k] = n
+            pool_levels(sums, sign, T, step, out[i])
 
     return conv_levels
 

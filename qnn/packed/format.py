@@ -30,8 +30,11 @@ Header (docs/deployment.md specifies every key)::
      "source": {...}}
 
 A convolution's entry also has ``"conv"`` (``in_shape``, ``channels``,
-``pool``), a k-bit layer's ``"levels"`` (``weight_bits``, ``input_bits``,
-``output_bits``). Version 1 files (``"qnn-packed-mlp"``: the MLP's
+``pool``, and optionally ``ksize`` and ``pad``: 3 and 1 when absent), a
+k-bit layer's ``"levels"`` (``weight_bits``, ``input_bits``,
+``output_bits``); the input optionally ``pixel_thresholds`` (the first
+layer reads each pixel's level, the number of them it reaches:
+:func:`input_values`). Version 1 files (``"qnn-packed-mlp"``: the MLP's
 ``planes`` and ``xnor`` layers, an input of ``size`` only) load too.
 
 Weights: one row of :math:`\\lceil n_{in}/64 \\rceil` words per unit; input
@@ -42,7 +45,7 @@ padding bits are 0 (checked on load). Layer kinds (see
 :mod:`qnn.packed.level_kernels` for the arithmetic): ``planes`` (first layer:
 8-bit pixels :math:`p`, the network's input being :math:`p / \\text{scale}
 + \\text{shift}`; the thresholds hold both), ``xnor`` (:math:`\\pm 1`
-inputs), ``conv_pixels`` and ``conv_xnor`` (3x3 convolutions),
+inputs), ``conv_pixels`` and ``conv_xnor`` (k x k convolutions),
 ``levels_pixels`` and ``levels`` (k-bit weights as bit planes). Outputs:
 ``sign`` (array ``thresholds``, ``<i4``: the unit's bit is 1 iff its
 integer sum :math:`a \\ge T`), ``levels`` (``thresholds`` ``(units,
@@ -165,8 +168,8 @@ class Layer(object):
         name (str): Name of the layer in the trained model (``l1``,
             ``conv1_1``, ``fc1`` ...).
         kind (str): ``'planes'`` (dense, 8-bit pixel input), ``'xnor'``
-            (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (3x3
-            convolution of 8-bit pixels) or ``'conv_xnor'`` (3x3
+            (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (k x k
+            convolution of 8-bit pixels) or ``'conv_xnor'`` (k x k
             convolution of :math:`\\pm 1` feature maps); the k-bit
             ``'levels_pixels'``, ``'levels'`` (dense) and
             ``'conv_levels_pixels'``, ``'conv_levels'`` (3x3 convolutions,
@@ -175,7 +178,7 @@ class Layer(object):
             (a convolution's: channels x height x width).
         output (str): ``'sign'`` or ``'affine'``.
         weights (ndarray): ``uint64``: ``(n_out, ceil(n_in / 64))`` for a
-            dense layer, ``(channels, 9, ceil(in_channels / 64))`` for a
+            dense layer, ``(channels, k^2, ceil(in_channels / 64))`` for a
             convolution.
         thresholds (ndarray): ``int32`` ``(units or channels,)``
             (``'sign'``).
@@ -185,8 +188,9 @@ class Layer(object):
         mean, inv_std, gamma, beta (ndarray): ``float32`` ``(n_out,)``
             (``'affine'``).
         conv (dict or None): A convolution's ``in_shape`` (channels,
-            height, width), ``channels`` (out) and ``pool`` (2x2 max
-            pooling after it).
+            height, width), ``channels`` (out), ``pool`` (2x2 max
+            pooling after it) and optionally ``ksize`` (k, 3 when absent)
+            and ``pad`` (zero padding on each side, 1 when absent).
         levels (dict or None): A k-bit layer's ``weight_bits``,
             ``input_bits`` (8: pixels) and ``output_bits`` (``None`` for
             the output layer); see :mod:`qnn.packed.level_kernels`.

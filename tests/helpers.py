@@ -876,10 +876,10 @@ def conv_network(rng):
 
 
 def geometry_network(rng):
-    """Two convolutions with the optional geometry, on thresholded pixels
-    (``input.pixel_thresholds``: levels 0, 1, 2): 5x5 valid on the pixels, 5x5 with
-    padding 1 on the signs, each pooled, then a dense XNOR output layer:
-    28x28 -> 24x24 -> 12x12 -> 10x10 -> 5x5 -> 10."""
+    """Two convolutions with the optional geometry, on the pixels' levels
+    0, 1, 2 (``input.pixel_thresholds``): 5x5 valid on the levels, 5x5
+    with padding 1 on the signs, each pooled, then a dense XNOR output
+    layer: 28x28 -> 24x24 -> 12x12 -> 10x10 -> 5x5 -> 10."""
     Layer = packed_format.Layer
 
     def conv(name, kind, in_shape, pad, out, spread):

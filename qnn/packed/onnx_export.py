@@ -15,11 +15,12 @@ logits to the bit:
   ``MatMul`` by its :math:`\\pm 1` weights in float32 (stored as
   ``int8``, cast once), each convolution a ``Conv`` (the layer's kernel
   size and zero padding, 3x3 and 1 by default; the padding adds nothing,
-  as the packed layer's valid taps) followed by ``MaxPool`` (2x2, ``ceil_mode``,
-  as ``cover_all``; ``-MaxPool(-x)`` for the flipped channels); the first
-  dense layer after the convolutions reads the feature map transposed to
-  (row, column, channel). Every sum is an integer below :math:`2^{24}` (at
-  most 255 * 784, or 255 * 9 * channels), so float32 holds it exactly
+  as the packed layer's valid taps) followed by ``MaxPool`` (2x2,
+  ``ceil_mode``, as ``cover_all``; ``-MaxPool(-x)`` for the flipped
+  channels); the first dense layer after the convolutions reads the
+  feature map transposed to (row, column, channel). Every sum is an
+  integer below :math:`2^{24}` (at most 255 * 784, or 255 * k^2 *
+  channels), so float32 holds it exactly
   whatever the order of summation. A ``'sign'`` unit is
   ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
   integer threshold as float32 (exact too); the output layer is
@@ -28,8 +29,9 @@ logits to the bit:
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
   ``float32`` ``(1, size)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
-  wants a fixed batch; a network on ``pixel_thresholds`` is refused); the weights :math:`\\pm 1` through ``BipolarQuant``
-  (scale 1: ``BIPOLAR``); each batch normalization and sign as a
+  wants a fixed batch; a network on ``pixel_thresholds`` is refused);
+  the weights :math:`\\pm 1` through ``BipolarQuant`` (scale 1:
+  ``BIPOLAR``); each batch normalization and sign as a
   ``MultiThreshold`` node with one threshold per unit or channel
   (``data_layout`` NCHW after a convolution), ``out_scale`` 2 and
   ``out_bias`` -1 (the form FINN's streamlining gives a sign), its output

@@ -54,7 +54,8 @@ def _kind(layer):
             if layer.kind == 'conv_xnor' else '{}-bit{}'.format(
                 layer.levels['weight_bits'], ' pixel' if
                 layer.kind == 'conv_levels_pixels' else ''),
-            layer.ksize, layer.ksize, ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
+            layer.ksize, layer.ksize,
+            ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
     if layer.levels is not None:
         return '{}-bit dense{}, {}'.format(
             layer.levels['weight_bits'],

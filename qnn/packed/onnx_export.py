@@ -29,8 +29,9 @@ logits to the bit:
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
   ``float32`` ``(1, size)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
-  wants a fixed batch; a network on ``pixel_thresholds`` is refused);
-  the weights :math:`\\pm 1` through ``BipolarQuant`` (scale 1:
+  wants a fixed batch; with ``pixel_thresholds``, their levels as a
+  ``MultiThreshold`` of one row of thresholds for every pixel); the
+  weights :math:`\\pm 1` through ``BipolarQuant`` (scale 1:
   ``BIPOLAR``); each batch normalization and sign as a
   ``MultiThreshold`` node with one threshold per unit or channel
   (``data_layout`` NCHW after a convolution), ``out_scale`` 2 and
@@ -316,6 +317,18 @@ def _multithreshold_levels(graph, layer, sums):
                       out_bias=float(-top), data_layout='NC')
 
 
+def _qonnx_input_levels(graph, thresholds):
+    """The pixels' levels as a ``MultiThreshold`` of the thresholds shared
+    by every pixel (shape (1, n)), annotated ``UINT`` of the bits of n."""
+    t = graph.constant('input/pixel_thresholds', numpy.array(
+        [thresholds], numpy.float32))
+    datatype = 'UINT{}'.format(len(thresholds).bit_length())
+    return graph.node('MultiThreshold', [INPUT, t], 'input/levels',
+                      domain=QONNX_DOMAIN, datatype=datatype,
+                      out_dtype=datatype, out_scale=1.0, out_bias=0.0,
+                      data_layout='NC')
+
+
 QONNX_KINDS = {'planes': _dense(_qonnx_weights),
                'xnor': _dense(_qonnx_weights),
                'conv_pixels': _convolution(_qonnx_weights),
@@ -397,12 +410,9 @@ def _build(network, kinds, outputs, dialect):
     graph = _Graph()
     x = INPUT
     if 'pixel_thresholds' in network.input:
-        if dialect != 'ONNX':
-            raise UnsupportedLayer(
-                'the network reads levels of its pixels (input.'
-                'pixel_thresholds), which the {} export does not '
-                'write'.format(dialect))
-        x = _input_levels(graph, network.input['pixel_thresholds'])
+        levels = _input_levels if dialect == 'ONNX' else \
+            _qonnx_input_levels
+        x = levels(graph, network.input['pixel_thresholds'])
     for layer in network.layers:
         x = outputs[layer.output](graph, layer, kinds[layer.kind](
             graph, layer, x))

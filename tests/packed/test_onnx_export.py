@@ -329,3 +329,19 @@ def test_onnx_of_wage_seed_predicts_as_chainer(wage_trained, tmp_path,
     numpy.testing.assert_array_equal(
         logits.argmax(axis=1), chainer_predictions(wage_trained,
                                                    test_images))
+
+
+def test_qonnx_of_wage_seed_equals_the_packed_network(wage_trained,
+                                                      tmp_path, test_images):
+    model = qonnx_model(wage_trained, tmp_path)
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+    images = test_images[:300]
+    expected = packed_forward.forward(export.load(wage_trained), images,
+                                      'numba')
+    model = model.transform(ChangeBatchSize(len(images))).transform(
+        InferShapes())
+    name, out = model.graph.input[0].name, model.graph.output[0].name
+    logits = execute_onnx(model, {name: images.astype(numpy.float32)})[out]
+    numpy.testing.assert_array_equal(logits, expected)

@@ -155,22 +155,22 @@ def _build():
     by_words = {}
     by_ksize = {}
 
-    def conv_xnor(X, WP, base, slots, spacing, ksize, *args):
-        # compiled once for each number of patch words and kernel size
-        # (see _conv_xnor)
-        key = WP.shape[0], ksize
+    def conv_xnor(X, WP, base, slots, spacing, ksize, pad, *args):
+        # compiled once for each number of patch words, kernel size and
+        # padding (see _conv_xnor)
+        key = WP.shape[0], ksize, pad
         if key not in by_words:
             by_words[key] = cpu_kernels.by_batch(numba, _conv_xnor(
                 numba, popcount, pool_threshold, *key))
         by_words[key](X, WP, base, slots, spacing, *args)
 
-    def conv_pixels(P, S, *args):
-        # compiled once for each kernel size
-        ksize = math.isqrt(S.shape[2])
-        if ksize not in by_ksize:
-            by_ksize[ksize] = cpu_kernels.by_batch(numba, _conv_pixels(
-                numba, ksize))
-        by_ksize[ksize](P, S, *args)
+    def conv_pixels(P, S, pad, *args):
+        # compiled once for each kernel size and padding
+        key = math.isqrt(S.shape[2]), pad
+        if key not in by_ksize:
+            by_ksize[key] = cpu_kernels.by_batch(numba, _conv_pixels(
+                numba, *key))
+        by_ksize[key](P, S, *args)
 
     return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
 
@@ -210,9 +210,10 @@ def _pool_threshold(numba):
     return pool_threshold
 
 
-def _conv_xnor(numba, popcount, pool_threshold, words, ksize):
-    """The kernel of ``conv_xnor`` layers of ``words`` patch words and
-    ``ksize`` x ``ksize`` taps, constants of the compiled code: the sum
+def _conv_xnor(numba, popcount, pool_threshold, words, ksize, pad):
+    """The kernel of ``conv_xnor`` layers of ``words`` patch words,
+    ``ksize`` x ``ksize`` taps and padding ``pad``, constants of the
+    compiled code: the sum
     over a position's patch words unrolls inside the loop over the output
     channels, in registers (one loop per position instead of one per word,
     which cost the small ConvNet's second layer twice its popcounts in
@@ -220,7 +221,7 @@ def _conv_xnor(numba, popcount, pool_threshold, words, ksize):
     taps = ksize * ksize
 
     @numba.njit(parallel=True)
-    def conv_xnor(X, WP, base, slots, spacing, pad, T, sign, pool, out):
+    def conv_xnor(X, WP, base, slots, spacing, T, sign, pool, out):
         # X (B, H, W, Q) words. A position's k^2 taps go into patch words as
         # the weights WP (words, K) are (see _patch_weights): `slots` taps
         # of `spacing` bits a word, so that 16 channels take 3 words, not
@@ -263,13 +264,14 @@ def _conv_xnor(numba, popcount, pool_threshold, words, ksize):
     return conv_xnor
 
 
-def _conv_pixels(numba, ksize=3):
+def _conv_pixels(numba, ksize=3, pad=1):
     """The kernel of ``conv_pixels`` layers of ``ksize`` x ``ksize`` taps
-    (the 3x3 one cached on disk)."""
+    and padding ``pad``, constants of the compiled code (the 3x3 one of
+    padding 1 cached on disk)."""
     _plane_sums = pixel_plane_sums(numba, ksize)
 
-    @numba.njit(parallel=True, cache=ksize == 3)
-    def conv_pixels(P, S, pad, T, sign, pool, out):
+    @numba.njit(parallel=True, cache=(ksize, pad) == (3, 1))
+    def conv_pixels(P, S, T, sign, pool, out):
         # P (B, C, H, W) uint8; S (K, C, k^2) float32: the weights times the
         # channel's sign (+-1; the kernel's sums are then sign times the
         # layer's, the maximum pools them); out zeroed. In float32, one

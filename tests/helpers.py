@@ -875,6 +875,29 @@ def conv_network(rng):
     ], dict(MNIST_INPUT), {'snapshot': 'forged'})
 
 
+def geometry_network(rng):
+    """Two convolutions with the optional geometry, on the pixels' levels
+    0, 1, 2 (``input.pixel_thresholds``): 5x5 valid on the levels, 5x5
+    with padding 1 on the signs, each pooled, then a dense XNOR output
+    layer: 28x28 -> 24x24 -> 12x12 -> 10x10 -> 5x5 -> 10."""
+    Layer = packed_format.Layer
+
+    def conv(name, kind, in_shape, pad, out, spread):
+        return Layer(name, kind, in_shape[0] * in_shape[1] * in_shape[2],
+                     4 * out * out, 'sign',
+                     random_bits(rng, (4, 25, 1), in_shape[0]),
+                     conv={'in_shape': list(in_shape), 'channels': 4,
+                           'pool': True, 'ksize': 5, 'pad': pad},
+                     thresholds=_thresholds(rng, 4, spread=spread),
+                     flipped=(rng.random(4) < 0.5).astype(numpy.uint8))
+    return packed_format.PackedNetwork([
+        conv('conv1', 'conv_pixels', (1, 28, 28), 0, 12, 6),
+        conv('conv2', 'conv_xnor', (4, 12, 12), 1, 5, 30),
+        Layer('fc1', 'xnor', 100, 10, 'affine',
+              random_bits(rng, (10, 2), 100), **_affine(rng, 10)),
+    ], dict(MNIST_INPUT, pixel_thresholds=[96, 160]), {'snapshot': 'forged'})
+
+
 def levels_network(rng, units=8):
     """A 2-bit MLP 784 -> ``units`` -> 10 (2-bit weights and outputs)."""
     Layer = packed_format.Layer

@@ -114,7 +114,7 @@ def test_bits_the_format_cannot_hold_are_refused(trained, tmp_path, capsys,
         'config.json', os.path.basename(snapshot)]  # nothing written
 
 
-@pytest.mark.parametrize('bits', [(1, 2), (2, 8)])
+@pytest.mark.parametrize('bits', [(2, 2), (2, 8)])
 def test_wage_networks_are_refused(trained, tmp_path, capsys, bits):
     snapshot = copy_run(trained, tmp_path)
     path = os.path.join(os.path.dirname(snapshot), 'config.json')
@@ -259,3 +259,66 @@ def test_shift_bn_mlp_predicts_as_its_chainer_model(tmp_path):
                                     'numba')
     numpy.testing.assert_array_equal(logits.argmax(axis=1),
                                      chainer_predictions(snapshot, images))
+
+
+@pytest.fixture(scope='module')
+def wage_trained(tmp_path_factory):
+    """WAGE's seed LeNet-5 (1-bit weights, 2-bit activations) after 3
+    epochs on 3,000 images."""
+    out = str(tmp_path_factory.mktemp('wage'))
+    assert train_mnist.main([
+        '--recipe', 'wage-seed', '--epoch', '3', '--train-subset', '3000',
+        '--test-subset', '500', '--batchsize', '50', '--noplot',
+        '--out', out]) == 0
+    return os.path.join(out, 'snapshot_iter_180')
+
+
+def test_wage_seed_export_predicts_as_chainer(wage_trained, tmp_path,
+                                              capsys):
+    output = str(tmp_path / 'wage.bnn')
+    assert export.main([wage_trained, '-o', output]) == 0
+    assert 'pixel conv 5x5 + pool 2x2' in capsys.readouterr()[0]
+    network = packed_format.load(output)
+    assert [layer.kind for layer in network.layers] == [
+        'conv_pixels', 'conv_xnor', 'xnor', 'xnor', 'xnor']
+    # pixels in [-1, 1] (the recipe's) quantize to three levels
+    assert network.input['pixel_thresholds'] == [96, 160]
+    images, labels = mnist.load_raw()['test']
+    images = images[:2000]
+    expected = chainer_predictions(wage_trained, images)
+    for backend in ('numpy', 'numba'):
+        logits = packed_forward.forward(network, images, backend)
+        numpy.testing.assert_array_equal(logits.argmax(axis=1), expected)
+    assert (expected == labels[:2000]).mean() > 0.2  # trained: not chance
+
+
+def test_wage_seed_inference_script(wage_trained, tmp_path):
+    output = str(tmp_path / 'wage.bnn')
+    assert export.main([wage_trained, '-o', output]) == 0
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'inference.py'), output,
+         '--test-subset', '500'], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(500 images, [\d.]+ s, '
+                         r'\d+ images/s\)\n', result.stdout)
+    assert match, result.stdout
+    images, labels = mnist.load_raw()['test']
+    expected = (chainer_predictions(wage_trained, images[:500]) ==
+                labels[:500]).mean()
+    assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
+
+
+def test_wage_seed_c_export_is_refused(wage_trained, tmp_path, capsys):
+    # the first refusal is the input's levels; without them, the
+    # convolution's geometry
+    from qnn.packed import c_source
+    network = export.load(wage_trained)
+    del network.input['pixel_thresholds']
+    with pytest.raises(c_source.UnsupportedNetwork) as e:
+        c_source.generate(network)
+    assert 'a 5x5 convolution with padding 0' in str(e.value)
+    code, out, err = run_export(capsys, wage_trained, '--format', 'c',
+                                '-o', str(tmp_path / 'out'))
+    assert_one_line(code, out, err, wage_trained, 'pixel_thresholds')
+    assert not os.path.exists(str(tmp_path / 'out'))

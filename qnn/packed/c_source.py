@@ -243,8 +243,18 @@ def plan(network):
     """The :class:`CLayer` s of ``network``; raises
     :class:`UnsupportedNetwork` for a layer kind the C source lacks or
     sums beyond ``int32``."""
+    if 'pixel_thresholds' in network.input:
+        raise UnsupportedNetwork(
+            'the network reads levels of its pixels (input.pixel_thresholds)'
+            ', which the C source does not compute')
     layers = []
     for index, layer in enumerate(network.layers, 1):
+        if layer.conv is not None and (layer.ksize, layer.pad) != (3, 1):
+            raise UnsupportedNetwork(
+                'layer {} ({}) is a {}x{} convolution with padding {}; the '
+                'C source computes 3x3 ones with padding 1'.format(
+                    index, comment_text(layer.name), layer.ksize,
+                    layer.ksize, layer.pad))
         if layer.kind not in DENSE_KINDS + CONV_KINDS:
             raise UnsupportedNetwork(
                 'layer {} ({}) is of kind {!r}, which the C source does not '

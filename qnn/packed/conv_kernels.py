@@ -1,6 +1,7 @@
-"""Kernels of a packed binarized convolution: 3x3, padding 1, stride 1,
-then optionally 2x2 max pooling, then the folded batch normalization and
-sign.
+"""Kernels of a packed binarized convolution: k x k taps (3x3 unless the
+layer's ``conv`` says otherwise), zero padding p (1 unless it says
+otherwise), stride 1, then optionally 2x2 max pooling, then the folded
+batch normalization and sign.
 
 Layouts (those of :mod:`qnn.packed.format`):
 
@@ -9,8 +10,8 @@ Layouts (those of :mod:`qnn.packed.format`):
   :math:`\\lceil C / 64 \\rceil` words (channel :math:`c` is bit
   :math:`c \\bmod 64` of word :math:`\\lfloor c / 64 \\rfloor`, 1 is
   :math:`+1`, padding bits 0);
-* weights: ``uint64`` ``(K, 9, words)``, tap :math:`t = 3 \\, dy + dx`
-  reading position :math:`(y + dy - 1, x + dx - 1)`, the channels packed
+* weights: ``uint64`` ``(K, k^2, words)``, tap :math:`t = k \\, dy + dx`
+  reading position :math:`(y + dy - p, x + dx - p)`, the channels packed
   as above;
 * pixels (the first layer): ``uint8`` ``(B, C * H * W)``, rows of images
   in channel, row, column order, as the data sets store them.
@@ -36,6 +37,8 @@ the numba kernels (the tap-packed patch words and the border base of
 costs is in docs/deployment.md, Kernels) and the CUDA ones of
 :func:`cupy_layer` are tested equal to it.
 """
+import math
+
 import numpy
 
 from qnn.backends import cpu_kernels
@@ -45,6 +48,8 @@ from qnn.packed.bits import n_words
 from qnn.packed.bits import pack_bits
 from qnn.packed.bits import unpack_signs
 from qnn.packed.dense_kernels import cuda_grid
+from qnn.packed.format import DEFAULT_KSIZE
+from qnn.packed.format import DEFAULT_PAD
 from qnn.packed.format import TAPS
 from qnn.packed.format import pooled
 
@@ -55,26 +60,30 @@ LANES = 16
 
 
 def weight_taps(layer):
-    """The weights as ``int64`` :math:`\\pm 1` ``(K, C, 3, 3)``."""
+    """The weights as ``int64`` :math:`\\pm 1` ``(K, C, k, k)``."""
     channels = layer.conv['in_shape'][0]
-    W = unpack_signs(layer.weights, channels)  # (K, 9, C)
-    return W.transpose(0, 2, 1).reshape(len(W), channels, 3, 3)
+    W = unpack_signs(layer.weights, channels)  # (K, k^2, C)
+    return W.transpose(0, 2, 1).reshape(len(W), channels, layer.ksize,
+                                        layer.ksize)
 
 
-def conv_sums(x, W, dtype=numpy.int64):
-    """Integer sums ``(B, K, H, W)`` of the 3x3 convolution of ``x``
-    ``(B, C, H, W)`` (integers; 0 outside the image) with ``W``
-    ``(K, C, 3, 3)``, computed in ``dtype``: ``int64``, or ``float32``
-    (BLAS) where every partial sum is an integer below 2^24, so exact."""
+def conv_sums(x, W, dtype=numpy.int64, pad=1):
+    """Integer sums ``(B, K, H', W')`` of the stride-1 convolution of ``x``
+    ``(B, C, H, W)`` (integers; 0 in the ``pad`` rows and columns around
+    the image) with ``W`` ``(K, C, k, k)``, :math:`H' = H + 2p - k + 1`,
+    computed in ``dtype``: ``int64``, or ``float32`` (BLAS) where every
+    partial sum is an integer below 2^24, so exact."""
     B, C, H, Wd = x.shape
-    padded = numpy.zeros((B, C, H + 2, Wd + 2), dtype)
-    padded[:, :, 1:-1, 1:-1] = x
+    k = W.shape[-1]
+    padded = numpy.zeros((B, C, H + 2 * pad, Wd + 2 * pad), dtype)
+    padded[:, :, pad:pad + H, pad:pad + Wd] = x
+    H2, W2 = H + 2 * pad - k + 1, Wd + 2 * pad - k + 1
     W = numpy.asarray(W, dtype)
-    sums = numpy.zeros((len(W), B, H, Wd), dtype)
-    for dy in range(3):
-        for dx in range(3):
+    sums = numpy.zeros((len(W), B, H2, W2), dtype)
+    for dy in range(k):
+        for dx in range(k):
             sums += numpy.tensordot(W[:, :, dy, dx],
-                                    padded[:, :, dy:dy + H, dx:dx + Wd],
+                                    padded[:, :, dy:dy + H2, dx:dx + W2],
                                     axes=([1], [1]))
     return sums.transpose(1, 0, 2, 3).astype(numpy.int64)
 
@@ -106,7 +115,7 @@ def reference_sums(layer, x):
         values = numpy.asarray(x, numpy.int64).reshape(len(x), C, H, Wd)
     else:
         values = unpack_signs(x, C).transpose(0, 3, 1, 2)
-    sums = conv_sums(values, weight_taps(layer))
+    sums = conv_sums(values, weight_taps(layer), pad=layer.pad)
     return pool(sums, layer.flipped) if layer.conv['pool'] else sums
 
 
@@ -144,17 +153,26 @@ def _build():
     popcount = xnor_kernels.popcount_intrinsic()
     pool_threshold = _pool_threshold(numba)
     by_words = {}
+    by_ksize = {}
 
-    def conv_xnor(X, WP, *args):
-        # compiled once for each number of patch words (see _conv_xnor)
-        words = WP.shape[0]
-        if words not in by_words:
-            by_words[words] = cpu_kernels.by_batch(numba, _conv_xnor(
-                numba, popcount, pool_threshold, words))
-        by_words[words](X, WP, *args)
+    def conv_xnor(X, WP, base, slots, spacing, ksize, pad, *args):
+        # compiled once for each number of patch words, kernel size and
+        # padding (see _conv_xnor)
+        key = WP.shape[0], ksize, pad
+        if key not in by_words:
+            by_words[key] = cpu_kernels.by_batch(numba, _conv_xnor(
+                numba, popcount, pool_threshold, *key))
+        by_words[key](X, WP, base, slots, spacing, *args)
 
-    return {'conv_xnor': conv_xnor,
-            'conv_pixels': cpu_kernels.by_batch(numba, _conv_pixels(numba))}
+    def conv_pixels(P, S, pad, *args):
+        # compiled once for each kernel size and padding
+        key = math.isqrt(S.shape[2]), pad
+        if key not in by_ksize:
+            by_ksize[key] = cpu_kernels.by_batch(numba, _conv_pixels(
+                numba, *key))
+        by_ksize[key](P, S, *args)
+
+    return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
 
 
 def _pool_threshold(numba):
@@ -192,45 +210,50 @@ def _pool_threshold(numba):
     return pool_threshold
 
 
-def _conv_xnor(numba, popcount, pool_threshold, words):
-    """The kernel of ``conv_xnor`` layers of ``words`` patch words, a
-    constant of the compiled code: the sum over a position's patch words
-    unrolls inside the loop over the output channels, in registers (one
-    loop per position instead of one per word, which cost the small
-    ConvNet's second layer twice its popcounts in loop overhead)."""
+def _conv_xnor(numba, popcount, pool_threshold, words, ksize, pad):
+    """The kernel of ``conv_xnor`` layers of ``words`` patch words,
+    ``ksize`` x ``ksize`` taps and padding ``pad``, constants of the
+    compiled code: the sum
+    over a position's patch words unrolls inside the loop over the output
+    channels, in registers (one loop per position instead of one per word,
+    which cost the small ConvNet's second layer twice its popcounts in
+    loop overhead)."""
+    taps = ksize * ksize
+
     @numba.njit(parallel=True)
     def conv_xnor(X, WP, base, slots, spacing, T, sign, pool, out):
-        # X (B, H, W, Q) words. A position's 9 taps go into patch words as
+        # X (B, H, W, Q) words. A position's k^2 taps go into patch words as
         # the weights WP (words, K) are (see _patch_weights): `slots` taps
         # of `spacing` bits a word, so that 16 channels take 3 words, not
         # 9. A tap outside the image reads a zero word: base (H, W, K),
         # the sums of a position before its popcounts, counts its valid
-        # taps and gives back what the zero words take (_xnor_base).
+        # taps and gives back what the zero words take (_xnor_base); its
+        # (H', W') are the convolution's output positions.
         B, H, Wd, Q = X.shape
         K = WP.shape[1]
         for b in numba.prange(B):
-            x_ = numpy.zeros((H + 2, Wd + 2, Q), numpy.uint64)
-            x_[1:H + 1, 1:Wd + 1] = X[b]
+            x_ = numpy.zeros((H + 2 * pad, Wd + 2 * pad, Q), numpy.uint64)
+            x_[pad:pad + H, pad:pad + Wd] = X[b]
             sums = base.copy()
             patch = numpy.empty(words, numpy.uint64)
-            shifts = numpy.empty(TAPS, numpy.uint64)
-            for t in range(TAPS):
+            shifts = numpy.empty(taps, numpy.uint64)
+            for t in range(taps):
                 shifts[t] = t % slots * spacing
-            for y in range(H):
-                for x in range(Wd):
+            for y in range(base.shape[0]):
+                for x in range(base.shape[1]):
                     for w in range(words):
                         patch[w] = 0
                     if Q == 1:
                         # no loop over one word (LLVM makes it a vector
                         # loop whose set-up costs more than the word)
-                        for t in range(TAPS):
-                            patch[t // slots] |= x_[y + t // 3, x + t % 3,
-                                                    0] << shifts[t]
+                        for t in range(taps):
+                            patch[t // slots] |= x_[
+                                y + t // ksize, x + t % ksize, 0] << shifts[t]
                     else:
-                        for t in range(TAPS):
+                        for t in range(taps):
                             for q in range(Q):
-                                patch[t * Q + q] = x_[y + t // 3, x + t % 3,
-                                                      q]
+                                patch[t * Q + q] = x_[
+                                    y + t // ksize, x + t % ksize, q]
                     for k in range(K):
                         d = 0
                         for w in range(words):
@@ -241,29 +264,35 @@ def _conv_xnor(numba, popcount, pool_threshold, words):
     return conv_xnor
 
 
-def _conv_pixels(numba):
-    _plane_sums = pixel_plane_sums(numba)
+def _conv_pixels(numba, ksize=3, pad=1):
+    """The kernel of ``conv_pixels`` layers of ``ksize`` x ``ksize`` taps
+    and padding ``pad``, constants of the compiled code (the 3x3 one of
+    padding 1 cached on disk)."""
+    _plane_sums = pixel_plane_sums(numba, ksize)
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(parallel=True, cache=(ksize, pad) == (3, 1))
     def conv_pixels(P, S, T, sign, pool, out):
-        # P (B, C, H, W) uint8; S (K, C, 9) float32: the weights times the
+        # P (B, C, H, W) uint8; S (K, C, k^2) float32: the weights times the
         # channel's sign (+-1; the kernel's sums are then sign times the
         # layer's, the maximum pools them); out zeroed. In float32, one
         # fused multiply-add a tap (15% faster than int32 multiplies),
-        # exact: the sums are integers below 9 C 255 < 2^24. One output
+        # exact: the sums are integers below k^2 C 255 < 2^24. One output
         # channel at a time, the inner loops over a row's positions
-        # (vectors of them) with the 9 weights held: a first layer has few
+        # (vectors of them) with the k^2 weights held: a first layer has few
         # channels, and a loop over them per position cost more in set-up
         # than in sums; its bits go straight into the output words.
         B, C, H, Wd = P.shape
         K = S.shape[0]
         H2, W2 = out.shape[1], out.shape[2]
+        # the convolution's output positions, before pooling
+        H, Wd = H + 2 * pad - ksize + 1, Wd + 2 * pad - ksize + 1
         for b in numba.prange(B):
-            p_ = numpy.zeros((C, H + 2, Wd + 2), numpy.float32)
+            p_ = numpy.zeros((C, P.shape[2] + 2 * pad, P.shape[3] + 2 * pad),
+                             numpy.float32)
             for c in range(C):
-                for y in range(H):
-                    for x in range(Wd):
-                        p_[c, y + 1, x + 1] = P[b, c, y, x]
+                for y in range(P.shape[2]):
+                    for x in range(P.shape[3]):
+                        p_[c, y + pad, x + pad] = P[b, c, y, x]
             # one row and column more: a copy of the last, so that the
             # last window of an odd size (cover_all) reads it twice
             plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
@@ -296,11 +325,14 @@ def _conv_pixels(numba):
     return conv_pixels
 
 
-def pixel_plane_sums(numba):
+def pixel_plane_sums(numba, ksize=3):
     """``plane_sums(p, w, plane)`` for numba code (inlined): adds to
-    ``plane`` ``(H, W)`` the 3x3 sums of the zero-padded channel ``p``
-    ``(H + 2, W + 2)`` with the 9 weights ``w``, a row's positions a
-    vector."""
+    ``plane`` ``(H, W)`` the ``ksize`` x ``ksize`` sums of the zero-padded
+    channel ``p`` ``(H + ksize - 1, W + ksize - 1)`` with the ``ksize^2``
+    weights ``w``, a row's positions a vector."""
+    if ksize != 3:
+        return _plane_sums_k(numba, ksize)
+
     @numba.njit(inline='always')
     def _plane_sums(p, w, plane):
         # plane[y, x] += the 3x3 sum of the padded channel p at (y, x)
@@ -312,6 +344,23 @@ def pixel_plane_sums(numba):
                 o[x] += (r0[x] * w0 + r0[x + 1] * w1 + r0[x + 2] * w2
                          + r1[x] * w3 + r1[x + 1] * w4 + r1[x + 2] * w5
                          + r2[x] * w6 + r2[x + 1] * w7 + r2[x + 2] * w8)
+
+    return _plane_sums
+
+
+def _plane_sums_k(numba, ksize):
+    """:func:`pixel_plane_sums` of any ``ksize``: a row of positions at a
+    time, for each tap (its weight held)."""
+    @numba.njit(inline='always')
+    def _plane_sums(p, w, plane):
+        for y in range(p.shape[0] - ksize + 1):
+            o = plane[y]
+            for dy in range(ksize):
+                r = p[y + dy]
+                for dx in range(ksize):
+                    w_t = w[dy * ksize + dx]
+                    for x in range(p.shape[1] - ksize + 1):
+                        o[x] += r[x + dx] * w_t
 
     return _plane_sums
 
@@ -331,13 +380,13 @@ def numba_layer(layer, x):
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
         S = layer.cached('signed_taps', lambda: _pixel_weights(layer))
-        k['conv_pixels'](P, S, T, sign, layer.conv['pool'], out)
+        k['conv_pixels'](P, S, layer.pad, T, sign, layer.conv['pool'], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
         WP, base, slots, spacing = layer.cached(
             'patches', lambda: _patch_weights(layer))
-        k['conv_xnor'](X, WP, base, slots, spacing, T, sign,
-                       layer.conv['pool'], out)
+        k['conv_xnor'](X, WP, base, slots, spacing, layer.ksize, layer.pad,
+                       T, sign, layer.conv['pool'], out)
     return out
 
 
@@ -347,17 +396,18 @@ def _signs(layer):
 
 
 def _pixel_weights(layer):
-    """The weights of ``conv_pixels``, ``float32`` ``(K, C, 9)``: each
+    """The weights of ``conv_pixels``, ``float32`` ``(K, C, k^2)``: each
     times its channel's sign."""
     K = layer.out_shape[0]
     C = layer.conv['in_shape'][0]
-    W = weight_taps(layer).reshape(K, C, TAPS) * _signs(layer)[:, None, None]
+    W = weight_taps(layer).reshape(K, C, layer.taps) * \
+        _signs(layer)[:, None, None]
     return W.astype(numpy.float32)
 
 
 def _patch_weights(layer):
     """The weights of ``conv_xnor`` as patch words ``(PW, K)`` and the
-    popcount of each tap's weights ``(9, K)``, with the number of taps per
+    popcount of each tap's weights ``(k^2, K)``, with the number of taps per
     word and their spacing in bits. Up to 32 channels, the taps share words
     (spacing: the channels rounded up to a power of two; tap ``t`` at bit
     ``(t % slots) * spacing`` of word ``t // slots``); above, each tap
@@ -365,35 +415,40 @@ def _patch_weights(layer):
     its ``C`` channel bits, which negates its sums: the kernel's sums are
     sign times the layer's."""
     C = layer.conv['in_shape'][0]
-    W = layer.weights  # (K, 9, Q)
-    K, _, Q = W.shape
+    W = layer.weights  # (K, k^2, Q)
+    K, taps, Q = W.shape
     valid = pack_bits(numpy.ones(C, bool))  # (Q,)
     W = W ^ numpy.where(layer.flipped.astype(bool)[:, None, None], valid,
                         numpy.uint64(0))
     spacing = 1 << max(C - 1, 0).bit_length() if C <= 32 else WORD_BITS
     slots = WORD_BITS // spacing
-    WP = numpy.zeros((-(-TAPS // slots) * Q, K), numpy.uint64)
-    for t in range(TAPS):
+    WP = numpy.zeros((-(-taps // slots) * Q, K), numpy.uint64)
+    for t in range(taps):
         shift = numpy.uint64(t % slots * spacing)
         WP[t // slots * Q:t // slots * Q + Q] |= W[:, t, :].T << shift
-    ones = numpy.bitwise_count(W).sum(axis=2, dtype=numpy.int32)  # (K, 9)
-    return _padded(WP, 0), _xnor_base(ones, C, layer.conv['in_shape'][1:]), \
-        slots, spacing
+    ones = numpy.bitwise_count(W).sum(axis=2, dtype=numpy.int32)  # (K, k^2)
+    base = _xnor_base(ones, C, layer.conv['in_shape'][1:], layer.ksize,
+                      layer.pad)
+    return _padded(WP, 0), base, slots, spacing
 
 
-def _xnor_base(ones, C, size):
-    """``base`` of ``conv_xnor`` ``(H, W, K)``: a position's sum over its
+def _xnor_base(ones, C, size, ksize=3, pad=1):
+    """``base`` of ``conv_xnor`` ``(H', W', K)`` (the convolution's output
+    positions of an image of ``size``): a position's sum over its
     valid taps is :math:`C` each less twice the popcounts of the patch; the
     patch's zero words outside the image add ``ones`` (the popcount of the
     tap's weights) to those popcounts, given back here:
     :math:`C \\cdot \\mathrm{valid} + 2 \\sum_{\\mathrm{outside}}
     \\mathrm{ones}`."""
     H, Wd = size
-    base = numpy.zeros((H, Wd, len(ones)), numpy.int64)
-    for t in range(TAPS):
-        dy, dx = t // 3 - 1, t % 3 - 1
-        inside = numpy.zeros((H, Wd), bool)
-        inside[max(0, -dy):min(H, H - dy), max(0, -dx):min(Wd, Wd - dx)] = True
+    H2, W2 = H + 2 * pad - ksize + 1, Wd + 2 * pad - ksize + 1
+    base = numpy.zeros((H2, W2, len(ones)), numpy.int64)
+    for t in range(ksize * ksize):
+        # output (y, x) reads the image at (y + dy, x + dx)
+        dy, dx = t // ksize - pad, t % ksize - pad
+        inside = numpy.zeros((H2, W2), bool)
+        inside[max(0, -dy):min(H2, H - dy),
+               max(0, -dx):min(W2, Wd - dx)] = True
         base += numpy.where(inside[:, :, None], C, 2 * ones[None, None, :, t])
     return numpy.ascontiguousarray(_padded(base.astype(numpy.int32), 0))
 
@@ -505,8 +560,11 @@ def _cuda(cupy):
 
 def cupy_layer(layer, x):
     """:func:`reference_layer` on the current CUDA device: ``x`` and the
-    result are CuPy arrays."""
+    result are CuPy arrays. A convolution other than 3x3 with padding 1
+    runs on the host (:func:`numba_layer`)."""
     import cupy
+    if (layer.ksize, layer.pad) != (DEFAULT_KSIZE, DEFAULT_PAD):
+        return cupy.asarray(numba_layer(layer, cupy.asnumpy(x)))
     C, H, Wd = layer.conv['in_shape']
     K, H2, W2 = layer.out_shape
     B = len(x)

@@ -30,8 +30,11 @@ Header (docs/deployment.md specifies every key)::
      "source": {...}}
 
 A convolution's entry also has ``"conv"`` (``in_shape``, ``channels``,
-``pool``), a k-bit layer's ``"levels"`` (``weight_bits``, ``input_bits``,
-``output_bits``). Version 1 files (``"qnn-packed-mlp"``: the MLP's
+``pool``, and optionally ``ksize`` and ``pad``: 3 and 1 when absent), a
+k-bit layer's ``"levels"`` (``weight_bits``, ``input_bits``,
+``output_bits``); the input optionally ``pixel_thresholds`` (the first
+layer reads each pixel's level, the number of them it reaches:
+:func:`input_values`). Version 1 files (``"qnn-packed-mlp"``: the MLP's
 ``planes`` and ``xnor`` layers, an input of ``size`` only) load too.
 
 Weights: one row of :math:`\\lceil n_{in}/64 \\rceil` words per unit; input
@@ -42,7 +45,7 @@ padding bits are 0 (checked on load). Layer kinds (see
 :mod:`qnn.packed.level_kernels` for the arithmetic): ``planes`` (first layer:
 8-bit pixels :math:`p`, the network's input being :math:`p / \\text{scale}
 + \\text{shift}`; the thresholds hold both), ``xnor`` (:math:`\\pm 1`
-inputs), ``conv_pixels`` and ``conv_xnor`` (3x3 convolutions),
+inputs), ``conv_pixels`` and ``conv_xnor`` (k x k convolutions),
 ``levels_pixels`` and ``levels`` (k-bit weights as bit planes). Outputs:
 ``sign`` (array ``thresholds``, ``<i4``: the unit's bit is 1 iff its
 integer sum :math:`a \\ge T`), ``levels`` (``thresholds`` ``(units,
@@ -77,6 +80,7 @@ from qnn.packed.bits import WORD_BITS
 from qnn.packed.bits import n_words
 from qnn.utils import atomic_files
 from qnn.utils import input_files
+from qnn.utils.pixels import PIXEL_MAX
 
 MAGIC = b'\x89BNN\r\n\x1a\n'
 VERSION = 2
@@ -86,7 +90,13 @@ FORMAT = FORMATS[VERSION]
 ALIGN = 64
 CHECKSUM_BYTES = 32
 _PREFIX = struct.Struct('<8sII')
-TAPS = 9  # a 3x3 convolution
+TAPS = 9  # a 3x3 convolution, the default
+# a convolution's kernel size and zero padding when its entry names none
+DEFAULT_KSIZE = 3
+DEFAULT_PAD = 1
+MAX_KSIZE = 15
+# of an input's pixel_thresholds (the first layer reads levels 0..n)
+MAX_PIXEL_THRESHOLDS = 15
 MAX_BITS = 4  # of a k-bit layer's weights and outputs
 # what a reader parses of a header: a layer's entry is some 500 bytes, the
 # deepest value (an array's shape) 5 levels down
@@ -127,6 +137,19 @@ _FIRST_KINDS = ('planes', 'conv_pixels', 'levels_pixels',
                 'conv_levels_pixels')
 
 
+def conv_geometry(conv):
+    """``(ksize, pad)`` of a convolution's entry: its optional ``ksize``
+    and ``pad``, :data:`DEFAULT_KSIZE` and :data:`DEFAULT_PAD` when
+    absent."""
+    return conv.get('ksize', DEFAULT_KSIZE), conv.get('pad', DEFAULT_PAD)
+
+
+def conv_size(size, ksize, pad):
+    """The size after a stride-1 convolution of ``ksize`` taps on ``size``
+    values zero-padded by ``pad`` on each side."""
+    return size + 2 * pad - ksize + 1
+
+
 def pooled(size, pool):
     """The size after 2x2 max pooling with stride 2 and ``cover_all`` (an
     odd size rounds up: 7 to 4), or ``size`` without pooling."""
@@ -145,8 +168,8 @@ class Layer(object):
         name (str): Name of the layer in the trained model (``l1``,
             ``conv1_1``, ``fc1`` ...).
         kind (str): ``'planes'`` (dense, 8-bit pixel input), ``'xnor'``
-            (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (3x3
-            convolution of 8-bit pixels) or ``'conv_xnor'`` (3x3
+            (dense, :math:`\\pm 1` input), ``'conv_pixels'`` (k x k
+            convolution of 8-bit pixels) or ``'conv_xnor'`` (k x k
             convolution of :math:`\\pm 1` feature maps); the k-bit
             ``'levels_pixels'``, ``'levels'`` (dense) and
             ``'conv_levels_pixels'``, ``'conv_levels'`` (3x3 convolutions,
@@ -155,7 +178,7 @@ class Layer(object):
             (a convolution's: channels x height x width).
         output (str): ``'sign'`` or ``'affine'``.
         weights (ndarray): ``uint64``: ``(n_out, ceil(n_in / 64))`` for a
-            dense layer, ``(channels, 9, ceil(in_channels / 64))`` for a
+            dense layer, ``(channels, k^2, ceil(in_channels / 64))`` for a
             convolution.
         thresholds (ndarray): ``int32`` ``(units or channels,)``
             (``'sign'``).
@@ -165,8 +188,9 @@ class Layer(object):
         mean, inv_std, gamma, beta (ndarray): ``float32`` ``(n_out,)``
             (``'affine'``).
         conv (dict or None): A convolution's ``in_shape`` (channels,
-            height, width), ``channels`` (out) and ``pool`` (2x2 max
-            pooling after it).
+            height, width), ``channels`` (out), ``pool`` (2x2 max
+            pooling after it) and optionally ``ksize`` (k, 3 when absent)
+            and ``pad`` (zero padding on each side, 1 when absent).
         levels (dict or None): A k-bit layer's ``weight_bits``,
             ``input_bits`` (8: pixels) and ``output_bits`` (``None`` for
             the output layer); see :mod:`qnn.packed.level_kernels`.
@@ -192,9 +216,31 @@ class Layer(object):
         return self.weights.shape[-1]
 
     @property
+    def ksize(self):
+        """A convolution's kernel size (:func:`conv_geometry`)."""
+        return conv_geometry(self.conv)[0]
+
+    @property
+    def pad(self):
+        """A convolution's zero padding on each side."""
+        return conv_geometry(self.conv)[1]
+
+    @property
+    def taps(self):
+        """A convolution's taps, ``ksize`` squared."""
+        return self.ksize ** 2
+
+    @property
+    def conv_shape(self):
+        """A convolution's (height, width) before pooling."""
+        _, height, width = self.conv['in_shape']
+        return (conv_size(height, self.ksize, self.pad),
+                conv_size(width, self.ksize, self.pad))
+
+    @property
     def out_shape(self):
         """A convolution's output (channels, height, width)."""
-        _, height, width = self.conv['in_shape']
+        height, width = self.conv_shape
         pool = self.conv['pool']
         return (self.conv['channels'], pooled(height, pool),
                 pooled(width, pool))
@@ -307,6 +353,17 @@ def _check_conv(layer, shape, where):
                               '{}'.format(where, conv and conv['in_shape'],
                                           shape))
     channels, height, width = shape
+    if min(layer.conv_shape) < 1:
+        raise PackedFileError('{}: a {}x{} convolution with padding {} of '
+                              'an image of {}x{}'.format(
+                                  where, layer.ksize, layer.ksize, layer.pad,
+                                  height, width))
+    if layer.kind in CONV_LEVEL_KINDS and \
+            (layer.ksize, layer.pad) != (DEFAULT_KSIZE, DEFAULT_PAD):
+        raise PackedFileError('{}: a k-bit convolution of {}x{} with padding '
+                              '{}; this program runs them 3x3 with padding '
+                              '1'.format(where, layer.ksize, layer.ksize,
+                                         layer.pad))
     out = layer.out_shape
     if layer.n_in != channels * height * width or \
             layer.n_out != out[0] * out[1] * out[2] or out[0] < 1:
@@ -330,7 +387,7 @@ def _expected_shapes(layer):
         # the weight levels as planes over the 9 C values of a filter in
         # (tap, channel) order; thresholds (channels, levels) below
         channels = layer.conv['channels']
-        n_bits = TAPS * layer.conv['in_shape'][0]
+        n_bits = layer.taps * layer.conv['in_shape'][0]
         shapes = {'weights': (channels, int(layer.levels['weight_bits']),
                               n_words(n_bits)),
                   'flipped': (channels,)}
@@ -339,7 +396,7 @@ def _expected_shapes(layer):
         n_bits = layer.conv['in_shape'][0]
         # 1 where the folding negated the channel's weights (gamma < 0):
         # its pooling takes the minimum (see qnn.packed.conv_kernels)
-        shapes = {'weights': (channels, TAPS, n_words(n_bits)),
+        shapes = {'weights': (channels, layer.taps, n_words(n_bits)),
                   'flipped': (channels,)}
     elif layer.kind in LEVEL_KINDS:
         channels, n_bits = layer.n_out, layer.n_in
@@ -502,14 +559,17 @@ def _dataset_info(name):
 def _check_input(input, version):
     """The header's ``input`` with every key checked: a known data set,
     its image shape, ``size`` their product, 8-bit pixels, finite
-    ``scale`` > 0 and ``shift``; version 1's (MNIST, no ``dataset`` or
+    ``scale`` > 0 and ``shift``, the optional ``pixel_thresholds`` 1 to
+    :data:`MAX_PIXEL_THRESHOLDS` ascending integers from 1 to 255;
+    version 1's (MNIST, no ``dataset`` or
     ``shape``) gets them."""
     keys = ('size', 'pixel_bits', 'scale', 'shift')
     if version == 1:
         _object(input, 'input', keys)
         input = dict(input, dataset='mnist',
                      shape=list(_dataset_info('mnist').shape))
-    _object(input, 'input', keys + ('dataset', 'shape'))
+    _object(input, 'input', keys + ('dataset', 'shape'),
+            ('pixel_thresholds',))
     info = _dataset_info(_choice(input['dataset'], 'input.dataset',
                                  _datasets().NAMES))
     if _integers(input['shape'], 'input.shape', 3) != list(info.shape):
@@ -528,13 +588,47 @@ def _check_input(input, version):
         raise PackedFileError('input.scale is {}, not positive'.format(
             input['scale']))
     _number(input['shift'], 'input.shift')
+    if 'pixel_thresholds' in input:
+        _check_pixel_thresholds(input['pixel_thresholds'])
     return input
 
 
+def _check_pixel_thresholds(thresholds):
+    where = 'input.pixel_thresholds'
+    if type(thresholds) is not list or \
+            not 1 <= len(thresholds) <= MAX_PIXEL_THRESHOLDS:
+        raise PackedFileError('{} is {}, not a list of 1 to {} '
+                              'integers'.format(where, _shown(thresholds),
+                                                MAX_PIXEL_THRESHOLDS))
+    low = 1
+    for i, t in enumerate(thresholds):
+        low = _integer(t, '{}[{}]'.format(where, i), low, PIXEL_MAX) + 1
+
+
+def input_values(input, pixels):
+    """What the first layer reads of the ``uint8`` ``pixels``: the pixels,
+    or with ``input['pixel_thresholds']`` (ascending) the number of them
+    that each pixel reaches (``uint8``).
+
+    .. math::
+
+        v = \\sum_m [p \\ge t_m]
+    """
+    if 'pixel_thresholds' not in input:
+        return pixels
+    values = numpy.zeros(numpy.shape(pixels), numpy.uint8)
+    for t in input['pixel_thresholds']:
+        values += pixels >= t
+    return values
+
+
 def _check_conv_entry(conv, where):
-    _object(conv, where, ('in_shape', 'channels', 'pool'))
+    _object(conv, where, ('in_shape', 'channels', 'pool'), ('ksize', 'pad'))
     _integers(conv['in_shape'], where + '.in_shape', 3)
     _integer(conv['channels'], where + '.channels', 1)
+    ksize = _integer(conv.get('ksize', DEFAULT_KSIZE), where + '.ksize', 1,
+                     MAX_KSIZE)
+    _integer(conv.get('pad', DEFAULT_PAD), where + '.pad', 0, ksize - 1)
     if type(conv['pool']) is not bool:
         raise PackedFileError('{}.pool is {}, not true or false'.format(
             where, _shown(conv['pool'])))

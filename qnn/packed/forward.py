@@ -26,6 +26,7 @@ from qnn.packed.bits import pack_bits
 from qnn.packed.bits import unpack_bits
 from qnn.packed.format import CONV_KINDS
 from qnn.packed.format import LEVEL_KINDS
+from qnn.packed.format import input_values
 
 
 def _run_levels(layers, x, sums_of, output_levels, conv_levels):
@@ -315,7 +316,9 @@ def affine_logits(sums, layer):
 
 def forward(network, pixels, backend='numba'):
     """Logits ``(B, classes)`` of the packed ``network`` for ``uint8``
-    ``pixels`` ``(B, n)``."""
+    ``pixels`` ``(B, n)`` (read as ``input.pixel_thresholds`` says:
+    :func:`qnn.packed.format.input_values`)."""
+    pixels = input_values(network.input, pixels)
     if backend == 'numba' and network.layers[0].kind not in LEVEL_KINDS:
         # the output layer's affine map in the last kernel: the least
         # Python a call

@@ -13,6 +13,7 @@ from qnn.packed import convnet
 from qnn.packed import format as packed_format
 from qnn.packed import level_folding
 from qnn.packed import mlp
+from qnn.packed import wage_folding
 from qnn.packed.bits import PIXEL_BITS
 from qnn.utils.pixels import PIXEL_MAX
 
@@ -32,13 +33,16 @@ def check_packable(options):
     """Raises :class:`Unsupported` unless the packed format holds the
     network these options train."""
     if options.arch == 'wage':
-        raise Unsupported(
-            'a WAGE network ({} LeNet-5, {}-bit weights, {}-bit activations) '
-            'has 5x5 convolutions, ReLUs and layer scales instead of batch '
-            'normalization, which the packed format does not hold; run it '
-            'with train_mnist.py\'s model'.format(
-                options.wage_net, options.weight_bits,
-                options.activation_bits))
+        bits = (wage_folding.WEIGHT_BITS, wage_folding.ACTIVATION_BITS)
+        if (options.weight_bits, options.activation_bits) != bits:
+            raise Unsupported(
+                'a WAGE network ({} LeNet-5, {}-bit weights, {}-bit '
+                'activations): the packed format holds WAGE networks of '
+                '{}-bit weights and {}-bit activations; run it with '
+                'train_mnist.py\'s model'.format(
+                    options.wage_net, options.weight_bits,
+                    options.activation_bits, *bits))
+        return
     k_bits = (options.weight_bits, options.activation_bits) != (1, 1)
     if max(options.weight_bits, options.activation_bits) > \
             level_folding.MAX_BITS or k_bits and \
@@ -87,11 +91,16 @@ def fold(params, options, source):
     # shift
     pixels = datasets.INPUT_RANGES[options.input_range]
     scale = PIXEL_MAX / pixels['scale']
-    layers = fold_layers(params, options, info, scale, pixels['shift'])
-    return packed_format.PackedNetwork(
-        layers, {'size': info.in_size, 'shape': list(info.shape),
-                 'dataset': info.name, 'pixel_bits': PIXEL_BITS,
-                 'scale': scale, 'shift': pixels['shift']}, source)
+    input = {'size': info.in_size, 'shape': list(info.shape),
+             'dataset': info.name, 'pixel_bits': PIXEL_BITS,
+             'scale': scale, 'shift': pixels['shift']}
+    if options.arch == 'wage':
+        layers, input['pixel_thresholds'] = wage_folding.fold_wage(
+            params, options.wage_net, info.shape, info.n_classes,
+            pixels['scale'], pixels['shift'])
+    else:
+        layers = fold_layers(params, options, info, scale, pixels['shift'])
+    return packed_format.PackedNetwork(layers, input, source)
 
 
 def describe(options):
@@ -103,6 +112,8 @@ def describe(options):
         ', {}-bit weights, {}-bit activations'.format(*bits)
     if options.arch == 'cnn':
         return 'CNN {}{}'.format(options.cnn_size, suffix)
+    if options.arch == 'wage':
+        return 'WAGE LeNet-5 {}{}'.format(options.wage_net, suffix)
     if options.bn == 'shift':
         suffix += ', shift-based BN'
     return 'MLP {}x{}{}'.format(options.layers, options.unit, suffix)
@@ -113,5 +124,7 @@ def source_of(snapshot, options, record):
     options of :data:`SOURCE_OPTIONS` and the versions of the run's
     record."""
     config = {name: getattr(options, name) for name in SOURCE_OPTIONS}
+    if options.arch == 'wage':
+        config['wage_net'] = options.wage_net
     config['versions'] = record.get('versions')
     return {'snapshot': os.path.basename(snapshot), 'config': config}

@@ -9,14 +9,18 @@ logits to the bit:
   ``uint8`` ``(N, size)`` (784 for MNIST), the raw pixel values 0..255 in
   the data set's channel, row, column order (the training's scaling is
   folded into the thresholds); output ``logits``, ``float32``
-  ``(N, classes)``. Each dense layer is a ``MatMul`` by its
-  :math:`\\pm 1` weights in float32 (stored as ``int8``, cast once), each
-  convolution a ``Conv`` (3x3, zero padding 1, which adds nothing as the
-  packed layer's valid taps) followed by ``MaxPool`` (2x2, ``ceil_mode``,
-  as ``cover_all``; ``-MaxPool(-x)`` for the flipped channels); the first
-  dense layer after the convolutions reads the feature map transposed to
-  (row, column, channel). Every sum is an integer below :math:`2^{24}` (at
-  most 255 * 784, or 255 * 9 * channels), so float32 holds it exactly
+  ``(N, classes)``; with the input's ``pixel_thresholds``, the levels
+  :math:`\\sum_m [p \\ge t_m]` (``GreaterOrEqual`` on the pixels as a
+  column, ``ReduceSum``) in place of the pixels. Each dense layer is a
+  ``MatMul`` by its :math:`\\pm 1` weights in float32 (stored as
+  ``int8``, cast once), each convolution a ``Conv`` (the layer's kernel
+  size and zero padding, 3x3 and 1 by default; the padding adds nothing,
+  as the packed layer's valid taps) followed by ``MaxPool`` (2x2,
+  ``ceil_mode``, as ``cover_all``; ``-MaxPool(-x)`` for the flipped
+  channels); the first dense layer after the convolutions reads the
+  feature map transposed to (row, column, channel). Every sum is an
+  integer below :math:`2^{24}` (at most 255 * 784, or 255 * k^2 *
+  channels), so float32 holds it exactly
   whatever the order of summation. A ``'sign'`` unit is
   ``GreaterOrEqual(sum, T)`` then ``Where`` to :math:`\\pm 1`, ``T`` the
   integer threshold as float32 (exact too); the output layer is
@@ -25,8 +29,10 @@ logits to the bit:
 * :func:`to_qonnx`: the QONNX dialect that FINN reads. Input ``pixels``,
   ``float32`` ``(1, size)`` holding the pixel values 0..255, annotated
   ``UINT8`` (QONNX keeps every tensor in a float32 container, and FINN
-  wants a fixed batch); the weights :math:`\\pm 1` through ``BipolarQuant``
-  (scale 1: ``BIPOLAR``); each batch normalization and sign as a
+  wants a fixed batch; with ``pixel_thresholds``, their levels as a
+  ``MultiThreshold`` of one row of thresholds for every pixel); the
+  weights :math:`\\pm 1` through ``BipolarQuant`` (scale 1:
+  ``BIPOLAR``); each batch normalization and sign as a
   ``MultiThreshold`` node with one threshold per unit or channel
   (``data_layout`` NCHW after a convolution), ``out_scale`` 2 and
   ``out_bias`` -1 (the form FINN's streamlining gives a sign), its output
@@ -101,7 +107,7 @@ class _Graph(object):
 def signs(layer):
     """The layer's weights as :math:`\\pm 1` ``int8``: ``(n_in, n_out)``
     (bit 1 is +1), the layout of ``MatMul(x, W)``, for a dense layer;
-    ``(K, C, 3, 3)``, the layout of ``Conv``, for a convolution."""
+    ``(K, C, k, k)``, the layout of ``Conv``, for a convolution."""
     if layer.conv is not None:
         return conv_kernels.weight_taps(layer).astype(numpy.int8)
     bits = unpack_bits(layer.weights, layer.n_in)
@@ -129,7 +135,7 @@ def _flattened(graph, layer, x):
 
 
 def _conv(graph, layer, x, weights):
-    """The 3x3 convolution (zero padding: a tap outside adds nothing),
+    """The k x k convolution (zero padding: a tap outside adds nothing),
     then the 2x2 pooling of the packed layer: the maximum, the minimum
     (``-MaxPool(-x)``) for the flipped channels."""
     graph.maps = True
@@ -140,7 +146,7 @@ def _conv(graph, layer, x, weights):
             [-1] + list(layer.conv['in_shape']), numpy.int64))
         x = graph.node('Reshape', [pixels, shape], layer.name + '/images')
     sums = graph.node('Conv', [x, weights], layer.name + '/sums',
-                      kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+                      kernel_shape=[layer.ksize] * 2, pads=[layer.pad] * 4)
     if not layer.conv['pool']:
         return sums
     pool = dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
@@ -311,6 +317,18 @@ def _multithreshold_levels(graph, layer, sums):
                       out_bias=float(-top), data_layout='NC')
 
 
+def _qonnx_input_levels(graph, thresholds):
+    """The pixels' levels as a ``MultiThreshold`` of the thresholds shared
+    by every pixel (shape (1, n)), annotated ``UINT`` of the bits of n."""
+    t = graph.constant('input/pixel_thresholds', numpy.array(
+        [thresholds], numpy.float32))
+    datatype = 'UINT{}'.format(len(thresholds).bit_length())
+    return graph.node('MultiThreshold', [INPUT, t], 'input/levels',
+                      domain=QONNX_DOMAIN, datatype=datatype,
+                      out_dtype=datatype, out_scale=1.0, out_bias=0.0,
+                      data_layout='NC')
+
+
 QONNX_KINDS = {'planes': _dense(_qonnx_weights),
                'xnor': _dense(_qonnx_weights),
                'conv_pixels': _convolution(_qonnx_weights),
@@ -372,10 +390,29 @@ def _model(network, graph, x, dialect, input_type, batch):
     return model
 
 
+def _input_levels(graph, thresholds):
+    """The pixels' levels :math:`\\sum_m [p \\ge t_m]` in float32 (the
+    input's ``pixel_thresholds``: :func:`qnn.packed.format.input_values`)."""
+    x = graph.node('Cast', [INPUT], 'input/pixels',
+                   to=graph.onnx.TensorProto.FLOAT)
+    axes = graph.constant('input/last_axis', numpy.array([-1], numpy.int64))
+    x = graph.node('Unsqueeze', [x, axes], 'input/pixels_column')
+    t = graph.constant('input/pixel_thresholds',
+                       numpy.array(thresholds, numpy.float32))
+    x = graph.node('GreaterOrEqual', [x, t], 'input/reached')
+    x = graph.node('Cast', [x], 'input/reached_float',
+                   to=graph.onnx.TensorProto.FLOAT)
+    return graph.node('ReduceSum', [x, axes], 'input/levels', keepdims=0)
+
+
 def _build(network, kinds, outputs, dialect):
     check_supported(network, kinds, outputs, dialect)
     graph = _Graph()
     x = INPUT
+    if 'pixel_thresholds' in network.input:
+        levels = _input_levels if dialect == 'ONNX' else \
+            _qonnx_input_levels
+        x = levels(graph, network.input['pixel_thresholds'])
     for layer in network.layers:
         x = outputs[layer.output](graph, layer, kinds[layer.kind](
             graph, layer, x))

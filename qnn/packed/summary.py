@@ -29,23 +29,32 @@ from qnn.packed import format as packed_format
 _FLOAT_BYTES = 4
 
 
+def _valid_taps(size, out, ksize, pad):
+    """The taps of one axis inside the image, summed over the ``out``
+    output positions."""
+    return sum(min(out, size + pad - dy) - max(0, pad - dy)
+               for dy in range(ksize))
+
+
 def _conv_macs(layer):
-    """Multiply-accumulates of a 3x3 convolution per image: one per valid
+    """Multiply-accumulates of a convolution per image: one per valid
     tap, input channel and output channel at each position (before
     pooling), as the zero padding adds nothing."""
     channels, height, width = layer.conv['in_shape']
-    rows = 3 * height - 2  # valid row taps summed over the rows
-    columns = 3 * width - 2
+    out_height, out_width = layer.conv_shape
+    rows = _valid_taps(height, out_height, layer.ksize, layer.pad)
+    columns = _valid_taps(width, out_width, layer.ksize, layer.pad)
     return rows * columns * channels * layer.conv['channels']
 
 
 def _kind(layer):
     if layer.conv is not None:
-        return '{} conv 3x3{}, {}'.format(
+        return '{} conv {}x{}{}, {}'.format(
             'pixel' if layer.kind == 'conv_pixels' else 'XNOR'
             if layer.kind == 'conv_xnor' else '{}-bit{}'.format(
                 layer.levels['weight_bits'], ' pixel' if
                 layer.kind == 'conv_levels_pixels' else ''),
+            layer.ksize, layer.ksize,
             ' + pool 2x2' if layer.conv['pool'] else '', layer.output)
     if layer.levels is not None:
         return '{}-bit dense{}, {}'.format(
@@ -54,6 +63,14 @@ def _kind(layer):
             layer.output)
     return '{} dense, {}'.format(
         'bit-plane' if layer.kind == 'planes' else 'XNOR', layer.output)
+
+
+def _pixel_bits(input):
+    """The bits of what the first layer reads: the pixels', or those of
+    the levels 0..n of ``n`` pixel thresholds."""
+    if 'pixel_thresholds' in input:
+        return len(input['pixel_thresholds']).bit_length()
+    return input['pixel_bits']
 
 
 def _shape(layer):
@@ -68,7 +85,8 @@ def rows(network):
     out = []
     for layer in network.layers:
         weights = layer.weights.shape[0] * (
-            layer.conv['in_shape'][0] * 9 if layer.conv else layer.n_in)
+            layer.conv['in_shape'][0] * layer.taps if layer.conv
+            else layer.n_in)
         macs = _conv_macs(layer) if layer.conv else weights
         units = layer.weights.shape[0]
         folded = sum(a.size for name, a in layer.arrays.items()
@@ -77,7 +95,7 @@ def rows(network):
                                    'conv_levels_pixels')
         bits = layer.levels or {}
         weight_bits = bits.get('weight_bits', 1)
-        input_bits = network.input['pixel_bits'] if on_pixels else \
+        input_bits = _pixel_bits(network.input) if on_pixels else \
             bits.get('input_bits', 1)
         kind = 'binary' if max(weight_bits, input_bits) == 1 else \
             'int8' if weight_bits == 1 else 'multibit'

@@ -14,9 +14,10 @@ from qnn.packed import bits as packed_bits
 from qnn.packed import conv_kernels
 from qnn.packed import convnet
 from qnn.packed import folding
+from qnn.packed import format as packed_format
 import qst
 
-from helpers import SHAPES, folded_layer, random_maps
+from helpers import SHAPES, folded_layer, random_bits, random_maps
 
 
 def chainer_layer(x, W, bn, pool):
@@ -108,3 +109,55 @@ def test_flatten_is_row_column_channel_order():
         expected = packed_bits.pack_bits(
             values.transpose(0, 2, 3, 1).reshape(2, -1) > 0)
         numpy.testing.assert_array_equal(flat, expected)
+
+
+def geometry_layer(rng, kind, in_shape, channels, ksize, pad, pool):
+    """A ``kind`` layer of random weights, thresholds and flips, of
+    ``ksize`` x ``ksize`` taps and zero padding ``pad``."""
+    C, H, W = in_shape
+    conv = {'in_shape': list(in_shape), 'channels': channels, 'pool': pool,
+            'ksize': ksize, 'pad': pad}
+    layer = packed_format.Layer(
+        'conv', kind, C * H * W, 1, 'sign',
+        random_bits(numpy.random.default_rng(rng.randint(1 << 30)),
+                    (channels, ksize * ksize, packed_bits.n_words(C)), C),
+        conv=conv, thresholds=rng.randint(-40, 40, channels).astype(
+            numpy.int32),
+        flipped=rng.randint(0, 2, channels).astype(numpy.uint8))
+    layer.n_out = int(numpy.prod(layer.out_shape))
+    return layer
+
+
+@pytest.mark.parametrize('kind, in_shape, channels, ksize, pad, pool', [
+    ('conv_xnor', (6, 12, 12), 8, 5, 0, True),
+    ('conv_xnor', (3, 7, 9), 5, 5, 2, True),
+    ('conv_xnor', (70, 6, 5), 3, 2, 1, False),
+    ('conv_xnor', (4, 5, 5), 2, 1, 0, True),
+    ('conv_pixels', (1, 28, 28), 6, 5, 0, True),
+    ('conv_pixels', (3, 9, 7), 4, 5, 1, True),
+    ('conv_pixels', (2, 6, 6), 3, 4, 3, False)])
+def test_kernel_size_and_padding(kind, in_shape, channels, ksize, pad, pool):
+    # the reference's sums are Chainer's convolution (and pooling) of the
+    # same values where the channel is not flipped; the numba kernels
+    # equal the reference bit for bit
+    rng = numpy.random.RandomState(ksize * 10 + pad)
+    layer = geometry_layer(rng, kind, in_shape, channels, ksize, pad, pool)
+    C, H, W = in_shape
+    if kind == 'conv_pixels':
+        x = rng.randint(0, 256, (4, C * H * W)).astype(numpy.uint8)
+        values = x.reshape(4, C, H, W)
+    else:
+        values, x = random_maps(rng, 4, C, H, W)
+    a = F.convolution_2d(values.astype(numpy.float32),
+                         conv_kernels.weight_taps(layer).astype(
+                             numpy.float32), pad=pad)
+    if pool:
+        a = F.max_pooling_2d(a, 2, cover_all=True)
+    flipped = layer.flipped == 0
+    sums = conv_kernels.reference_sums(layer, x)
+    assert sums.shape[1:] == layer.out_shape
+    numpy.testing.assert_array_equal(sums[:, flipped],
+                                     a.array[:, flipped])
+    numpy.testing.assert_array_equal(
+        conv_kernels.numba_layer(layer, x),
+        conv_kernels.reference_layer(layer, x))

@@ -164,3 +164,25 @@ def test_cupy_convnet_is_the_reference():
     numpy.testing.assert_array_equal(
         cupy.asnumpy(conv_kernels.cupy_flatten(maps, 70)),
         conv_kernels.flatten(expected, 70))
+
+
+def test_other_geometries_run_on_the_host(monkeypatch):
+    # a 5x5 valid convolution: cupy_layer copies it to the host, runs the
+    # numba kernel and copies the map back (a stand-in CuPy here)
+    import sys
+    import types
+    fake = types.SimpleNamespace(asarray=lambda a: ('device', a),
+                                 asnumpy=lambda a: a[1],
+                                 ndarray=type('ndarray', (), {}))
+    monkeypatch.setitem(sys.modules, 'cupy', fake)
+    rng = numpy.random.RandomState(3)
+    layer, _, _ = folded_layer(rng, (4, 12, 12, 8, True), first=False)
+    # the same weights' first 5 taps cannot make a 5x5 layer: new weights
+    layer.conv.update(ksize=5, pad=0)
+    layer.weights = layer.arrays['weights'] = numpy.ascontiguousarray(
+        numpy.repeat(layer.weights[:, :1], 25, axis=1))
+    _, words = random_maps(rng, 3, 4, 12, 12)
+    where, out = conv_kernels.cupy_layer(layer, ('device', words))
+    assert where == 'device' and out.shape == (3, 4, 4, 1)
+    numpy.testing.assert_array_equal(
+        out, conv_kernels.reference_layer(layer, words))

@@ -18,7 +18,9 @@ from qnn.packed import summary as packed_summary
 from helpers import conv_network
 from helpers import dense_network
 from helpers import forge
+from helpers import geometry_network
 from helpers import levels_network
+from helpers import random_bits
 from helpers import random_network
 from helpers import split_packed
 
@@ -60,7 +62,7 @@ def test_file_loads_with_numpy_alone(packed_file):
 # reference (hypothesis mutates the header and the arrays of valid files).
 
 BASES = {'dense': dense_network, 'conv': conv_network,
-         'levels': levels_network}
+         'levels': levels_network, 'geometry': geometry_network}
 # a fixed number of files per base; CI replays the same ones every run
 EXAMPLES = 150
 PROFILE = settings(max_examples=EXAMPLES, deadline=None,
@@ -216,3 +218,123 @@ def test_the_forged_bases_are_valid(good_files):
     for good in good_files.values():
         assert check(forge(good)) == 'read'
         assert json.loads(json.dumps(split_packed(good)[0]))
+
+
+# --- the optional fields: kernel size, padding, pixel threshold ------------
+
+def test_default_geometry_and_input_are_written_as_before():
+    # a file of 3x3 convolutions with padding 1 on the raw pixels names
+    # none of the optional fields: the files of before, byte for byte
+    data = packed_format.encode(conv_network(numpy.random.default_rng(3)))
+    header, _ = split_packed(data)
+    assert 'pixel_thresholds' not in header['input']
+    for layer in header['layers'][:2]:
+        assert set(layer['conv']) == {'in_shape', 'channels', 'pool'}
+    explicit = forge(data, lambda h: [layer['conv'].update(ksize=3, pad=1)
+                                      for layer in h['layers'][:2]])
+    pixels = numpy.random.default_rng(0).integers(0, 256, (4, 784)).astype(
+        numpy.uint8)
+    numpy.testing.assert_array_equal(
+        packed_forward.forward(packed_format.decode(explicit), pixels),
+        packed_forward.forward(packed_format.decode(forge(data)), pixels))
+
+
+def test_pixel_thresholds_give_the_levels_of_the_pixels():
+    network = geometry_network(numpy.random.default_rng(4))
+    pixels = numpy.random.default_rng(1).integers(0, 256, (5, 784)).astype(
+        numpy.uint8)
+    levels = (pixels >= 96).astype(numpy.uint8) + (pixels >= 160)
+    assert set(numpy.unique(levels)) == {0, 1, 2}
+    plain = geometry_network(numpy.random.default_rng(4))
+    del plain.input['pixel_thresholds']
+    for backend in ('numpy', 'numba'):
+        numpy.testing.assert_array_equal(
+            packed_forward.forward(network, pixels, backend),
+            packed_forward.forward(plain, levels, backend))
+
+
+def _set(path, value):
+    def mutate(header):
+        target = header
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return mutate
+
+
+@pytest.mark.parametrize('path, value, words', [
+    (('layers', 0, 'conv', 'ksize'), 0, 'ksize is 0'),
+    (('layers', 0, 'conv', 'ksize'), 16, 'ksize is 16'),
+    (('layers', 0, 'conv', 'ksize'), 5.0, 'ksize is 5.0'),
+    (('layers', 0, 'conv', 'ksize'), True, 'ksize is True'),
+    (('layers', 0, 'conv', 'ksize'), '5', "ksize is '5'"),
+    (('layers', 0, 'conv', 'ksize'), None, 'ksize is None'),
+    (('layers', 0, 'conv', 'pad'), -1, 'pad is -1'),
+    (('layers', 0, 'conv', 'pad'), 5, 'pad is 5'),
+    (('layers', 1, 'conv', 'pad'), '@1e999@', 'pad is inf'),
+    (('layers', 0, 'conv', 'stride'), 1, "unknown key 'stride'"),
+    # the shapes follow from the geometry: other ones are refused
+    (('layers', 0, 'conv', 'ksize'), 3, 'inputs and'),
+    (('layers', 0, 'conv', 'pad'), 1, 'inputs and'),
+    (('input', 'pixel_thresholds'), [0], 'pixel_thresholds[0] is 0'),
+    (('input', 'pixel_thresholds'), [256], 'pixel_thresholds[0] is 256'),
+    (('input', 'pixel_thresholds'), [96, 96], 'pixel_thresholds[1] is 96'),
+    (('input', 'pixel_thresholds'), [160, 96], 'pixel_thresholds[1] is 96'),
+    (('input', 'pixel_thresholds'), [64.0], 'pixel_thresholds[0] is 64.0'),
+    (('input', 'pixel_thresholds'), [True], 'pixel_thresholds[0] is True'),
+    (('input', 'pixel_thresholds'), [], 'not a list of 1 to 15'),
+    (('input', 'pixel_thresholds'), list(range(1, 17)),
+     'not a list of 1 to 15'),
+    (('input', 'pixel_thresholds'), 64, 'not a list of 1 to 15'),
+    (('input', 'pixel_thresholds'), None, 'not a list of 1 to 15'),
+])
+def test_bad_geometry_and_threshold_are_refused(path, value, words):
+    good = packed_format.encode(geometry_network(
+        numpy.random.default_rng(2)))
+    with pytest.raises(packed_format.PackedFileError) as e:
+        packed_format.decode(forge(good, _set(path, value)))
+    assert words in str(e.value) and '\n' not in str(e.value)
+
+
+def test_a_convolution_larger_than_its_image_is_refused():
+    # 15x15 valid on the second layer's 12x12: no output position
+    good = packed_format.encode(geometry_network(
+        numpy.random.default_rng(2)))
+
+    def mutate(header):
+        header['layers'][1]['conv'].update(ksize=15, pad=0)
+    with pytest.raises(packed_format.PackedFileError) as e:
+        packed_format.decode(forge(good, mutate))
+    assert 'a 15x15 convolution with padding 0 of an image of 12x12' in \
+        str(e.value)
+
+
+def test_k_bit_convolutions_keep_the_default_geometry():
+    rng = numpy.random.default_rng(0)
+    Layer = packed_format.Layer
+    conv = Layer('conv1', 'conv_levels_pixels', 784, 4 * 12 * 12, 'levels',
+                 random_bits(rng, (4, 2, 1), 25),
+                 conv={'in_shape': [1, 28, 28], 'channels': 4, 'pool': True,
+                       'ksize': 5, 'pad': 0},
+                 levels={'weight_bits': 2, 'input_bits': 8,
+                         'output_bits': 2},
+                 thresholds=numpy.zeros((4, 3), numpy.int32),
+                 flipped=numpy.zeros(4, numpy.uint8))
+    dense = Layer('fc1', 'levels', 576, 10, 'affine',
+                  random_bits(rng, (10, 2, 9), 576),
+                  levels={'weight_bits': 2, 'input_bits': 2,
+                          'output_bits': None},
+                  **{k: numpy.ones(10, numpy.float32)
+                     for k in ('mean', 'inv_std', 'gamma', 'beta')})
+    network = packed_format.PackedNetwork(
+        [conv, dense], dict(conv_network(rng).input))
+    with pytest.raises(packed_format.PackedFileError) as e:
+        packed_format.encode(network)
+    assert 'k-bit convolution of 5x5 with padding 0' in str(e.value)
+    conv.conv.update(ksize=3, pad=1)
+    conv.n_out = 4 * 14 * 14
+    conv.arrays['weights'] = conv.weights = random_bits(rng, (4, 2, 1), 9)
+    dense.n_in = 784
+    dense.arrays['weights'] = dense.weights = random_bits(rng, (10, 2, 13),
+                                                          784)
+    packed_format.encode(network)  # 3x3 with padding 1: written

@@ -85,3 +85,21 @@ def test_two_bit_mlp_with_shift_bn_predicts_as_its_chainer_model(tmp_path):
     numpy.testing.assert_array_equal(
         packed_forward.forward(network, images, 'numba').argmax(axis=1),
         chainer_predictions(snapshot, images))
+
+
+@pytest.mark.parametrize('bits, packable', [((1, 2), True), ((2, 8), False),
+                                            ((1, 1), False)])
+def test_wage_networks_packed_by_their_bits(bits, packable):
+    from qnn.packed import model
+    from qnn.training import options as train_options
+    args = train_options.parse_args(['--recipe', 'wage-seed'])
+    args.weight_bits, args.activation_bits = bits
+    if packable:
+        model.check_packable(args)
+        assert model.describe(args) == \
+            'WAGE LeNet-5 seed, 1-bit weights, 2-bit activations'
+    else:
+        with pytest.raises(model.Unsupported) as e:
+            model.check_packable(args)
+        assert 'WAGE network' in str(e.value)
+        assert '1-bit weights and 2-bit activations' in str(e.value)

@@ -19,7 +19,7 @@ from qnn.packed import format as packed_format
 from qnn.packed import forward as packed_forward
 import train_mnist
 
-from helpers import ROOT, chainer_predictions, run_export
+from helpers import ROOT, chainer_predictions, geometry_network, run_export
 
 
 def require(name):
@@ -284,3 +284,64 @@ def test_the_packed_path_does_not_import_onnx(trained, tmp_path):
          str(tmp_path / 'net.bnn')], cwd=root, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_onnx_of_kernel_sizes_and_pixel_levels_is_exact(test_images):
+    # 5x5 convolutions, valid and padded, on the pixels' levels
+    # (input.pixel_thresholds), random weights and thresholds
+    require('onnx')
+    onnxruntime = require('onnxruntime')
+    from qnn.packed import onnx_export
+    network = geometry_network(numpy.random.default_rng(3))
+    images = test_images[:2000]
+    session = onnxruntime.InferenceSession(
+        onnx_export.to_onnx(network).SerializeToString(),
+        providers=['CPUExecutionProvider'])
+    logits, = session.run(None, {'pixels': images})
+    expected = packed_forward.forward(network, images, 'numba')
+    assert len(set(expected.argmax(axis=1))) > 1  # not a constant net
+    numpy.testing.assert_array_equal(logits, expected)
+
+
+@pytest.fixture(scope='module')
+def wage_trained(tmp_path_factory):
+    """WAGE's seed LeNet-5 after one epoch on 500 images."""
+    out = str(tmp_path_factory.mktemp('wage'))
+    assert train_mnist.main([
+        '--recipe', 'wage-seed', '--epoch', '1', '--train-subset', '500',
+        '--test-subset', '100', '--batchsize', '50', '--noplot',
+        '--out', out]) == 0
+    return os.path.join(out, 'snapshot_iter_10')
+
+
+def test_onnx_of_wage_seed_predicts_as_chainer(wage_trained, tmp_path,
+                                               test_images):
+    onnx = require('onnx')
+    onnxruntime = require('onnxruntime')
+    model = export_file(wage_trained, tmp_path, 'onnx')
+    onnx.checker.check_model(model, full_check=True)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=['CPUExecutionProvider'])
+    logits, = session.run(None, {'pixels': test_images})
+    network = export.load(wage_trained)
+    numpy.testing.assert_array_equal(
+        logits, packed_forward.forward(network, test_images, 'numba'))
+    numpy.testing.assert_array_equal(
+        logits.argmax(axis=1), chainer_predictions(wage_trained,
+                                                   test_images))
+
+
+def test_qonnx_of_wage_seed_equals_the_packed_network(wage_trained,
+                                                      tmp_path, test_images):
+    model = qonnx_model(wage_trained, tmp_path)
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+    images = test_images[:300]
+    expected = packed_forward.forward(export.load(wage_trained), images,
+                                      'numba')
+    model = model.transform(ChangeBatchSize(len(images))).transform(
+        InferShapes())
+    name, out = model.graph.input[0].name, model.graph.output[0].name
+    logits = execute_onnx(model, {name: images.astype(numpy.float32)})[out]
+    numpy.testing.assert_array_equal(logits, expected)

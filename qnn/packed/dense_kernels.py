@@ -103,8 +103,8 @@ _numba = None
 def numba_kernels():
     """The numba kernels by name (built once, on first use: numba is
     imported only by a user of this path): ``'planes'``, ``'xnor'``,
-    ``'threshold_pack'``, ``'tail'``; ``'network'`` and ``'network_units'`` are
-    functions of the number of words of the first layer's input that
+    ``'threshold_pack'``, ``'tail'``; ``'network'`` is a
+    function of the number of words of the first layer's input that
     return the kernel compiled for it (``'planes'`` picks its own: see
     :func:`_planes_accumulator`). ``'network'`` and ``'tail'`` run a batch
     of fewer images than numba's threads on the calling thread
@@ -129,8 +129,7 @@ def _build_numba():
             by_words[words] = {
                 'planes': _planes_kernel(numba, *first),
                 'network': cpu_kernels.by_batch(
-                    numba, _network_kernel(numba, steps, *first)),
-                'network_units': _network_units_kernel(numba, steps, *first)}
+                    numba, _network_kernel(numba, steps, *first))}
         return by_words[words]
 
     def planes(pixels, WT, sums):
@@ -140,8 +139,7 @@ def _build_numba():
             'threshold_pack': _threshold_pack_kernel(numba),
             'tail': cpu_kernels.by_batch(numba, _tail_kernel(numba, steps)),
             'planes': planes,
-            'network': lambda words: for_words(words)['network'],
-            'network_units': lambda words: for_words(words)['network_units']}
+            'network': lambda words: for_words(words)['network']}
 
 
 def _planes_accumulator(numba, popcount, words):
@@ -243,7 +241,11 @@ def _image_steps(numba, popcount):
     * ``affine(sums, A, i, logits)``: row ``i`` of the logits from the
       output layer's sums, in the float32 order of :func:`qnn.packed.
       forward.affine_logits`, ``A`` its mean, inv_std, gamma and beta
-      ``(4, classes)``.
+      ``(4, classes)``;
+    * ``xnor_layers(h, acc, hidden_WT, hidden_T, last_WT, n_ins, A, i,
+      sums, logits)``: the ``'xnor'`` layers with a sign on packed ``h``,
+      then the output layer's sums and row ``i`` of the logits; ``n_ins``
+      the layers' inputs from the first of them.
     """
     lane = numpy.uint64
 
@@ -271,14 +273,40 @@ def _image_steps(numba, popcount):
             v = numpy.float32(sums[i, j])
             logits[i, j] = ((v - A[0, j]) * A[1, j]) * A[2, j] + A[3, j]
 
-    return pack_word, xnor_acc, affine
+    return pack_word, xnor_acc, affine, _xnor_layers_step(
+        numba, pack_word, xnor_acc, affine)
+
+
+def _xnor_layers_step(numba, pack_word, xnor_acc, affine):
+    """:func:`_image_steps`' ``xnor_layers``, shared by the MLP's and the
+    ConvNets' dense layers."""
+
+    @numba.njit(inline='always')
+    def xnor_layers(h, acc, hidden_WT, hidden_T, last_WT, n_ins, A, i, sums,
+                    logits):
+        for layer in range(len(hidden_WT)):
+            WT = hidden_WT[layer]
+            T = hidden_T[layer]
+            xnor_acc(h, WT, acc, 0, WT.shape[1])
+            n_in = n_ins[layer]
+            for j in range(T.shape[0]):
+                acc[j] = n_in - 2 * acc[j]
+            for q in range(T.shape[0] >> 6):
+                h[q] = pack_word(acc, T, q, 0)
+        M = last_WT.shape[1]
+        xnor_acc(h, last_WT, acc, 0, M)
+        for j in range(M):
+            sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
+        affine(sums, A, i, logits)
+
+    return xnor_layers
 
 
 def _network_kernel(numba, steps, pack_planes, plane_ones, planes_acc):
     """``'network'``: the sums and logits of a network of a ``'planes'``
     layer, ``'xnor'`` ones and an output layer, over the images on all
     cores."""
-    pack_word, xnor_acc, affine = steps
+    pack_word, xnor_acc, affine, xnor_layers = steps
 
     @numba.njit(parallel=True)
     def network_sums(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
@@ -301,20 +329,8 @@ def _network_kernel(numba, steps, pack_planes, plane_ones, planes_acc):
             h = numpy.zeros(widest >> 6, numpy.uint64)
             for q in range(T1.shape[0] >> 6):
                 h[q] = pack_word(acc, T1, q, 0)
-            for layer in range(len(hidden_WT)):
-                WT = hidden_WT[layer]
-                T = hidden_T[layer]
-                xnor_acc(h, WT, acc, 0, WT.shape[1])
-                n_in = n_ins[layer + 1]
-                for j in range(T.shape[0]):
-                    acc[j] = n_in - 2 * acc[j]
-                for q in range(T.shape[0] >> 6):
-                    h[q] = pack_word(acc, T, q, 0)
-            M = last_WT.shape[1]
-            xnor_acc(h, last_WT, acc, 0, M)
-            for j in range(M):
-                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
-            affine(sums, A, i, logits)
+            xnor_layers(h, acc, hidden_WT, hidden_T, last_WT, n_ins[1:],
+                        A, i, sums, logits)
 
     return network_sums
 
@@ -325,7 +341,7 @@ def _tail_kernel(numba, steps):
     (a ConvNet's flattened maps), over the images on all cores: one call
     for the dense layers instead of two kernels and their arrays a
     layer."""
-    pack_word, xnor_acc, affine = steps
+    xnor_layers = steps[3]
 
     @numba.njit(parallel=True)
     def tail_sums(X, hidden_WT, hidden_T, last_WT, n_ins, A, sums, logits):
@@ -336,80 +352,10 @@ def _tail_kernel(numba, steps):
             acc = numpy.zeros(widest, numpy.int64)
             h = numpy.zeros(widest >> 6, numpy.uint64)
             h[:X.shape[1]] = X[i]
-            for layer in range(len(hidden_WT)):
-                WT = hidden_WT[layer]
-                T = hidden_T[layer]
-                xnor_acc(h, WT, acc, 0, WT.shape[1])
-                n_in = n_ins[layer]
-                for j in range(T.shape[0]):
-                    acc[j] = n_in - 2 * acc[j]
-                for q in range(T.shape[0] >> 6):
-                    h[q] = pack_word(acc, T, q, 0)
-            M = last_WT.shape[1]
-            xnor_acc(h, last_WT, acc, 0, M)
-            for j in range(M):
-                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
-            affine(sums, A, i, logits)
+            xnor_layers(h, acc, hidden_WT, hidden_T, last_WT, n_ins, A, i,
+                        sums, logits)
 
     return tail_sums
-
-
-def _network_units_kernel(numba, steps, pack_planes, plane_ones,
-                          planes_acc):
-    """``'network_units'``: :func:`_network_kernel`'s sums and logits for
-    a few images, one at a time, each layer's output words split into as
-    many runs as numba has threads, one run a core (a fork and join per
-    layer)."""
-    pack_word, xnor_acc, affine = steps
-
-    @numba.njit(inline='always')
-    def words_of(part, parts, n):
-        # the output words of run `part`: a share of n
-        return n * part // parts, n * (part + 1) // parts
-
-    @numba.njit(parallel=True)
-    def network_units(pixels, W1T, T1, hidden_WT, hidden_T, last_WT, n_ins,
-                      A, sums, logits):
-        widest = T1.shape[0]
-        for T in hidden_T:
-            widest = max(widest, T.shape[0])
-        h = numpy.zeros(widest >> 6, numpy.uint64)
-        out = numpy.zeros(widest >> 6, numpy.uint64)
-        parts = numba.get_num_threads()
-        for i in range(pixels.shape[0]):
-            P = pack_planes(pixels, i)
-            ones = plane_ones(P)
-            for part in numba.prange(parts):
-                q0, q1 = words_of(part, parts, T1.shape[0] >> 6)
-                lo = q0 << 6
-                acc = numpy.zeros((q1 - q0) << 6, numpy.int64)
-                planes_acc(P, W1T, acc, lo, min(q1 << 6, W1T.shape[1]))
-                for j in range(len(acc)):
-                    acc[j] = 2 * acc[j] - ones
-                for q in range(q0, q1):
-                    h[q] = pack_word(acc, T1, q, lo)
-            for layer in range(len(hidden_WT)):
-                WT = hidden_WT[layer]
-                T = hidden_T[layer]
-                n_in = n_ins[layer + 1]
-                for part in numba.prange(parts):
-                    q0, q1 = words_of(part, parts, T.shape[0] >> 6)
-                    lo = q0 << 6
-                    acc = numpy.zeros((q1 - q0) << 6, numpy.int64)
-                    xnor_acc(h, WT, acc, lo, min(q1 << 6, WT.shape[1]))
-                    for j in range(len(acc)):
-                        acc[j] = n_in - 2 * acc[j]
-                    for q in range(q0, q1):
-                        out[q] = pack_word(acc, T, q, lo)
-                h[:] = out
-            M = last_WT.shape[1]
-            acc = numpy.zeros(M, numpy.int64)
-            xnor_acc(h, last_WT, acc, 0, M)
-            for j in range(M):
-                sums[i, j] = n_ins[len(n_ins) - 1] - 2 * acc[j]
-            affine(sums, A, i, logits)
-
-    return network_units
 
 
 # --- CUDA -------------------------------------------------------------------

@@ -172,7 +172,7 @@ def mlp_plan(layers):
                 dense_kernels.word_thresholds(layers[0])) + tail[:3] + (
             numpy.array([layer.n_in for layer in layers], numpy.int64),
             tail[4])
-        return (k['network'](words), k['network_units'](words)), args
+        return k['network'](words), args
     return _cached_plan('mlp_plan', layers, make)
 
 
@@ -180,12 +180,8 @@ def _run_mlp(plan, x):
     """The sums and logits of a binarized MLP (:func:`mlp_plan`) on
     ``uint8`` pixels ``x``: one image per core, or a batch of fewer
     images than numba has threads on the calling thread alone
-    (:func:`qnn.backends.cpu_kernels.by_batch`). The plan's second
-    kernel, ``'network_units'``, which splits each layer's units between
-    the cores, is not run here: one image took 17 us on one thread
-    against 12 us, and on two cores with another process running
-    0.6-1.7 ms like every parallel loop (2-core AMD EPYC, 2026-12-07)."""
-    (images, _), args = plan
+    (:func:`qnn.backends.cpu_kernels.by_batch`)."""
+    images, args = plan
     n = len(args[-1][0])
     sums = numpy.empty((len(x), n), numpy.int64)
     logits = numpy.empty((len(x), n), numpy.float32)

@@ -40,16 +40,15 @@ def test_cupy_equals_numpy_reference():
 def test_mlp_kernels_equal_numpy_reference(sizes, batch):
     # the kernels of a binarized MLP, whatever numba's threads: an image
     # per core, its twin on one core (what a batch smaller than the
-    # threads runs), and each image's units on all cores; odd widths leave
-    # part of a word
+    # threads runs); odd widths leave part of a word
     rng = numpy.random.default_rng(batch + len(sizes))
     network = random_network(rng, sizes)
     pixels = rng.integers(0, 256, size=(batch, sizes[0])).astype(
         numpy.uint8)
     expected = packed_forward.layer_sums(network.layers, pixels, 'numpy')
     logits = packed_forward.affine_logits(expected, network.layers[-1])
-    (images, units), args = packed_forward.mlp_plan(network.layers)
-    for kernel in (images.parallel, images.one_core, units):
+    images, args = packed_forward.mlp_plan(network.layers)
+    for kernel in (images.parallel, images.one_core):
         sums = numpy.full(expected.shape, -1, numpy.int64)
         out = numpy.full(expected.shape, numpy.nan, numpy.float32)
         kernel(pixels, *args, sums, out)

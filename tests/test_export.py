@@ -52,21 +52,26 @@ def test_export_equals_chainer_model(trained, tmp_path, capsys):
     assert (expected == labels[:2000]).mean() > 0.2  # trained: not chance
 
 
-def test_inference_script_end_to_end(trained, tmp_path):
-    output = str(tmp_path / 'tiny.bnn')
-    assert export.main([trained, '-o', output]) == 0
+def assert_inference_accuracy(snapshot, output, images):
+    """inference.py on the export of ``snapshot`` prints the accuracy of
+    the Chainer model on the first ``images`` test images."""
+    assert export.main([snapshot, '-o', output]) == 0
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'inference.py'), output,
-         '--test-subset', '300'], stdout=subprocess.PIPE,
+         '--test-subset', str(images)], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(300 images, [\d.]+ s, '
-                         r'\d+ images/s\)\n', result.stdout)
+    match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(%d images, [\d.]+ s, '
+                         r'\d+ images/s\)\n' % images, result.stdout)
     assert match, result.stdout
-    images, labels = mnist.load_raw()['test']
-    expected = (chainer_predictions(trained, images[:300]) ==
-                labels[:300]).mean()
+    test_images, labels = mnist.load_raw()['test']
+    expected = (chainer_predictions(snapshot, test_images[:images]) ==
+                labels[:images]).mean()
     assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
+
+
+def test_inference_script_end_to_end(trained, tmp_path):
+    assert_inference_accuracy(trained, str(tmp_path / 'tiny.bnn'), 300)
 
 
 def copy_run(trained, tmp_path, config=True):
@@ -293,20 +298,7 @@ def test_wage_seed_export_predicts_as_chainer(wage_trained, tmp_path,
 
 
 def test_wage_seed_inference_script(wage_trained, tmp_path):
-    output = str(tmp_path / 'wage.bnn')
-    assert export.main([wage_trained, '-o', output]) == 0
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'inference.py'), output,
-         '--test-subset', '500'], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    match = re.fullmatch(r'accuracy: (\d\.\d{4}) \(500 images, [\d.]+ s, '
-                         r'\d+ images/s\)\n', result.stdout)
-    assert match, result.stdout
-    images, labels = mnist.load_raw()['test']
-    expected = (chainer_predictions(wage_trained, images[:500]) ==
-                labels[:500]).mean()
-    assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
+    assert_inference_accuracy(wage_trained, str(tmp_path / 'wage.bnn'), 500)
 
 
 def test_wage_seed_c_export_is_refused(wage_trained, tmp_path, capsys):

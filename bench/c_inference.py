@@ -253,7 +253,7 @@ def memory(folder, layers):
 
 def measure(snapshot, options):
     network = export.load(snapshot)
-    options = export.read_options(snapshot)[0]
+    run_options = export.read_options(snapshot)[0]
     images = datasets.load_raw(network.input['dataset'],
                                options.data_dir)['test'][0]
     images = numpy.ascontiguousarray(images[:options.images])
@@ -268,7 +268,7 @@ def measure(snapshot, options):
         sizes = memory(folder, layers)
         rates, equal = speeds(network, folder, images, options) if \
             options.rounds else ({}, [])
-    return {'network': model.describe(options), 'images': len(images),
+    return {'network': model.describe(run_options), 'images': len(images),
             'rates': rates, 'equal': equal, 'memory': sizes,
             'constants': c_source.constant_bytes(layers)}
 

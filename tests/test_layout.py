@@ -22,6 +22,7 @@ TEST_FILES_OF_NO_MODULE = {
     'test_hostile_inputs.py',  # every command on hostile files and paths
     'test_bench_peers.py',  # the benchmarks' own peers (bench/peers/)
     'test_bench_roofline.py',  # bench/roofline.py's loops and ceilings
+    'test_bench_c_inference.py',  # bench/c_inference.py on a trained network
 }
 # folders that import nothing of the project but the stack's compatibility
 BOTTOM = {'qnn.utils', 'qnn.serializers'}

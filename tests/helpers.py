@@ -1054,3 +1054,43 @@ def special_file(path, kind):
             f.write(b'keep me\n')
         os.chmod(path, 0o444)
     return os.lstat(path)
+
+
+def word_convnet(rng, channels=(16, 64, 64), pools=(True, False, True),
+                 units=(70,), ksize=3, pad=1):
+    """A binarized ConvNet on 28x28 pixels whose last maps are whole words
+    of channels (what one call runs, :func:`qnn.packed.forward.
+    convnet_plan`): convolutions of ``channels`` (pixels, then signs),
+    each pooled where ``pools`` says, some channels flipped, then dense
+    XNOR layers of ``units`` and an output layer of 10."""
+    Layer = packed_format.Layer
+    layers = []
+    shape = (1, 28, 28)
+    for index, (C, pool) in enumerate(zip(channels, pools)):
+        size = [packed_format.conv_size(n, ksize, pad) for n in shape[1:]]
+        if pool:
+            size = [packed_format.pooled(n, True) for n in size]
+        layers.append(Layer(
+            'conv{}'.format(index + 1),
+            'conv_xnor' if index else 'conv_pixels', int(numpy.prod(shape)),
+            C * size[0] * size[1], 'sign',
+            random_bits(rng, (C, ksize * ksize, -(-shape[0] // 64)),
+                        shape[0]),
+            conv={'in_shape': list(shape), 'channels': C, 'pool': pool,
+                  'ksize': ksize, 'pad': pad},
+            thresholds=_thresholds(
+                rng, C, spread=200 * ksize if index == 0 else shape[0]),
+            flipped=(rng.random(C) < 0.3).astype(numpy.uint8)))
+        shape = (C, size[0], size[1])
+    sizes = (int(numpy.prod(shape)),) + tuple(units)
+    for index, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(Layer(
+            'fc{}'.format(index + 1), 'xnor', n_in, n_out, 'sign',
+            random_bits(rng, (n_out, -(-n_in // 64)), n_in),
+            thresholds=_thresholds(rng, n_out, spread=n_in // 8)))
+    layers.append(Layer(
+        'out', 'xnor', sizes[-1], 10, 'affine',
+        random_bits(rng, (10, -(-sizes[-1] // 64)), sizes[-1]),
+        **_affine(rng, 10)))
+    return packed_format.PackedNetwork(layers, dict(MNIST_INPUT),
+                                       {'snapshot': 'forged'})

@@ -172,7 +172,23 @@ def _build():
                 numba, *key))
         by_ksize[key](P, S, *args)
 
-    return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels}
+    images = {}
+
+    def image(layer):
+        if layer.kind == 'conv_pixels':
+            key = layer.kind, layer.ksize, layer.pad
+            make = lambda: conv_pixels_image(numba, *key[1:])  # NOQA: E731
+        else:
+            words = len(numba_arguments(layer)[0])
+            key = layer.kind, words, layer.ksize, layer.pad
+            make = lambda: conv_xnor_image(  # NOQA: E731
+                numba, popcount, pool_threshold, *key[1:])
+        if key not in images:
+            images[key] = make()
+        return images[key]
+
+    return {'conv_xnor': conv_xnor, 'conv_pixels': conv_pixels,
+            'image': image}
 
 
 def _pool_threshold(numba):
@@ -212,67 +228,95 @@ def _pool_threshold(numba):
 
 def _conv_xnor(numba, popcount, pool_threshold, words, ksize, pad):
     """The kernel of ``conv_xnor`` layers of ``words`` patch words,
-    ``ksize`` x ``ksize`` taps and padding ``pad``, constants of the
-    compiled code: the sum
-    over a position's patch words unrolls inside the loop over the output
-    channels, in registers (one loop per position instead of one per word,
-    which cost the small ConvNet's second layer twice its popcounts in
-    loop overhead)."""
-    taps = ksize * ksize
+    ``ksize`` x ``ksize`` taps and padding ``pad``: :func:`conv_xnor_image`
+    on each image, in parallel."""
+    image = conv_xnor_image(numba, popcount, pool_threshold, words, ksize,
+                            pad)
 
     @numba.njit(parallel=True)
     def conv_xnor(X, WP, base, slots, spacing, T, sign, pool, out):
-        # X (B, H, W, Q) words. A position's k^2 taps go into patch words as
+        for b in numba.prange(X.shape[0]):
+            image(X[b], WP, base, slots, spacing, T, sign, pool, out[b])
+
+    return conv_xnor
+
+
+def conv_xnor_image(numba, popcount, pool_threshold, words, ksize, pad):
+    """``image(X, WP, base, slots, spacing, T, sign, pool, out)`` for numba
+    code (inlined): one image's ``conv_xnor`` layer of ``words`` patch
+    words, ``ksize`` x ``ksize`` taps and padding ``pad``, constants of the
+    compiled code: the sum over a position's patch words unrolls inside
+    the loop over the output channels, in registers (one loop per position
+    instead of one per word, which cost the small ConvNet's second layer
+    twice its popcounts in loop overhead)."""
+    taps = ksize * ksize
+
+    @numba.njit(inline='always')
+    def image(X, WP, base, slots, spacing, T, sign, pool, out):
+        # X (H, W, Q) words. A position's k^2 taps go into patch words as
         # the weights WP (words, K) are (see _patch_weights): `slots` taps
         # of `spacing` bits a word, so that 16 channels take 3 words, not
         # 9. A tap outside the image reads a zero word: base (H, W, K),
         # the sums of a position before its popcounts, counts its valid
         # taps and gives back what the zero words take (_xnor_base); its
         # (H', W') are the convolution's output positions.
-        B, H, Wd, Q = X.shape
+        H, Wd, Q = X.shape
         K = WP.shape[1]
-        for b in numba.prange(B):
-            x_ = numpy.zeros((H + 2 * pad, Wd + 2 * pad, Q), numpy.uint64)
-            x_[pad:pad + H, pad:pad + Wd] = X[b]
-            sums = base.copy()
-            patch = numpy.empty(words, numpy.uint64)
-            shifts = numpy.empty(taps, numpy.uint64)
-            for t in range(taps):
-                shifts[t] = t % slots * spacing
-            for y in range(base.shape[0]):
-                for x in range(base.shape[1]):
+        x_ = numpy.zeros((H + 2 * pad, Wd + 2 * pad, Q), numpy.uint64)
+        x_[pad:pad + H, pad:pad + Wd] = X
+        sums = base.copy()
+        patch = numpy.empty(words, numpy.uint64)
+        shifts = numpy.empty(taps, numpy.uint64)
+        for t in range(taps):
+            shifts[t] = t % slots * spacing
+        for y in range(base.shape[0]):
+            for x in range(base.shape[1]):
+                for w in range(words):
+                    patch[w] = 0
+                if Q == 1:
+                    # no loop over one word (LLVM makes it a vector
+                    # loop whose set-up costs more than the word)
+                    for t in range(taps):
+                        patch[t // slots] |= x_[
+                            y + t // ksize, x + t % ksize, 0] << shifts[t]
+                else:
+                    for t in range(taps):
+                        for q in range(Q):
+                            patch[t * Q + q] = x_[
+                                y + t // ksize, x + t % ksize, q]
+                for k in range(K):
+                    d = 0
                     for w in range(words):
-                        patch[w] = 0
-                    if Q == 1:
-                        # no loop over one word (LLVM makes it a vector
-                        # loop whose set-up costs more than the word)
-                        for t in range(taps):
-                            patch[t // slots] |= x_[
-                                y + t // ksize, x + t % ksize, 0] << shifts[t]
-                    else:
-                        for t in range(taps):
-                            for q in range(Q):
-                                patch[t * Q + q] = x_[
-                                    y + t // ksize, x + t % ksize, q]
-                    for k in range(K):
-                        d = 0
-                        for w in range(words):
-                            d += popcount(patch[w] ^ WP[w, k])
-                        sums[y, x, k] -= 2 * d
-            pool_threshold(sums, T, sign, pool, out[b])
+                        d += popcount(patch[w] ^ WP[w, k])
+                    sums[y, x, k] -= 2 * d
+        pool_threshold(sums, T, sign, pool, out)
 
-    return conv_xnor
+    return image
 
 
 def _conv_pixels(numba, ksize=3, pad=1):
     """The kernel of ``conv_pixels`` layers of ``ksize`` x ``ksize`` taps
-    and padding ``pad``, constants of the compiled code (the 3x3 one of
-    padding 1 cached on disk)."""
-    _plane_sums = pixel_plane_sums(numba, ksize)
+    and padding ``pad``: :func:`conv_pixels_image` on each image, in
+    parallel (the 3x3 one of padding 1 cached on disk)."""
+    image = conv_pixels_image(numba, ksize, pad)
 
     @numba.njit(parallel=True, cache=(ksize, pad) == (3, 1))
     def conv_pixels(P, S, T, sign, pool, out):
-        # P (B, C, H, W) uint8; S (K, C, k^2) float32: the weights times the
+        for b in numba.prange(P.shape[0]):
+            image(P[b], S, T, sign, pool, out[b])
+
+    return conv_pixels
+
+
+def conv_pixels_image(numba, ksize=3, pad=1):
+    """``image(P, S, T, sign, pool, out)`` for numba code (inlined): one
+    image's ``conv_pixels`` layer of ``ksize`` x ``ksize`` taps and padding
+    ``pad``, constants of the compiled code."""
+    _plane_sums = pixel_plane_sums(numba, ksize)
+
+    @numba.njit(inline='always')
+    def image(P, S, T, sign, pool, out):
+        # P (C, H, W) uint8; S (K, C, k^2) float32: the weights times the
         # channel's sign (+-1; the kernel's sums are then sign times the
         # layer's, the maximum pools them); out zeroed. In float32, one
         # fused multiply-add a tap (15% faster than int32 multiplies),
@@ -281,48 +325,46 @@ def _conv_pixels(numba, ksize=3, pad=1):
         # (vectors of them) with the k^2 weights held: a first layer has few
         # channels, and a loop over them per position cost more in set-up
         # than in sums; its bits go straight into the output words.
-        B, C, H, Wd = P.shape
-        K = S.shape[0]
-        H2, W2 = out.shape[1], out.shape[2]
+        C = P.shape[0]
+        H2, W2 = out.shape[0], out.shape[1]
         # the convolution's output positions, before pooling
-        H, Wd = H + 2 * pad - ksize + 1, Wd + 2 * pad - ksize + 1
-        for b in numba.prange(B):
-            p_ = numpy.zeros((C, P.shape[2] + 2 * pad, P.shape[3] + 2 * pad),
-                             numpy.float32)
+        H = P.shape[1] + 2 * pad - ksize + 1
+        Wd = P.shape[2] + 2 * pad - ksize + 1
+        p_ = numpy.zeros((C, P.shape[1] + 2 * pad, P.shape[2] + 2 * pad),
+                         numpy.float32)
+        for c in range(C):
+            for y in range(P.shape[1]):
+                for x in range(P.shape[2]):
+                    p_[c, y + pad, x + pad] = P[c, y, x]
+        # one row and column more: a copy of the last, so that the
+        # last window of an odd size (cover_all) reads it twice
+        plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
+        rows = numpy.empty(Wd + 1, numpy.float32)
+        for k in range(S.shape[0]):
+            plane[:] = 0
             for c in range(C):
-                for y in range(P.shape[2]):
-                    for x in range(P.shape[3]):
-                        p_[c, y + pad, x + pad] = P[b, c, y, x]
-            # one row and column more: a copy of the last, so that the
-            # last window of an odd size (cover_all) reads it twice
-            plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
-            rows = numpy.empty(Wd + 1, numpy.float32)
-            o = out[b]
-            for k in range(K):
-                plane[:] = 0
-                for c in range(C):
-                    _plane_sums(p_[c], S[k, c], plane)
-                for y in range(H):
-                    plane[y, Wd] = plane[y, Wd - 1]
-                plane[H] = plane[H - 1]
-                bit = numpy.uint64(k % WORD_BITS)
-                q = k // WORD_BITS
-                s_k, t_k = numpy.float32(sign[k]), numpy.float32(T[k])
-                for y in range(H2):
-                    words = o[y, :, q]
-                    if pool:
-                        r0, r1 = plane[2 * y], plane[2 * y + 1]
-                        for x in range(Wd + 1):
-                            rows[x] = max(r0[x], r1[x])
-                        for x in range(W2):
-                            m = max(rows[2 * x], rows[2 * x + 1])
-                            words[x] |= numpy.uint64(s_k * m >= t_k) << bit
-                    else:
-                        r = plane[y]
-                        for x in range(W2):
-                            words[x] |= numpy.uint64(s_k * r[x] >= t_k) << bit
+                _plane_sums(p_[c], S[k, c], plane)
+            for y in range(H):
+                plane[y, Wd] = plane[y, Wd - 1]
+            plane[H] = plane[H - 1]
+            bit = numpy.uint64(k % WORD_BITS)
+            q = k // WORD_BITS
+            s_k, t_k = numpy.float32(sign[k]), numpy.float32(T[k])
+            for y in range(H2):
+                words = out[y, :, q]
+                if pool:
+                    r0, r1 = plane[2 * y], plane[2 * y + 1]
+                    for x in range(Wd + 1):
+                        rows[x] = max(r0[x], r1[x])
+                    for x in range(W2):
+                        m = max(rows[2 * x], rows[2 * x + 1])
+                        words[x] |= numpy.uint64(s_k * m >= t_k) << bit
+                else:
+                    r = plane[y]
+                    for x in range(W2):
+                        words[x] |= numpy.uint64(s_k * r[x] >= t_k) << bit
 
-    return conv_pixels
+    return image
 
 
 def pixel_plane_sums(numba, ksize=3):
@@ -369,25 +411,47 @@ def numba_layer(layer, x):
     """:func:`reference_layer` with the numba kernels."""
     k = _kernels()
     C, H, Wd = layer.conv['in_shape']
-    K, H2, W2 = layer.out_shape
-    out = numpy.zeros((len(x), H2, W2, n_words(K)), numpy.uint64)
-    # the channels padded to whole blocks of LANES: a padding channel's
-    # weights are 0 and its threshold is never reached (its bits stay 0)
-    T = layer.cached('thresholds', lambda: _padded(
-        layer.thresholds.astype(numpy.int32), numpy.iinfo(numpy.int32).max))
-    sign = layer.cached('sign', lambda: _padded(_signs(layer), 1))
+    out = numpy.zeros((len(x),) + numba_out_shape(layer), numpy.uint64)
+    args = numba_arguments(layer)
     if layer.kind == 'conv_pixels':
         P = numpy.require(x, numpy.uint8, ['C', 'W']).reshape(
             len(x), C, H, Wd)
-        S = layer.cached('signed_taps', lambda: _pixel_weights(layer))
-        k['conv_pixels'](P, S, layer.pad, T, sign, layer.conv['pool'], out)
+        k['conv_pixels'](P, args[0], layer.pad, *args[1:], out)
     else:
         X = numpy.require(x, numpy.uint64, ['C', 'W'])
-        WP, base, slots, spacing = layer.cached(
-            'patches', lambda: _patch_weights(layer))
-        k['conv_xnor'](X, WP, base, slots, spacing, layer.ksize, layer.pad,
-                       T, sign, layer.conv['pool'], out)
+        k['conv_xnor'](X, *args[:4], layer.ksize, layer.pad, *args[4:], out)
     return out
+
+
+def numba_out_shape(layer):
+    """One image's output of the layer, ``(H', W', words)``."""
+    K, H2, W2 = layer.out_shape
+    return H2, W2, n_words(K)
+
+
+def numba_arguments(layer):
+    """The arguments of the layer's numba kernels between its input and
+    its output, made once per layer: ``(S, T, sign, pool)`` for
+    ``'conv_pixels'``, ``(WP, base, slots, spacing, T, sign, pool)`` for
+    ``'conv_xnor'``."""
+    def make():
+        # the channels padded to whole blocks of LANES: a padding channel's
+        # weights are 0 and its threshold is never reached (its bits stay
+        # 0)
+        T = _padded(layer.thresholds.astype(numpy.int32),
+                    numpy.iinfo(numpy.int32).max)
+        tail = (T, _padded(_signs(layer), 1), bool(layer.conv['pool']))
+        if layer.kind == 'conv_pixels':
+            return (_pixel_weights(layer),) + tail
+        return _patch_weights(layer) + tail
+    return layer.cached('numba_arguments', make)
+
+
+def numba_image(layer):
+    """The layer's one-image step for numba code (inlined),
+    :func:`conv_pixels_image` or :func:`conv_xnor_image` compiled for its
+    geometry, made once per geometry."""
+    return _kernels()['image'](layer)
 
 
 def _signs(layer):

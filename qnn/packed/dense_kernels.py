@@ -103,7 +103,9 @@ _numba = None
 def numba_kernels():
     """The numba kernels by name (built once, on first use: numba is
     imported only by a user of this path): ``'planes'``, ``'xnor'``,
-    ``'threshold_pack'``, ``'tail'``; ``'network'`` is a
+    ``'threshold_pack'``, ``'tail'``, and the one-image step
+    ``'xnor_layers'`` for other numba code (:func:`_image_steps`);
+    ``'network'`` is a
     function of the number of words of the first layer's input that
     return the kernel compiled for it (``'planes'`` picks its own: see
     :func:`_planes_accumulator`). ``'network'`` and ``'tail'`` run a batch
@@ -139,7 +141,8 @@ def _build_numba():
             'threshold_pack': _threshold_pack_kernel(numba),
             'tail': cpu_kernels.by_batch(numba, _tail_kernel(numba, steps)),
             'planes': planes,
-            'network': lambda words: for_words(words)['network']}
+            'network': lambda words: for_words(words)['network'],
+            'xnor_layers': steps[3]}
 
 
 def _planes_accumulator(numba, popcount, words):

@@ -18,6 +18,7 @@ normalization's affine map in float32 (:func:`affine_logits`).
 import numpy
 
 from qnn.packed import conv_kernels
+from qnn.packed import convnet_kernels
 from qnn.packed import dense_kernels
 from qnn.packed import level_kernels
 from qnn.packed.bits import PIXEL_BITS
@@ -90,9 +91,13 @@ def _run_convnet(layers, x):
     """The sums and logits (``None`` where the network has no
     :func:`tail_plan`) of a network whose first layers are convolutions,
     or any other network layer by layer."""
-    convs = 0
-    while convs < len(layers) and layers[convs].kind in CONV_KINDS:
-        convs += 1
+    whole = convnet_plan(layers)
+    if whole is not None:
+        # one call (the least Python a call: a batch of one image)
+        kernel, args = whole
+        return _call_for_logits(kernel, x.reshape(
+            (len(x),) + tuple(layers[0].conv['in_shape'])), args)
+    convs = _conv_count(layers)
     plan = tail_plan(layers[convs:]) if 0 < convs < len(layers) else None
     if plan is None:
         # layer by layer: a network of two layers (no hidden XNOR layer)
@@ -102,11 +107,25 @@ def _run_convnet(layers, x):
     x = numpy.require(_dense_input(layers, convs, x), requirements=[
         'C', 'W'])
     kernel, args = plan
+    return _call_for_logits(kernel, x, args)
+
+
+def _call_for_logits(kernel, x, args):
+    """The sums and logits of ``kernel(x, *args, sums, logits)``, the
+    last of ``args`` the output layer's affine map."""
     n = len(args[-1][0])
     sums = numpy.empty((len(x), n), numpy.int64)
     logits = numpy.empty((len(x), n), numpy.float32)
     kernel(x, *args, sums, logits)
     return sums, logits
+
+
+def _conv_count(layers):
+    """The number of convolutions at the start of ``layers``."""
+    convs = 0
+    while convs < len(layers) and layers[convs].kind in CONV_KINDS:
+        convs += 1
+    return convs
 
 
 def _dense_arguments(hidden, last):
@@ -146,6 +165,31 @@ def tail_plan(layers):
     return _cached_plan('tail_plan', layers, make)
 
 
+def convnet_plan(layers):
+    """``(kernel, arguments)`` of a whole binarized ConvNet in one call
+    (:mod:`qnn.packed.convnet_kernels`), made once per list of
+    ``layers``; ``None`` unless the first layer reads pixels, the other
+    convolutions are ``'conv_xnor'`` ones, the dense layers after them
+    have a :func:`tail_plan` and the last maps are their input word for
+    word."""
+    layers = list(layers)
+
+    def make():
+        convs, dense = layers[:_conv_count(layers)], layers[
+            _conv_count(layers):]
+        if not convs or not dense or convs[0].kind != 'conv_pixels' or any(
+                layer.kind != 'conv_xnor' for layer in convs[1:]) or \
+                tail_plan(dense) is None or \
+                not convnet_kernels.flattens_as_words(convs, dense[0].n_in):
+            return None
+        tail = _dense_arguments(list(dense[:-1]), dense[-1])
+        widest = max([dense[0].n_in] + [len(T) for T in tail[1]])
+        widest = -(-widest // 64) * 64
+        return convnet_kernels.network_kernel(convs), \
+            convnet_kernels.plan_arguments(convs) + (widest,) + tail
+    return _cached_plan('convnet_plan', layers, make)
+
+
 def _cached_plan(name, layers, make):
     """``make()``, made once per list of ``layers`` (kept with the first
     layer, keyed by the layers' ids; the layers themselves are kept with
@@ -181,12 +225,8 @@ def _run_mlp(plan, x):
     ``uint8`` pixels ``x``: one image per core, or a batch of fewer
     images than numba has threads on the calling thread alone
     (:func:`qnn.backends.cpu_kernels.by_batch`)."""
-    images, args = plan
-    n = len(args[-1][0])
-    sums = numpy.empty((len(x), n), numpy.int64)
-    logits = numpy.empty((len(x), n), numpy.float32)
-    images(x, *args, sums, logits)
-    return sums, logits
+    kernel, args = plan
+    return _call_for_logits(kernel, x, args)
 
 
 def _run_numba_layers(layers, x):

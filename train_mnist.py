@@ -34,6 +34,7 @@ from chainer.training import extensions
 
 import net
 from qnn import datasets
+from qnn.backends import allocator
 from qnn.backends import devices
 from qnn.iterators.array_iterator import ArrayIterator
 from qnn.iterators.array_iterator import concat_batch
@@ -209,6 +210,7 @@ def train(args, processes, snapshot, interrupts):
 def main(argv=None):
     errors.program = 'train_mnist.py'
     args = train_options.parse_args(argv)
+    allocator.keep_freed_memory()  # a step's large arrays, kept for the next
     processes = multi_node.Processes(args)
     snapshot = snapshots.AtomicSnapshot(keep=args.snapshot_keep)
     # under mpiexec signals end every rank at once (multi_node)

@@ -35,6 +35,7 @@ import chainer  # NOQA: E402
 import chainer.links as L  # NOQA: E402
 
 import net  # NOQA: E402
+from qnn.backends import allocator  # NOQA: E402
 from qnn.backends import devices  # NOQA: E402
 from qnn.utils import errors  # NOQA: E402
 import reference  # NOQA: E402
@@ -66,6 +67,7 @@ def main():
     parser.add_argument('--eval-images', type=int, default=10000)
     args = parser.parse_args()
     errors.program = 'bench/cnn_step.py'
+    allocator.keep_freed_memory()  # as train_mnist.py
     device = devices.get_device(args.device)
     device.use()
 

@@ -107,6 +107,8 @@ def child(args):
     from qnn.backends import devices
     from qnn.datasets import mnist
 
+    from qnn.backends import allocator
+    allocator.keep_freed_memory()  # as train_mnist.py
     options = train_options.parse_args(['--device', args.device])
     device = devices.get_device(options.device)
     numpy.random.seed(0)

@@ -81,7 +81,9 @@ def main():
     import numpy
 
     from qnn import datasets
+    from qnn.backends import allocator
 
+    allocator.keep_freed_memory()  # as train_mnist.py
     options = train_options.parse_args(args.train_options)
     numpy.random.seed(options.seed)
     train, _ = datasets.get_dataset(options.dataset, options.data_dir)

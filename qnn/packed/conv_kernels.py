@@ -164,20 +164,21 @@ def _build():
                 numba, popcount, pool_threshold, *key))
         by_words[key](X, WP, base, slots, spacing, *args)
 
-    def conv_pixels(P, S, pad, *args):
+    def conv_pixels(P, R, pad, *args):
         # compiled once for each kernel size and padding
-        key = math.isqrt(S.shape[2]), pad
+        key = R.shape[2], pad
         if key not in by_ksize:
             by_ksize[key] = cpu_kernels.by_batch(numba, _conv_pixels(
-                numba, *key))
-        by_ksize[key](P, S, *args)
+                numba, pool_threshold, *key))
+        by_ksize[key](P, R, *args)
 
     images = {}
 
     def image(layer):
         if layer.kind == 'conv_pixels':
             key = layer.kind, layer.ksize, layer.pad
-            make = lambda: conv_pixels_image(numba, *key[1:])  # NOQA: E731
+            make = lambda: conv_pixels_image(  # NOQA: E731
+                numba, pool_threshold, *key[1:])
         else:
             words = len(numba_arguments(layer)[0])
             key = layer.kind, words, layer.ksize, layer.pad
@@ -294,77 +295,146 @@ def conv_xnor_image(numba, popcount, pool_threshold, words, ksize, pad):
     return image
 
 
-def _conv_pixels(numba, ksize=3, pad=1):
+def _conv_pixels(numba, pool_threshold, ksize=3, pad=1):
     """The kernel of ``conv_pixels`` layers of ``ksize`` x ``ksize`` taps
     and padding ``pad``: :func:`conv_pixels_image` on each image, in
     parallel (the 3x3 one of padding 1 cached on disk)."""
-    image = conv_pixels_image(numba, ksize, pad)
+    image = conv_pixels_image(numba, pool_threshold, ksize, pad)
 
     @numba.njit(parallel=True, cache=(ksize, pad) == (3, 1))
-    def conv_pixels(P, S, T, sign, pool, out):
+    def conv_pixels(P, R, Rs, T, sign, pool, out):
         for b in numba.prange(P.shape[0]):
-            image(P[b], S, T, sign, pool, out[b])
+            image(P[b], R, Rs, T, sign, pool, out[b])
 
     return conv_pixels
 
 
-def conv_pixels_image(numba, ksize=3, pad=1):
-    """``image(P, S, T, sign, pool, out)`` for numba code (inlined): one
-    image's ``conv_pixels`` layer of ``ksize`` x ``ksize`` taps and padding
-    ``pad``, constants of the compiled code."""
-    _plane_sums = pixel_plane_sums(numba, ksize)
+def conv_pixels_image(numba, pool_threshold, ksize=3, pad=1):
+    """``image(P, R, Rs, T, sign, pool, out)`` for numba code (inlined):
+    one image's ``conv_pixels`` layer of ``ksize`` x ``ksize`` taps and
+    padding ``pad``, constants of the compiled code.
+
+    A row of a channel's taps is one of :math:`2^{k-1}` patterns of signs
+    (its first tap +1) times a sign (:func:`_pixel_rows`), so the sums of
+    each pattern along the image's rows are taken once for all the output
+    channels (:func:`_pattern_rows`), and an output channel adds ``ksize``
+    of them a position instead of ``ksize^2`` products (the small
+    ConvNet's first layer: 10 us an image, 9 products a position,
+    before)."""
+    pattern_rows = _pattern_rows(numba, ksize, pad)
+    add_rows = _rows_adder(numba, ksize)
 
     @numba.njit(inline='always')
-    def image(P, S, T, sign, pool, out):
-        # P (C, H, W) uint8; S (K, C, k^2) float32: the weights times the
-        # channel's sign (+-1; the kernel's sums are then sign times the
-        # layer's, the maximum pools them); out zeroed. In float32, one
-        # fused multiply-add a tap (15% faster than int32 multiplies),
-        # exact: the sums are integers below k^2 C 255 < 2^24. One output
-        # channel at a time, the inner loops over a row's positions
-        # (vectors of them) with the k^2 weights held: a first layer has few
-        # channels, and a loop over them per position cost more in set-up
-        # than in sums; its bits go straight into the output words.
-        C = P.shape[0]
+    def image(P, R, Rs, T, sign, pool, out):
+        # P (C, H, W) uint8; R (K, C, k) int64 and Rs (K, C, k) float32:
+        # the pattern and sign of each row of taps, the channel's sign
+        # (+-1) in them (the sums are then sign times the layer's, the
+        # maximum pools them); out zeroed. In float32, exact: the sums
+        # are integers below k^2 C 255 < 2^24. Rows of positions padded
+        # to whole vectors (LANES), with a column more for the last
+        # window of an odd size (cover_all), which reads its last
+        # position twice.
+        C, K = P.shape[0], R.shape[0]
         H2, W2 = out.shape[0], out.shape[1]
-        # the convolution's output positions, before pooling
         H = P.shape[1] + 2 * pad - ksize + 1
         Wd = P.shape[2] + 2 * pad - ksize + 1
-        p_ = numpy.zeros((C, P.shape[1] + 2 * pad, P.shape[2] + 2 * pad),
-                         numpy.float32)
+        rows = pattern_rows(P, (Wd + LANES) // LANES * LANES)
+        plane = numpy.empty((H + 1, rows.shape[3]), numpy.float32)
+        pooled_row = numpy.empty(rows.shape[3], numpy.float32)
+        # the pooled sums, channels last: thresholds and bits a vector of
+        # channels at a time (pool_threshold)
+        sums = numpy.zeros((H2, W2, T.shape[0]), numpy.float32)
+        for k in range(K):
+            plane[:] = 0
+            for c in range(C):
+                add_rows(plane, rows[c], R[k, c], Rs[k, c], H)
+            for y in range(H):
+                plane[y, Wd] = plane[y, Wd - 1]
+            plane[H] = plane[H - 1]
+            for y in range(H2):
+                if pool:
+                    r0, r1 = plane[2 * y], plane[2 * y + 1]
+                    for x in range(Wd + 1):
+                        pooled_row[x] = max(r0[x], r1[x])
+                    for x in range(W2):
+                        sums[y, x, k] = max(pooled_row[2 * x],
+                                            pooled_row[2 * x + 1])
+                else:
+                    for x in range(W2):
+                        sums[y, x, k] = plane[y, x]
+        pool_threshold(sums, T, sign, False, out)
+
+    return image
+
+
+def _pattern_rows(numba, ksize, pad):
+    """``pattern_rows(P, Wv)`` for numba code (inlined): the sums of each
+    row pattern (:func:`_row_patterns`) of ``ksize`` taps along the rows
+    of the image ``P`` ``(C, H, W)`` zero-padded by ``pad``, ``float32``
+    ``(C, patterns, H + 2 pad, Wv)``: ``[c, q, r, x]`` the pattern ``q``
+    at column ``x`` of padded row ``r`` (columns past the image read
+    zeros)."""
+    patterns = _row_patterns(ksize)
+
+    @numba.njit(inline='always')
+    def pattern_rows(P, Wv):
+        C, Hp = P.shape[0], P.shape[1] + 2 * pad
+        p_ = numpy.zeros((C, Hp, Wv + ksize - 1), numpy.float32)
         for c in range(C):
             for y in range(P.shape[1]):
                 for x in range(P.shape[2]):
                     p_[c, y + pad, x + pad] = P[c, y, x]
-        # one row and column more: a copy of the last, so that the
-        # last window of an odd size (cover_all) reads it twice
-        plane = numpy.empty((H + 1, Wd + 1), numpy.float32)
-        rows = numpy.empty(Wd + 1, numpy.float32)
-        for k in range(S.shape[0]):
-            plane[:] = 0
-            for c in range(C):
-                _plane_sums(p_[c], S[k, c], plane)
-            for y in range(H):
-                plane[y, Wd] = plane[y, Wd - 1]
-            plane[H] = plane[H - 1]
-            bit = numpy.uint64(k % WORD_BITS)
-            q = k // WORD_BITS
-            s_k, t_k = numpy.float32(sign[k]), numpy.float32(T[k])
-            for y in range(H2):
-                words = out[y, :, q]
-                if pool:
-                    r0, r1 = plane[2 * y], plane[2 * y + 1]
-                    for x in range(Wd + 1):
-                        rows[x] = max(r0[x], r1[x])
-                    for x in range(W2):
-                        m = max(rows[2 * x], rows[2 * x + 1])
-                        words[x] |= numpy.uint64(s_k * m >= t_k) << bit
-                else:
-                    r = plane[y]
-                    for x in range(W2):
-                        words[x] |= numpy.uint64(s_k * r[x] >= t_k) << bit
+        rows = numpy.empty((C, len(patterns), Hp, Wv), numpy.float32)
+        for c in range(C):
+            for q in range(len(patterns)):
+                for r in range(Hp):
+                    h, row = rows[c, q, r], p_[c, r]
+                    for x in range(Wv):
+                        v = row[x]
+                        for dx in range(1, ksize):
+                            v += patterns[q, dx] * row[x + dx]
+                        h[x] = v
+        return rows
 
-    return image
+    return pattern_rows
+
+
+def _rows_adder(numba, ksize):
+    """``add_rows(plane, rows, R, Rs, H)`` for numba code (inlined): adds
+    to ``plane[y]`` the pattern sums ``rows[R[dy], y + dy]`` times
+    ``Rs[dy]`` over the ``ksize`` rows of taps, for ``y < H``; one pass
+    over the plane for 3x3 taps."""
+    if ksize == 3:
+        @numba.njit(inline='always')
+        def add_rows(plane, rows, R, Rs, H):
+            h0, h1, h2 = rows[R[0]], rows[R[1]], rows[R[2]]
+            s0, s1, s2 = Rs[0], Rs[1], Rs[2]
+            for y in range(H):
+                o, r0, r1, r2 = plane[y], h0[y], h1[y + 1], h2[y + 2]
+                for x in range(o.shape[0]):
+                    o[x] += r0[x] * s0 + r1[x] * s1 + r2[x] * s2
+        return add_rows
+
+    @numba.njit(inline='always')
+    def add_rows_k(plane, rows, R, Rs, H):
+        for dy in range(ksize):
+            h, s = rows[R[dy]], Rs[dy]
+            for y in range(H):
+                o, r = plane[y], h[y + dy]
+                for x in range(o.shape[0]):
+                    o[x] += r[x] * s
+    return add_rows_k
+
+
+def _row_patterns(ksize):
+    """The :math:`2^{k-1}` rows of ``ksize`` signs whose first is +1,
+    ``float32`` ``(2^(k-1), k)``: pattern ``q`` has -1 at tap ``d > 0``
+    where bit ``d - 1`` of ``q`` is set."""
+    q = numpy.arange(1 << (ksize - 1))[:, None]
+    d = numpy.arange(1, ksize)[None, :]
+    signs = numpy.where(q >> (d - 1) & 1, -1, 1)
+    return numpy.hstack([numpy.ones((len(q), 1)), signs]).astype(
+        numpy.float32)
 
 
 def pixel_plane_sums(numba, ksize=3):
@@ -431,7 +501,7 @@ def numba_out_shape(layer):
 
 def numba_arguments(layer):
     """The arguments of the layer's numba kernels between its input and
-    its output, made once per layer: ``(S, T, sign, pool)`` for
+    its output, made once per layer: ``(R, Rs, T, sign, pool)`` for
     ``'conv_pixels'``, ``(WP, base, slots, spacing, T, sign, pool)`` for
     ``'conv_xnor'``."""
     def make():
@@ -442,7 +512,7 @@ def numba_arguments(layer):
                     numpy.iinfo(numpy.int32).max)
         tail = (T, _padded(_signs(layer), 1), bool(layer.conv['pool']))
         if layer.kind == 'conv_pixels':
-            return (_pixel_weights(layer),) + tail
+            return _pixel_rows(layer) + tail
         return _patch_weights(layer) + tail
     return layer.cached('numba_arguments', make)
 
@@ -459,14 +529,20 @@ def _signs(layer):
     return numpy.where(layer.flipped.astype(bool), -1, 1).astype(numpy.int32)
 
 
-def _pixel_weights(layer):
-    """The weights of ``conv_pixels``, ``float32`` ``(K, C, k^2)``: each
-    times its channel's sign."""
+def _pixel_rows(layer):
+    """The weights of ``conv_pixels`` as rows of taps (see
+    :func:`conv_pixels_image`): the pattern of each row ``(K, C, k)``
+    ``int64`` (:func:`_row_patterns`) and its sign ``float32``, each
+    weight times its channel's sign."""
     K = layer.out_shape[0]
     C = layer.conv['in_shape'][0]
-    W = weight_taps(layer).reshape(K, C, layer.taps) * \
-        _signs(layer)[:, None, None]
-    return W.astype(numpy.float32)
+    k = layer.ksize
+    W = weight_taps(layer) * _signs(layer)[:, None, None, None]
+    first = W[:, :, :, :1]  # (K, C, k, 1): the sign of each row
+    minus = (W * first)[:, :, :, 1:] < 0  # the row over its first tap
+    pattern = (minus << numpy.arange(k - 1)).sum(axis=3)
+    return (numpy.ascontiguousarray(pattern, numpy.int64).reshape(K, C, k),
+            numpy.ascontiguousarray(first[..., 0], numpy.float32))
 
 
 def _patch_weights(layer):

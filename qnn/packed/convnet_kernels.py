@@ -114,10 +114,11 @@ def _network(numba, first_image, chain, xnor_layers):
     @numba.njit(nogil=True)
     def convnet(P, lo, hi, first, rest, widest, hidden_WT, hidden_T,
                 last_WT, n_ins, A, sums, logits):
-        s = first[4]
+        s = first[5]
         for b in range(lo, hi):
             maps = numpy.zeros((s[0], s[1], s[2]), numpy.uint64)
-            first_image(P[b], first[0], first[1], first[2], first[3], maps)
+            first_image(P[b], first[0], first[1], first[2], first[3],
+                        first[4], maps)
             flat = chain(maps, rest).reshape(-1)
             acc = numpy.zeros(widest, numpy.int64)
             h = numpy.zeros(widest // WORD_BITS, numpy.uint64)

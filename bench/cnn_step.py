@@ -97,7 +97,7 @@ def main():
     print('# BinaryConvNet {} on {} images, batch {}, device {}, {} cores; '
           '{}'.format(args.size, 'x'.join(map(str, shape)), args.batch,
                       device, os.cpu_count(), reference.cpu_model()))
-    print('train step {:.3f} s, eval batch {:.3f} s (medians of {}); '
+    print('train step {:.4f} s, eval batch {:.4f} s (medians of {}); '
           'epoch of {} + {} images: {:.0f} s'.format(
               train, evaluate, args.steps, args.epoch_images,
               args.eval_images, steps * train + batches * evaluate))

@@ -55,7 +55,7 @@ PEERS = os.path.join(ROOT, 'bench', 'peers')
 PEER_SCRIPT = os.path.join(PEERS, 'torch_mlp.py')
 PEER_CNN_SCRIPT = os.path.join(PEERS, 'torch_convnet_step.py')
 CNN_SCRIPT = os.path.join(ROOT, 'bench', 'cnn_step.py')
-# "train step 0.049 s, eval batch 0.018 s" (cnn_step.py) and "train step
+# "train step 0.0490 s, eval batch 0.0180 s" (cnn_step.py) and "train step
 # 0.0559 s, eval batch 0.0271 s" (the peer)
 CNN_TIMES = re.compile(r'train step ([\d.]+) s, eval batch ([\d.]+) s')
 EPOCH_ITERATIONS = 600  # 60000 images / batch 100

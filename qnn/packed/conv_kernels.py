@@ -323,6 +323,7 @@ def conv_pixels_image(numba, pool_threshold, ksize=3, pad=1):
     before)."""
     pattern_rows = _pattern_rows(numba, ksize, pad)
     add_rows = _rows_adder(numba, ksize)
+    close_plane, plane_row = plane_pooling(numba)
 
     @numba.njit(inline='always')
     def image(P, R, Rs, T, sign, pool, out):
@@ -348,23 +349,45 @@ def conv_pixels_image(numba, pool_threshold, ksize=3, pad=1):
             plane[:] = 0
             for c in range(C):
                 add_rows(plane, rows[c], R[k, c], Rs[k, c], H)
-            for y in range(H):
-                plane[y, Wd] = plane[y, Wd - 1]
-            plane[H] = plane[H - 1]
+            close_plane(plane, H, Wd)
             for y in range(H2):
-                if pool:
-                    r0, r1 = plane[2 * y], plane[2 * y + 1]
-                    for x in range(Wd + 1):
-                        pooled_row[x] = max(r0[x], r1[x])
-                    for x in range(W2):
-                        sums[y, x, k] = max(pooled_row[2 * x],
-                                            pooled_row[2 * x + 1])
-                else:
-                    for x in range(W2):
-                        sums[y, x, k] = plane[y, x]
+                plane_row(plane, y, Wd, W2, pool, pooled_row)
+                for x in range(W2):
+                    sums[y, x, k] = pooled_row[x]
         pool_threshold(sums, T, sign, False, out)
 
     return image
+
+
+def plane_pooling(numba):
+    """``close_plane(plane, H, W)`` and ``plane_row(plane, y, W, W2,
+    pool, row)`` for numba code (inlined), on one channel's sums
+    ``plane`` of ``H`` x ``W`` positions, allocated a row and a column
+    larger: ``close_plane`` copies the last row and column into them, so
+    that the last window of an odd size (cover_all) reads them twice;
+    ``plane_row`` sets ``row[:W2]`` to output row ``y``, the maxima of
+    the 2x2 windows (``pool``) or the plane's row (``row`` holds ``W +
+    1`` values)."""
+    @numba.njit(inline='always')
+    def close_plane(plane, H, W):
+        for y in range(H):
+            plane[y, W] = plane[y, W - 1]
+        plane[H] = plane[H - 1]
+
+    @numba.njit(inline='always')
+    def plane_row(plane, y, W, W2, pool, row):
+        if pool:
+            r0, r1 = plane[2 * y], plane[2 * y + 1]
+            for x in range(W + 1):
+                row[x] = max(r0[x], r1[x])
+            # in place: row[x] reads 2x and 2x + 1, never written before
+            for x in range(W2):
+                row[x] = max(row[2 * x], row[2 * x + 1])
+        else:
+            for x in range(W2):
+                row[x] = plane[y, x]
+
+    return close_plane, plane_row
 
 
 def _pattern_rows(numba, ksize, pad):

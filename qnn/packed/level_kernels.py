@@ -474,6 +474,7 @@ def _conv_levels_pixels_kernel(numba):
     on pixels (:func:`numba_conv_levels`), over the images on all
     cores."""
     plane_sums = conv_kernels.pixel_plane_sums(numba)
+    close_plane, plane_row = conv_kernels.plane_pooling(numba)
 
     @numba.njit(inline='always')
     def level(s, T, k):
@@ -504,21 +505,11 @@ def _conv_levels_pixels_kernel(numba):
                 plane[:] = 0
                 for c in range(C):
                     plane_sums(p_[c], S[k, c], plane)
-                for y in range(H):
-                    plane[y, Wd] = plane[y, Wd - 1]
-                plane[H] = plane[H - 1]
+                close_plane(plane, H, Wd)
                 for y in range(H2):
-                    if pool:
-                        r0, r1 = plane[2 * y], plane[2 * y + 1]
-                        for x in range(Wd + 1):
-                            rows[x] = max(r0[x], r1[x])
-                        for x in range(W2):
-                            m = max(rows[2 * x], rows[2 * x + 1])
-                            out[b, y, x, k] = level(
-                                sign[k] * numpy.int64(m), T, k)
-                    else:
-                        for x in range(W2):
-                            out[b, y, x, k] = level(
-                                sign[k] * numpy.int64(plane[y, x]), T, k)
+                    plane_row(plane, y, Wd, W2, pool, rows)
+                    for x in range(W2):
+                        out[b, y, x, k] = level(
+                            sign[k] * numpy.int64(rows[x]), T, k)
 
     return conv_levels_pixels

@@ -192,7 +192,22 @@ def _build():
             'image': image}
 
 
+def pooling_window(numba):
+    """``window(y, x, step, H, W)`` for numba code (inlined): the first
+    and last rows and columns ``(y0, y1, x0, x1)`` of output position
+    ``(y, x)``'s pooling window of ``step`` x ``step`` on ``H`` x ``W``
+    sums; with cover_all the last window of an odd size holds one row
+    (column): its index clamped, read twice, changes no maximum."""
+    @numba.njit(inline='always')
+    def window(y, x, step, H, W):
+        y0, x0 = y * step, x * step
+        return y0, min(y0 + step - 1, H - 1), x0, min(x0 + step - 1, W - 1)
+    return window
+
+
 def _pool_threshold(numba):
+    window = pooling_window(numba)
+
     @numba.njit(inline='always')
     def pool_threshold(sums, T, sign, pool, out):
         # sums (H, W, K) of one image, each channel times its sign[k]
@@ -202,13 +217,8 @@ def _pool_threshold(numba):
         step = 2 if pool else 1
         lane = numpy.uint64
         for y in range(out.shape[0]):
-            # with cover_all the last window of an odd size holds one row
-            # (column): its index clamped, read twice, changes no maximum
-            y0 = y * step
-            y1 = min(y0 + step - 1, H - 1)
             for x in range(out.shape[1]):
-                x0 = x * step
-                x1 = min(x0 + step - 1, Wd - 1)
+                y0, y1, x0, x1 = window(y, x, step, H, Wd)
                 s00, s01 = sums[y0, x0], sums[y0, x1]
                 s10, s11 = sums[y1, x0], sums[y1, x1]
                 word = out[y, x]

@@ -30,14 +30,9 @@ def plan_arguments(convs):
     shape of its output, and the other layers' as a tuple."""
     first, rest = convs[0], convs[1:]
     return ((conv_kernels.numba_arguments(first) +
-             (_shape(first),)),
-            tuple(conv_kernels.numba_arguments(layer) + (_shape(layer),)
-                  for layer in rest))
-
-
-def _shape(layer):
-    # an array: a parallel loop takes no tuple of integers
-    return numpy.array(conv_kernels.numba_out_shape(layer), numpy.int64)
+             (conv_kernels.numba_out_shape(first),)),
+            tuple(conv_kernels.numba_arguments(layer) +
+                  (conv_kernels.numba_out_shape(layer),) for layer in rest))
 
 
 def flattens_as_words(convs, n_in):
@@ -103,8 +98,7 @@ def _chain(numba, images):
     @numba.njit(inline='always')
     def run(maps, arguments):
         a = arguments[0]
-        s = a[7]
-        out = numpy.zeros((s[0], s[1], s[2]), numpy.uint64)
+        out = numpy.zeros(a[7], numpy.uint64)
         image(maps, a[0], a[1], a[2], a[3], a[4], a[5], a[6], out)
         return rest(out, arguments[1:])
     return run
@@ -114,9 +108,8 @@ def _network(numba, first_image, chain, xnor_layers):
     @numba.njit(nogil=True)
     def convnet(P, lo, hi, first, rest, widest, hidden_WT, hidden_T,
                 last_WT, n_ins, A, sums, logits):
-        s = first[5]
         for b in range(lo, hi):
-            maps = numpy.zeros((s[0], s[1], s[2]), numpy.uint64)
+            maps = numpy.zeros(first[5], numpy.uint64)
             first_image(P[b], first[0], first[1], first[2], first[3],
                         first[4], maps)
             flat = chain(maps, rest).reshape(-1)

@@ -399,6 +399,8 @@ def _conv_level_steps(numba):
                     patch[b, first[t] + q] |= U[
                         b, y + t // 3, x + t % 3, q] << shifts[t]
 
+    window = conv_kernels.pooling_window(numba)
+
     @numba.njit(inline='always')
     def pool_levels(sums, sign, T, step, out):
         # sums (H, W, K) of one image times sign[k], out (H', W', K): the
@@ -406,11 +408,8 @@ def _conv_level_steps(numba):
         # the last window of an odd size reads its one row (column) twice
         H, Wd, K = sums.shape
         for y in range(out.shape[0]):
-            y0 = y * step
-            y1 = min(y0 + step - 1, H - 1)
             for x in range(out.shape[1]):
-                x0 = x * step
-                x1 = min(x0 + step - 1, Wd - 1)
+                y0, y1, x0, x1 = window(y, x, step, H, Wd)
                 for k in range(K):
                     best = sign[k] * max(
                         max(sums[y0, x0, k], sums[y0, x1, k]),
